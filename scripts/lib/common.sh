@@ -39,3 +39,69 @@ configure_and_build() {
   cmake -S "$IOREQ_FILTER_ROOT" -B "$dir" -G Ninja "$@" >/dev/null
   cmake --build "$dir" -j "$(nproc)"
 }
+
+# fetch_deb PKG -> prints the directory PKG was extracted into ($IOREQ_FILTER_CACHE/debs/PKG_VERSION).
+# Downloads the .deb with apt-get download (no install), cached across runs.
+fetch_deb() {
+  local pkg="$1" ver dir debdir
+  ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
+  if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
+  fi
+  [ -n "$ver" ] && [ "$ver" != "(none)" ] || die "Debian package '$pkg' is not known to apt (apt-get update?)"
+  dir="$IOREQ_FILTER_CACHE/debs/${pkg}_${ver//:/%}"
+  if [ ! -e "$dir/.extracted" ]; then
+    debdir="$IOREQ_FILTER_CACHE/debs/archives"
+    mkdir -p "$debdir"
+    (cd "$debdir" && apt-get download -qq "$pkg=$ver" >/dev/null) || die "apt-get download $pkg=$ver failed"
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    dpkg -x "$debdir/${pkg}_${ver//:/%3a}"_*.deb "$dir.tmp" || die "dpkg -x of $pkg failed"
+    touch "$dir.tmp/.extracted" && rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  printf '%s\n' "$dir"
+}
+
+# kernel_package -> the versioned linux-image package the linux-image-amd64 meta package depends on.
+kernel_package() {
+  apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'
+}
+
+# fetch_kernel -> prints "DIR VERSION": DIR holds boot/vmlinuz-VERSION and lib/modules/VERSION
+# (with modules.dep made by depmod).
+fetch_kernel() {
+  local pkg dir ver
+  pkg=$(kernel_package)
+  [ -n "$pkg" ] || { apt-get update -qq >/dev/null 2>&1; pkg=$(kernel_package); }
+  [ -n "$pkg" ] || die "cannot resolve linux-image-amd64 to a versioned kernel package"
+  dir=$(fetch_deb "$pkg")
+  ver=${pkg#linux-image-}
+  if [ ! -e "$dir/lib/modules/$ver/modules.dep" ]; then
+    depmod -b "$dir" "$ver" || die "depmod failed for $dir"
+  fi
+  printf '%s %s\n' "$dir" "$ver"
+}
+
+# fetch_xen_source -> prints the directory of Debian bookworm's Xen source tree (unpacked, patched).
+fetch_xen_source() {
+  local base="$IOREQ_FILTER_CACHE/xen-source" src
+  if [ ! -e "$base/.done" ]; then
+    if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ /etc/apt/sources.list 2>/dev/null; then
+      [ "$(id -u)" -eq 0 ] || die "need root to add a deb-src entry for Xen's source"
+      if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+        sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
+          > /etc/apt/sources.list.d/ioreq-filter-src.sources
+      else
+        sed -n 's/^deb /deb-src /p' /etc/apt/sources.list > /etc/apt/sources.list.d/ioreq-filter-src.list
+      fi
+      apt-get update -qq >/dev/null
+    fi
+    rm -rf "$base.tmp" && mkdir -p "$base.tmp"
+    (cd "$base.tmp" && apt-get source -qq -t bookworm xen >/dev/null 2>&1) \
+      || (cd "$base.tmp" && apt-get source -qq xen >/dev/null) || die "apt-get source xen failed"
+    touch "$base.tmp/.done" && rm -rf "$base" && mv "$base.tmp" "$base"
+  fi
+  src=$(find "$base" -maxdepth 1 -mindepth 1 -type d -name 'xen-*' | head -n1)
+  [ -n "$src" ] || die "no xen-* directory in $base"
+  printf '%s\n' "$src"
+}
