@@ -1,0 +1,53 @@
+# Helpers for dom0 test scripts (busybox sh). A test script starts with `. /lab/lib.sh`.
+# Results are markers on the console, one per line, read by tests/xen/lab run on the host:
+#   IOREQ-LAB-PASS <check> [detail]      IOREQ-LAB-FAIL <check> <reason>
+# Files copied to /lab/out/ are dumped to the host log directory when the script ends.
+
+LAB_FAILED=0
+
+lab_now() { cut -d' ' -f1 /proc/uptime; }
+lab_step() { echo "IOREQ-LAB-STEP $(lab_now) $*"; }
+lab_pass() { echo "IOREQ-LAB-PASS $*"; }
+lab_fail() { LAB_FAILED=1; echo "IOREQ-LAB-FAIL $*"; }
+
+# lab_expect CHECK EXPECTED ACTUAL
+lab_expect() {
+    if [ "$2" = "$3" ]; then
+        lab_pass "$1" "$3"
+    else
+        lab_fail "$1" "expected '$2', got '$3'"
+    fi
+}
+
+# lab_wait SECONDS COMMAND...: retries COMMAND every second until it succeeds; 1 if it never did.
+lab_wait() {
+    local deadline=$(( $(cut -d. -f1 /proc/uptime) + $1 ))
+    shift
+    while ! "$@" >/dev/null 2>&1; do
+        [ "$(cut -d. -f1 /proc/uptime)" -ge "$deadline" ] && return 1
+        sleep 1
+    done
+    return 0
+}
+
+# lab_xl SECONDS ARGS...: xl with a time limit; a hung toolstack is a failure, not a stuck lab.
+lab_xl() {
+    local limit="$1"
+    shift
+    timeout -s KILL "$limit" xl "$@"
+}
+
+# lab_guest_log DOMID: what the guest wrote to port 0xE9 (Xen prints it as "(dN) text").
+lab_guest_log() { timeout 20 xl dmesg | sed -n "s/^(XEN) //; s/^(d$1) //p"; }
+
+# lab_guest_says DOMID PATTERN: the guest's 0xE9 output has a line matching PATTERN (grep -E).
+lab_guest_says() { lab_guest_log "$1" | grep -Eq "$2"; }
+
+# lab_domid NAME
+lab_domid() { timeout 20 xl domid "$1" 2>/dev/null; }
+
+# lab_finish: the script's exit status: 0 only if no check failed.
+lab_finish() {
+    [ "$LAB_FAILED" = 0 ]
+    exit $?
+}
