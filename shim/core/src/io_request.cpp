@@ -54,6 +54,7 @@ const char* toString(Malformation m) noexcept {
     case Malformation::ConfigOutOfRange: return "config register above 0xfff, crossing a dword, or repeated";
     case Malformation::UnknownType: return "unknown ioreq type";
     case Malformation::BadDirection: return "direction is neither read nor write";
+    case Malformation::CrossesRegion: return "access runs past the end of the device region it starts in";
   }
   return "?";
 }

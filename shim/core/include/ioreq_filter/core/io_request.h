@@ -49,6 +49,7 @@ enum class Malformation : std::uint8_t {
   ConfigOutOfRange, // PCI_CONFIG register above 0xfff or access crossing a dword
   UnknownType,      // type not PIO, COPY, PCI_CONFIG, TIMEOFFSET or INVALIDATE
   BadDirection,     // dir not 0/1 (raw field from the ioreq page)
+  CrossesRegion,    // starts inside a filtered device's region and runs past its end
 };
 
 // noexcept, allocation-free: safe on the data plane.

@@ -1,0 +1,82 @@
+// The device bus: which filtered device instance, region and offset a request targets.
+// Port and MMIO ranges are sorted and non-overlapping (rust-vmm style); PCI BARs follow the guest's
+// own config writes (sizing, moves, decode enable/disable), which arrive either as CF8/CFC port
+// accesses (qtest traces, the CF8 latch is kept here as Xen keeps it per domain) or already decoded
+// as PCI_CONFIG requests (Xen ioreqs). Devices only ever see offsets relative to their region.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ioreq_filter/core/device.h"
+#include "ioreq_filter/core/error.h"
+#include "ioreq_filter/core/io_request.h"
+#include "ioreq_filter/core/policy.h"
+
+namespace iof {
+
+inline constexpr std::uint32_t kNoRegion = 0xffffffffu;
+
+// Where a request lands.
+struct BusTarget {
+  std::int32_t device = -1;          // -1: no filtered device claims it
+  std::uint32_t region = kNoRegion;  // region index in the device's policy (kNoRegion for config without a region)
+  std::uint64_t offset = 0;          // within the region (config: the register)
+  bool config = false;               // PCI config-space access
+  bool crosses = false;              // the access runs past the end of its region
+};
+
+// A device as the bus sees it: instance facts plus the policy's regions.
+struct BusDevice {
+  DeviceInstance instance;
+  std::vector<RegionSpec> regions;
+};
+
+class DeviceBus {
+ public:
+  // Control plane. Fixed regions are placed at the instance's ISA base (policy base is the default).
+  // Overlapping ranges between devices, and regions larger than their BAR, are errors.
+  static Result<DeviceBus> create(std::vector<BusDevice> devices);
+
+  // Data plane: noexcept, allocation-free. May update the CF8 latch and BAR state (config writes),
+  // so call it exactly once per request, in order. `request` must be well-formed (classify()).
+  BusTarget route(const IoRequest& request) noexcept;
+
+  // Decodes a CF8/CFC port access into Xen's PCI_CONFIG form using the current latch. Returns false if
+  // the access is not a config data cycle.
+  bool decodeConfigCycle(const IoRequest& pio, IoRequest& config) const noexcept;
+
+  std::size_t deviceCount() const noexcept { return devices_.size(); }
+  const BusDevice& device(std::size_t i) const noexcept { return devices_[i]; }
+  // Current base of a region (after BAR moves), or nullopt-like ~0 when not decoded.
+  std::uint64_t regionBase(std::size_t device, std::uint32_t region) const noexcept;
+  std::uint32_t cf8() const noexcept { return cf8_; }
+  std::uint64_t barConflicts() const noexcept { return bar_conflicts_; }
+
+ private:
+  struct Range {
+    std::uint64_t start = 0, end = 0;  // inclusive
+    std::int32_t device = -1;
+    std::uint32_t region = 0;
+  };
+  struct PciState {
+    std::array<std::uint32_t, 6> bar_raw{};
+    std::uint16_t command = 0;
+  };
+  void rebuildRanges() noexcept;
+  const Range* find(const Range* begin, std::size_t count, std::uint64_t addr) const noexcept;
+  void trackConfigWrite(std::size_t device, std::uint32_t reg, std::uint8_t size, std::uint64_t value) noexcept;
+  BusTarget routeConfig(std::uint32_t sbdf, std::uint32_t reg, const IoRequest& request) noexcept;
+
+  std::vector<BusDevice> devices_;
+  std::vector<PciState> pci_;            // per device (unused for ISA)
+  std::vector<std::uint32_t> config_region_;  // per device: region index of its config space or kNoRegion
+  std::vector<Range> io_, mem_;          // capacity fixed at create(); sizes vary
+  std::size_t io_count_ = 0, mem_count_ = 0;
+  std::uint32_t cf8_ = 0;
+  std::uint64_t bar_conflicts_ = 0;
+};
+
+}  // namespace iof

@@ -1,0 +1,230 @@
+#include "ioreq_filter/core/bus.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace iof {
+namespace {
+
+constexpr std::uint16_t kCommandIo = 1u << 0;
+constexpr std::uint16_t kCommandMem = 1u << 1;
+constexpr std::uint32_t kBar0 = 0x10;
+constexpr std::uint32_t kCommandReg = 0x04;
+constexpr std::uint16_t kCf8Port = 0xcf8;
+constexpr std::uint16_t kCfcPort = 0xcfc;
+
+bool cf8Enabled(std::uint32_t cf8) noexcept { return (cf8 & 0x80000000u) != 0; }
+
+std::string hex(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+Result<DeviceBus> DeviceBus::create(std::vector<BusDevice> devices) {
+  DeviceBus bus;
+  std::size_t io_capacity = 0, mem_capacity = 0;
+  for (std::size_t d = 0; d < devices.size(); ++d) {
+    auto& dev = devices[d];
+    const bool pci = dev.instance.pci.has_value();
+    std::uint32_t config_region = kNoRegion;
+    PciState state;
+    for (std::size_t b = 0; b < 6; ++b) {
+      const auto& bar = dev.instance.bars[b];
+      // Keep the raw register form so partial config writes can be merged byte by byte.
+      const std::uint64_t type_bits = bar.kind == BarKind::Io ? 1 : bar.kind == BarKind::Mem64 ? 4 : 0;
+      state.bar_raw[b] = std::uint32_t(bar.address | type_bits);
+      if (bar.kind == BarKind::Mem64 && b + 1 < 6) state.bar_raw[b + 1] = std::uint32_t(bar.address >> 32), ++b;
+    }
+    state.command = dev.instance.command;
+    std::uint64_t lowest_fixed = ~0ull;
+    for (const auto& reg : dev.regions)
+      if (reg.bar < 0 && reg.space != RegionSpace::Config) lowest_fixed = std::min(lowest_fixed, reg.base);
+    const std::uint64_t isa_shift =
+        dev.instance.isa_ports.empty() || lowest_fixed == ~0ull ? 0 : dev.instance.isa_ports.front().base - lowest_fixed;
+    for (std::size_t r = 0; r < dev.regions.size(); ++r) {
+      auto& reg = dev.regions[r];
+      const auto where = dev.instance.name + ": region '" + reg.name + "'";
+      if (reg.space == RegionSpace::Config) {
+        if (!pci) return fail(where, "config space on a device that is not PCI");
+        config_region = std::uint32_t(r);
+        continue;
+      }
+      (reg.space == RegionSpace::Io ? io_capacity : mem_capacity)++;
+      if (reg.bar >= 0) {
+        if (!pci) return fail(where, "BAR region on a device that is not PCI");
+        const auto& bar = dev.instance.bars[std::size_t(reg.bar)];
+        if (bar.kind == BarKind::None || bar.size == 0)
+          return fail(where, "BAR" + std::to_string(reg.bar) + " is not implemented by this device instance");
+        if ((bar.kind == BarKind::Io) != (reg.space == RegionSpace::Io))
+          return fail(where, "policy says " + std::string(reg.space == RegionSpace::Io ? "I/O" : "memory") + " but BAR" +
+                                 std::to_string(reg.bar) + " of the device is " + (bar.kind == BarKind::Io ? "I/O" : "memory"));
+        if (reg.length > bar.size)
+          return fail(where, "region length " + hex(reg.length) + " exceeds BAR" + std::to_string(reg.bar) + " size " + hex(bar.size));
+      } else if (!dev.instance.isa_ports.empty()) {
+        // Fixed regions move with the instance: the policy's bases are the device kind's defaults, the
+        // instance's first port range says where this machine put the lowest of them.
+        reg.base += isa_shift;
+      }
+    }
+    bus.pci_.push_back(state);
+    bus.config_region_.push_back(config_region);
+  }
+  bus.devices_ = std::move(devices);
+  bus.io_.resize(io_capacity);
+  bus.mem_.resize(mem_capacity);
+  bus.rebuildRanges();
+  if (bus.bar_conflicts_ != 0) {
+    // Find the pair to name it.
+    for (std::size_t a = 0; a < bus.devices_.size(); ++a)
+      for (std::size_t b = a + 1; b < bus.devices_.size(); ++b)
+        for (std::uint32_t ra = 0; ra < bus.devices_[a].regions.size(); ++ra)
+          for (std::uint32_t rb = 0; rb < bus.devices_[b].regions.size(); ++rb) {
+            const auto &x = bus.devices_[a].regions[ra], &y = bus.devices_[b].regions[rb];
+            const auto bx = bus.regionBase(a, ra), by = bus.regionBase(b, rb);
+            if (x.space == y.space && x.space != RegionSpace::Config && bx != ~0ull && by != ~0ull && bx < by + y.length &&
+                by < bx + x.length)
+              return fail(bus.devices_[b].instance.name + ": region '" + y.name + "'",
+                          "overlaps region '" + x.name + "' of " + bus.devices_[a].instance.name + " at " + hex(by));
+          }
+    return fail("bus", "overlapping device ranges");
+  }
+  return bus;
+}
+
+std::uint64_t DeviceBus::regionBase(std::size_t d, std::uint32_t r) const noexcept {
+  const auto& reg = devices_[d].regions[r];
+  if (reg.space == RegionSpace::Config) return ~0ull;
+  if (reg.bar < 0) return reg.base;
+  const auto& bar = devices_[d].instance.bars[std::size_t(reg.bar)];
+  const auto& st = pci_[d];
+  const std::uint16_t enable = bar.kind == BarKind::Io ? kCommandIo : kCommandMem;
+  if ((st.command & enable) == 0) return ~0ull;
+  std::uint64_t raw = st.bar_raw[std::size_t(reg.bar)];
+  if (bar.kind == BarKind::Mem64 && reg.bar < 5) raw |= std::uint64_t(st.bar_raw[std::size_t(reg.bar) + 1]) << 32;
+  const std::uint64_t type_mask = bar.kind == BarKind::Io ? 3 : 15;
+  const std::uint64_t base = raw & ~type_mask & ~(bar.size - 1);
+  if (base == 0) return ~0ull;  // unassigned
+  if (bar.kind == BarKind::Io && base + reg.length - 1 > kMaxPort) return ~0ull;
+  if (bar.kind != BarKind::Mem64 && base + reg.length - 1 > 0xffffffffull) return ~0ull;  // sizing pattern
+  return base;
+}
+
+void DeviceBus::rebuildRanges() noexcept {
+  io_count_ = mem_count_ = 0;
+  for (std::size_t d = 0; d < devices_.size(); ++d) {
+    for (std::uint32_t r = 0; r < devices_[d].regions.size(); ++r) {
+      const auto& reg = devices_[d].regions[r];
+      if (reg.space == RegionSpace::Config) continue;
+      const std::uint64_t base = regionBase(d, r);
+      if (base == ~0ull) continue;
+      auto& table = reg.space == RegionSpace::Io ? io_ : mem_;
+      auto& count = reg.space == RegionSpace::Io ? io_count_ : mem_count_;
+      const Range range{base, base + reg.length - 1, std::int32_t(d), r};
+      // Insertion into a sorted array; a range that would overlap one already placed is not decoded
+      // (the guest moved a BAR onto another device) and counted, never trusted.
+      std::size_t pos = 0;
+      while (pos < count && table[pos].start < range.start) ++pos;
+      const bool overlaps_prev = pos > 0 && table[pos - 1].end >= range.start;
+      const bool overlaps_next = pos < count && table[pos].start <= range.end;
+      if (overlaps_prev || overlaps_next) {
+        ++bar_conflicts_;
+        continue;
+      }
+      for (std::size_t i = count; i > pos; --i) table[i] = table[i - 1];
+      table[pos] = range;
+      ++count;
+    }
+  }
+}
+
+const DeviceBus::Range* DeviceBus::find(const Range* begin, std::size_t count, std::uint64_t addr) const noexcept {
+  std::size_t lo = 0, hi = count;
+  while (lo < hi) {
+    const std::size_t mid = (lo + hi) / 2;
+    if (begin[mid].end < addr)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  if (lo < count && begin[lo].start <= addr) return &begin[lo];
+  return nullptr;
+}
+
+bool DeviceBus::decodeConfigCycle(const IoRequest& pio, IoRequest& config) const noexcept {
+  if (pio.type != IoType::Pio || (pio.addr & ~std::uint64_t(3)) != kCfcPort || !cf8Enabled(cf8_)) return false;
+  // Xen 4.17: hvm_pci_decode_addr() — bus/dev/fn from CF8[23:8], register CF8[7:2] plus the port's low bits.
+  // AMD's extended-register bits (CF8[27:24]) are ignored: Xen honours them only on family 10h–16h.
+  const std::uint32_t bdf = (cf8_ >> 8) & 0xffff;
+  const std::uint32_t reg = (cf8_ & 0xfc) | std::uint32_t(pio.addr & 3);
+  config = pio;
+  config.type = IoType::PciConfig;
+  config.addr = pciConfigAddress(Sbdf::fromRaw(bdf), reg);
+  return true;
+}
+
+void DeviceBus::trackConfigWrite(std::size_t d, std::uint32_t reg, std::uint8_t size, std::uint64_t value) noexcept {
+  auto& st = pci_[d];
+  bool changed = false;
+  for (std::uint8_t i = 0; i < size; ++i) {
+    const std::uint32_t r = reg + i;
+    const std::uint8_t byte = std::uint8_t(value >> (8 * i));
+    if (r >= kCommandReg && r < kCommandReg + 2) {
+      const unsigned shift = 8 * (r - kCommandReg);
+      const std::uint16_t next = std::uint16_t((st.command & ~(0xffu << shift)) | (std::uint16_t(byte) << shift));
+      changed |= next != st.command;
+      st.command = next;
+    } else if (r >= kBar0 && r < kBar0 + 24) {
+      const std::size_t b = (r - kBar0) / 4;
+      const unsigned shift = 8 * ((r - kBar0) % 4);
+      const std::uint32_t next = (st.bar_raw[b] & ~(0xffu << shift)) | (std::uint32_t(byte) << shift);
+      changed |= next != st.bar_raw[b];
+      st.bar_raw[b] = next;
+    }
+  }
+  if (changed) rebuildRanges();
+}
+
+BusTarget DeviceBus::routeConfig(std::uint32_t sbdf, std::uint32_t reg, const IoRequest& request) noexcept {
+  for (std::size_t d = 0; d < devices_.size(); ++d) {
+    const auto& inst = devices_[d].instance;
+    if (!inst.pci || inst.sbdf.raw() != sbdf) continue;
+    if (request.dir == Dir::Write && !request.data_is_ptr) trackConfigWrite(d, reg, request.size, request.data);
+    return BusTarget{std::int32_t(d), config_region_[d], reg, true, false};
+  }
+  return {};
+}
+
+BusTarget DeviceBus::route(const IoRequest& request) noexcept {
+  switch (request.type) {
+    case IoType::Pio: {
+      if (request.addr == kCf8Port && request.size == 4) {
+        if (request.dir == Dir::Write && !request.data_is_ptr) cf8_ = std::uint32_t(request.data);
+        return {};
+      }
+      IoRequest config;
+      if (decodeConfigCycle(request, config))
+        return routeConfig(std::uint32_t(config.addr >> 32), std::uint32_t(config.addr), config);
+      const Range* hit = find(io_.data(), io_count_, request.addr);
+      if (!hit) return {};
+      return BusTarget{hit->device, hit->region, request.addr - hit->start, false, request.addr + request.size - 1 > hit->end};
+    }
+    case IoType::Copy: {
+      const Range* hit = find(mem_.data(), mem_count_, request.addr);
+      if (!hit) return {};
+      // REP MOVS/STOS walk count*size bytes (downwards with DF); the whole span must stay in the region.
+      const std::uint64_t span = std::uint64_t(request.size) * request.count;
+      const bool crosses = request.df ? request.addr + request.size < hit->start + span
+                                      : request.addr + span - 1 > hit->end;
+      return BusTarget{hit->device, hit->region, request.addr - hit->start, false, crosses};
+    }
+    case IoType::PciConfig:
+      return routeConfig(std::uint32_t(request.addr >> 32), std::uint32_t(request.addr & 0xffffffffu), request);
+    default:
+      return {};
+  }
+}
+
+}  // namespace iof

@@ -1,0 +1,744 @@
+#include "ioreq_filter/core/engine.h"
+
+#include <algorithm>
+#include <bit>
+#include <tuple>
+
+namespace iof {
+
+const char* toString(Mode m) noexcept {
+  switch (m) {
+    case Mode::Enforce: return "enforce";
+    case Mode::Monitor: return "monitor";
+    case Mode::Learn: return "learn";
+  }
+  return "?";
+}
+
+namespace {
+
+using Word = std::uint64_t;
+constexpr std::uint32_t kNone = 0xffffffffu;
+// Regions up to this many bytes get a dense offset -> register table; larger ones binary-search.
+constexpr std::uint64_t kDenseRegionLimit = 1u << 18;
+
+enum class NodeKind : std::uint8_t { Stateful, Reset, Anywhere };
+
+struct Candidate {
+  std::uint32_t graph = 0;
+  std::uint32_t channel = kNone;  // device-wide channel index; kNone for anywhere nodes
+  std::uint32_t node = 0;         // index within the channel (or within the graph's anywhere list)
+  std::uint32_t name = 0;         // index into CompiledDevice::names
+  std::uint32_t value = 0;        // index into CompiledDevice::values
+  std::uint8_t size = 0;
+  NodeKind kind = NodeKind::Stateful;
+};
+
+struct Register {
+  std::uint32_t region = 0;
+  Dir dir = Dir::Write;
+  std::uint64_t offset = 0;
+  std::uint32_t begin = 0, end = 0;  // candidates
+  auto key() const { return std::make_tuple(region, dir, offset); }
+};
+
+struct Loop {
+  std::uint32_t header = 0;
+  std::uint32_t members = 0;   // pool offset: bitset
+  std::uint32_t pred_out = 0;  // pool offset: predecessors of the header outside the loop
+  std::uint32_t max = 0;
+  bool unbounded = false;
+};
+
+struct Channel {
+  std::uint32_t graph = 0;
+  std::uint32_t nodes = 0;
+  std::uint32_t words = 0;
+  std::uint32_t state = 0;    // offset into the cursor's state words
+  std::uint32_t pred = 0;     // pool offset: nodes * words
+  std::uint32_t entries = 0;  // pool offsets
+  std::uint32_t exits = 0;
+  std::uint32_t all = 0;
+  std::uint32_t loops_begin = 0, loops_end = 0;
+  std::uint32_t header_loop = 0;  // offset into header_loop: per node, loop index or kNone
+  std::uint32_t first_name = 0;   // names index of node 0
+};
+
+struct Graph {
+  std::uint32_t channels_begin = 0, channels_end = 0;
+};
+
+struct CompiledDevice {
+  std::vector<Register> registers;                  // sorted by key
+  std::vector<std::vector<std::uint32_t>> dense;    // per region: offset*2+dir -> register index + 1
+  std::vector<Candidate> candidates;
+  std::vector<ValueConstraint> values;
+  std::vector<Channel> channels;
+  std::vector<Graph> graphs;
+  std::vector<Loop> loops;
+  std::vector<std::uint32_t> header_loop;
+  std::vector<Word> pool;
+  std::vector<std::string> names;  // "graph:channel/node" or "graph:anywhere/node"
+  std::uint32_t state_words = 0;
+  std::uint32_t config_region = kNone;
+  bool config_by_graph = false;
+  Escalation escalation = Escalation::None;
+  bool has_graphs = false;
+};
+
+// Mutable per-device state; sized once.
+struct Cursor {
+  std::vector<Word> state, next, backup_state;
+  std::vector<std::uint8_t> idle, backup_idle;
+  std::vector<std::uint32_t> counters, pending, backup_counters;
+  std::vector<std::uint8_t> alive, backup_alive;
+  std::vector<std::uint8_t> armed, backup_armed;
+  std::vector<std::uint32_t> rule_count, backup_rule_count;
+  // Scratch per graph for one step.
+  std::vector<std::uint8_t> accepted, reset_hit;
+};
+
+bool intersects(const Word* a, const Word* b, std::uint32_t words) noexcept {
+  for (std::uint32_t i = 0; i < words; ++i)
+    if (a[i] & b[i]) return true;
+  return false;
+}
+bool any(const Word* a, std::uint32_t words) noexcept {
+  for (std::uint32_t i = 0; i < words; ++i)
+    if (a[i]) return true;
+  return false;
+}
+bool test(const Word* a, std::uint32_t bit) noexcept { return (a[bit / 64] >> (bit % 64)) & 1; }
+void set(Word* a, std::uint32_t bit) noexcept { a[bit / 64] |= Word(1) << (bit % 64); }
+void clear(Word* a, std::uint32_t bit) noexcept { a[bit / 64] &= ~(Word(1) << (bit % 64)); }
+
+std::uint64_t maskToSize(std::uint64_t v, std::uint8_t size) noexcept {
+  return size >= 8 ? v : v & ((std::uint64_t(1) << (8 * size)) - 1);
+}
+
+// PCI config space as the PCI core (not the driver) uses it: any read; writes only to the fields a
+// configuration walk programs (command/status, cache line, latency, BARs, ROM BAR, interrupt line)
+// and to capability structures. Everything else in the header is read-only or a side door (BIST).
+bool standardConfigAllows(std::uint64_t reg, std::uint8_t size, Dir dir) noexcept {
+  if (dir == Dir::Read) return true;
+  for (std::uint64_t r = reg; r < reg + size; ++r) {
+    const bool ok = (r >= 0x04 && r <= 0x07) || r == 0x0c || r == 0x0d || (r >= 0x10 && r <= 0x27) ||
+                    (r >= 0x30 && r <= 0x33) || r == 0x3c || r >= 0x40;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+Escalation escalationOf(ViolationAction a) {
+  switch (a) {
+    case ViolationAction::Refuse: return Escalation::None;
+    case ViolationAction::RefuseAndPause: return Escalation::Pause;
+    case ViolationAction::RefuseAndCrash: return Escalation::Crash;
+  }
+  return Escalation::None;
+}
+
+CompiledDevice compile(const DevicePolicy& p) {
+  CompiledDevice c;
+  c.escalation = escalationOf(p.on_violation);
+  c.has_graphs = !p.graphs.empty();
+  for (std::uint32_t r = 0; r < p.regions.size(); ++r)
+    if (p.regions[r].space == RegionSpace::Config) c.config_region = r;
+  struct Keyed {
+    std::uint32_t region;
+    Dir dir;
+    std::uint64_t offset;
+    Candidate cand;
+  };
+  std::vector<Keyed> keyed;
+  auto addValue = [&](const ValueConstraint& v) {
+    c.values.push_back(v);
+    return std::uint32_t(c.values.size() - 1);
+  };
+  for (std::uint32_t g = 0; g < p.graphs.size(); ++g) {
+    const auto& graph = p.graphs[g];
+    Graph cg;
+    cg.channels_begin = std::uint32_t(c.channels.size());
+    for (const auto& ch : graph.channels) {
+      Channel cc;
+      cc.graph = g;
+      cc.nodes = std::uint32_t(ch.nodes.size());
+      cc.words = std::max<std::uint32_t>(1, (cc.nodes + 63) / 64);
+      cc.state = c.state_words;
+      c.state_words += cc.words;
+      cc.first_name = std::uint32_t(c.names.size());
+      auto alloc = [&](std::uint32_t words) {
+        const auto off = std::uint32_t(c.pool.size());
+        c.pool.resize(c.pool.size() + words, 0);
+        return off;
+      };
+      cc.pred = alloc(cc.nodes * cc.words);
+      cc.entries = alloc(cc.words);
+      cc.exits = alloc(cc.words);
+      cc.all = alloc(cc.words);
+      for (const auto& [a, b] : ch.edges) set(&c.pool[cc.pred + b * cc.words], a);
+      for (auto e : ch.entries) set(&c.pool[cc.entries], e);
+      for (auto e : ch.exits) set(&c.pool[cc.exits], e);
+      for (std::uint32_t n = 0; n < cc.nodes; ++n) set(&c.pool[cc.all], n);
+      cc.header_loop = std::uint32_t(c.header_loop.size());
+      c.header_loop.resize(c.header_loop.size() + cc.nodes, kNone);
+      cc.loops_begin = std::uint32_t(c.loops.size());
+      for (const auto& l : ch.loops) {
+        Loop cl;
+        cl.header = l.header;
+        cl.max = l.max_iterations;
+        cl.unbounded = l.unbounded;
+        cl.members = alloc(cc.words);
+        for (auto m : l.members) set(&c.pool[cl.members], m);
+        cl.pred_out = alloc(cc.words);
+        for (std::uint32_t w = 0; w < cc.words; ++w)
+          c.pool[cl.pred_out + w] = c.pool[cc.pred + l.header * cc.words + w] & ~c.pool[cl.members + w];
+        c.header_loop[cc.header_loop + l.header] = std::uint32_t(c.loops.size());
+        c.loops.push_back(cl);
+      }
+      cc.loops_end = std::uint32_t(c.loops.size());
+      const auto channel_index = std::uint32_t(c.channels.size());
+      for (std::uint32_t n = 0; n < cc.nodes; ++n) {
+        const auto& node = ch.nodes[n];
+        c.names.push_back(graph.name + ":" + ch.name + "/" + node.id);
+        keyed.push_back({node.region, node.dir, node.offset,
+                         Candidate{g, channel_index, n, std::uint32_t(c.names.size() - 1), addValue(node.value), node.size,
+                                   node.reset ? NodeKind::Reset : NodeKind::Stateful}});
+      }
+      c.channels.push_back(cc);
+    }
+    cg.channels_end = std::uint32_t(c.channels.size());
+    for (std::uint32_t n = 0; n < graph.anywhere.size(); ++n) {
+      const auto& node = graph.anywhere[n];
+      c.names.push_back(graph.name + ":anywhere/" + node.id);
+      keyed.push_back({node.region, node.dir, node.offset,
+                       Candidate{g, kNone, n, std::uint32_t(c.names.size() - 1), addValue(node.value), node.size, NodeKind::Anywhere}});
+    }
+    c.graphs.push_back(cg);
+  }
+  if (c.state_words == 0) c.state_words = 1;
+  // Group candidates by register; within one, by graph, stateful before anywhere (see step()).
+  std::stable_sort(keyed.begin(), keyed.end(), [](const Keyed& a, const Keyed& b) {
+    return std::make_tuple(a.region, a.dir, a.offset, a.cand.graph, a.cand.kind == NodeKind::Anywhere) <
+           std::make_tuple(b.region, b.dir, b.offset, b.cand.graph, b.cand.kind == NodeKind::Anywhere);
+  });
+  for (const auto& k : keyed) {
+    if (c.registers.empty() || c.registers.back().key() != std::make_tuple(k.region, k.dir, k.offset))
+      c.registers.push_back(Register{k.region, k.dir, k.offset, std::uint32_t(c.candidates.size()), 0});
+    c.candidates.push_back(k.cand);
+    c.registers.back().end = std::uint32_t(c.candidates.size());
+  }
+  c.dense.resize(p.regions.size());
+  for (std::uint32_t r = 0; r < p.regions.size(); ++r)
+    if (p.regions[r].length <= kDenseRegionLimit) c.dense[r].assign(p.regions[r].length * 2, 0);
+  for (std::uint32_t i = 0; i < c.registers.size(); ++i) {
+    const auto& reg = c.registers[i];
+    if (!c.dense[reg.region].empty()) c.dense[reg.region][reg.offset * 2 + std::uint32_t(reg.dir)] = i + 1;
+  }
+  c.config_by_graph = p.config == ConfigPolicy::GraphOnly && c.config_region != kNone;
+  return c;
+}
+
+Cursor makeCursor(const CompiledDevice& c, std::size_t rules) {
+  Cursor k;
+  k.state.assign(c.state_words, 0);
+  k.next.assign(c.state_words, 0);
+  k.backup_state.assign(c.state_words, 0);
+  k.idle.assign(c.channels.size(), 1);
+  k.backup_idle = k.idle;
+  k.counters.assign(c.loops.size(), 0);
+  k.pending.assign(c.loops.size(), 0);
+  k.backup_counters = k.counters;
+  k.alive.assign(c.graphs.size(), 1);
+  k.backup_alive = k.alive;
+  k.armed.assign(rules, 0);
+  k.backup_armed = k.armed;
+  k.rule_count.assign(rules, 0);
+  k.backup_rule_count = k.rule_count;
+  k.accepted.assign(c.graphs.size(), 0);
+  k.reset_hit.assign(c.graphs.size(), 0);
+  return k;
+}
+
+}  // namespace
+
+struct Engine::Impl {
+  DeviceBus bus;
+  std::vector<BoundDevice> devices;
+  std::vector<CompiledDevice> compiled;
+  std::vector<Cursor> cursors;
+  std::vector<DeviceCounters> counters;
+  std::vector<LearnEvent> learn;
+  std::size_t learn_size = 0;
+
+  const Register* lookup(const CompiledDevice& c, std::uint32_t region, std::uint64_t offset, Dir dir) const noexcept {
+    if (region < c.dense.size() && !c.dense[region].empty()) {
+      const auto idx = c.dense[region][offset * 2 + std::uint32_t(dir)];
+      return idx ? &c.registers[idx - 1] : nullptr;
+    }
+    const auto key = std::make_tuple(region, dir, offset);
+    auto it = std::lower_bound(c.registers.begin(), c.registers.end(), key,
+                               [](const Register& r, const auto& k) { return r.key() < k; });
+    return it != c.registers.end() && it->key() == key ? &*it : nullptr;
+  }
+
+  void unsync(std::size_t d) noexcept {
+    const auto& c = compiled[d];
+    auto& k = cursors[d];
+    for (const auto& ch : c.channels)
+      for (std::uint32_t w = 0; w < ch.words; ++w) k.state[ch.state + w] = c.pool[ch.all + w];
+    std::fill(k.idle.begin(), k.idle.end(), 1);
+    std::fill(k.counters.begin(), k.counters.end(), 0);
+    std::fill(k.alive.begin(), k.alive.end(), 1);
+  }
+
+  void resetGraph(std::size_t d, std::uint32_t g) noexcept {
+    const auto& c = compiled[d];
+    auto& k = cursors[d];
+    for (auto ch = c.graphs[g].channels_begin; ch < c.graphs[g].channels_end; ++ch) {
+      const auto& cc = c.channels[ch];
+      std::fill_n(k.state.begin() + cc.state, cc.words, 0);
+      k.idle[ch] = 1;
+      for (auto l = cc.loops_begin; l < cc.loops_end; ++l) k.counters[l] = 0;
+    }
+    k.alive[g] = 1;
+  }
+
+  struct StepResult {
+    bool accepted = false;
+    Reason reason = Reason::Order;
+    std::int32_t graph = -1;
+    std::int32_t node = -1;  // names index
+  };
+
+  // One access against one device's graphs. Writes next states into the cursor only if some graph
+  // accepts (enforce semantics: a refused access never reached the device).
+  StepResult step(std::size_t d, const Register* reg, std::uint8_t size, bool is_write, bool value_known,
+                  std::uint64_t value) noexcept {
+    const auto& c = compiled[d];
+    auto& k = cursors[d];
+    StepResult result;
+    if (!reg) return result;  // no graph knows this register: not an access the driver makes
+    std::fill(k.accepted.begin(), k.accepted.end(), 0);
+    std::fill(k.reset_hit.begin(), k.reset_hit.end(), 0);
+    int best_reason_rank = 0;  // Order < Value < Count: report the refusal that got furthest
+    auto note = [&](Reason r, std::uint32_t g) {
+      const int rank = r == Reason::Count ? 3 : r == Reason::Value ? 2 : 1;
+      if (rank > best_reason_rank) best_reason_rank = rank, result.reason = r, result.graph = std::int32_t(g);
+    };
+    std::uint32_t i = reg->begin;
+    while (i < reg->end) {
+      const std::uint32_t g = c.candidates[i].graph;
+      std::uint32_t group_end = i;
+      while (group_end < reg->end && c.candidates[group_end].graph == g) ++group_end;
+      const bool alive = k.alive[g] != 0;
+      // The one channel owning this register (validate() guarantees at most one per graph).
+      std::uint32_t channel = kNone;
+      for (std::uint32_t j = i; j < group_end; ++j)
+        if (c.candidates[j].kind != NodeKind::Anywhere) channel = c.candidates[j].channel;
+      bool accepted = false;
+      std::int32_t accepted_name = -1;
+      std::uint32_t accepted_node = kNone;
+      bool saw_reachable = false, saw_value_fail = false, saw_count_fail = false;
+      if (channel != kNone) {
+        const auto& ch = c.channels[channel];
+        const Word* S = &k.state[ch.state];
+        Word* next = &k.next[ch.state];
+        std::fill_n(next, ch.words, 0);
+        const bool idle_able = k.idle[channel] || intersects(S, &c.pool[ch.exits], ch.words);
+        bool reset_matched = false;
+        for (std::uint32_t j = i; j < group_end; ++j) {
+          const auto& cand = c.candidates[j];
+          if (cand.kind == NodeKind::Anywhere || (cand.size != 0 && cand.size != size)) continue;
+          const bool is_reset = cand.kind == NodeKind::Reset;
+          if (!alive && !is_reset) continue;  // a dead graph only comes back through a reset
+          const bool reachable = is_reset || (idle_able && test(&c.pool[ch.entries], cand.node)) ||
+                                 intersects(&c.pool[ch.pred + cand.node * ch.words], S, ch.words);
+          if (!reachable) continue;
+          saw_reachable = true;
+          if (is_write && value_known && !c.values[cand.value].matches(value)) {
+            saw_value_fail = true;
+            continue;
+          }
+          set(next, cand.node);
+          reset_matched |= is_reset;
+          if (accepted_name < 0) accepted_name = std::int32_t(cand.name), accepted_node = cand.node;
+        }
+        // Repetition bounds: entering a loop header again from inside the loop is one more iteration.
+        for (auto l = ch.loops_begin; l < ch.loops_end; ++l) {
+          const auto& loop = c.loops[l];
+          if (!test(next, loop.header)) continue;
+          const bool fresh = reset_matched || (idle_able && test(&c.pool[ch.entries], loop.header)) ||
+                             intersects(&c.pool[loop.pred_out], S, ch.words);
+          const std::uint32_t count = fresh ? 1 : k.counters[l] + 1;
+          if (!loop.unbounded && count > loop.max) {
+            clear(next, loop.header);
+            saw_count_fail = true;
+          } else {
+            k.pending[l] = count;
+          }
+        }
+        accepted = any(next, ch.words);
+        if (accepted) {
+          k.reset_hit[g] = reset_matched;
+          if (!test(next, accepted_node)) {
+            // The first matching node lost to a loop bound; name one that survived.
+            for (std::uint32_t j = i; j < group_end; ++j)
+              if (c.candidates[j].channel == channel && test(next, c.candidates[j].node)) {
+                accepted_name = std::int32_t(c.candidates[j].name);
+                break;
+              }
+          }
+        }
+      }
+      if (!accepted && alive) {
+        for (std::uint32_t j = i; j < group_end; ++j) {
+          const auto& cand = c.candidates[j];
+          if (cand.kind != NodeKind::Anywhere || (cand.size != 0 && cand.size != size)) continue;
+          saw_reachable = true;
+          if (is_write && value_known && !c.values[cand.value].matches(value)) {
+            saw_value_fail = true;
+            continue;
+          }
+          accepted = true;
+          accepted_name = std::int32_t(cand.name);
+          channel = kNone;  // stateless: no cursor moves
+          break;
+        }
+      }
+      if (accepted) {
+        k.accepted[g] = channel == kNone ? 2 : 1;
+        if (!result.accepted) result.graph = std::int32_t(g), result.node = accepted_name;
+        result.accepted = true;
+      } else if (alive) {
+        note(saw_count_fail ? Reason::Count : saw_value_fail ? Reason::Value : Reason::Order, g);
+        (void)saw_reachable;
+      }
+      i = group_end;
+    }
+    if (!result.accepted) {
+      if (best_reason_rank == 0) result.reason = Reason::Order;
+      return result;
+    }
+    result.reason = Reason::None;
+    // Commit: accepting graphs advance; live graphs that did not accept stop following the device.
+    for (std::uint32_t g = 0; g < c.graphs.size(); ++g) {
+      if (k.accepted[g] == 0) {
+        if (k.alive[g]) {
+          k.alive[g] = 0;
+          ++counters[d].graph_deaths;
+        }
+        continue;
+      }
+      if (k.accepted[g] == 2) continue;  // anywhere node
+      if (k.reset_hit[g]) {
+        // A device reset restarts every channel of the graph.
+        for (auto ch = c.graphs[g].channels_begin; ch < c.graphs[g].channels_end; ++ch) {
+          const auto& cc = c.channels[ch];
+          if (any(&k.next[cc.state], cc.words) && std::find_if(c.candidates.begin() + reg->begin, c.candidates.begin() + reg->end,
+                                                               [&](const Candidate& x) { return x.channel == ch; }) !=
+                                                      c.candidates.begin() + reg->end)
+            continue;
+          std::fill_n(k.state.begin() + cc.state, cc.words, 0);
+          k.idle[ch] = 1;
+          for (auto l = cc.loops_begin; l < cc.loops_end; ++l) k.counters[l] = 0;
+        }
+        k.alive[g] = 1;
+        ++counters[d].resyncs;
+      }
+      for (auto ch = c.graphs[g].channels_begin; ch < c.graphs[g].channels_end; ++ch) {
+        const auto& cc = c.channels[ch];
+        const bool owns = std::any_of(c.candidates.begin() + reg->begin, c.candidates.begin() + reg->end,
+                                      [&](const Candidate& x) { return x.channel == ch && x.kind != NodeKind::Anywhere; });
+        if (!owns) continue;
+        Word* S = &k.state[cc.state];
+        const Word* next = &k.next[cc.state];
+        for (auto l = cc.loops_begin; l < cc.loops_end; ++l) {
+          if (test(next, c.loops[l].header))
+            k.counters[l] = k.pending[l];
+          else if (!intersects(next, &c.pool[c.loops[l].members], cc.words))
+            k.counters[l] = 0;
+        }
+        std::copy_n(next, cc.words, S);
+        k.idle[ch] = 0;
+      }
+    }
+    return result;
+  }
+
+  void backup(std::size_t d) noexcept {
+    auto& k = cursors[d];
+    k.backup_state = k.state;  // same sizes: no allocation
+    k.backup_idle = k.idle;
+    k.backup_counters = k.counters;
+    k.backup_alive = k.alive;
+    k.backup_armed = k.armed;
+    k.backup_rule_count = k.rule_count;
+  }
+  void restore(std::size_t d) noexcept {
+    auto& k = cursors[d];
+    k.state = k.backup_state;
+    k.idle = k.backup_idle;
+    k.counters = k.backup_counters;
+    k.alive = k.backup_alive;
+    k.armed = k.backup_armed;
+    k.rule_count = k.backup_rule_count;
+  }
+
+  // Stop-gap rules for one access; updates rule state. Returns the index of a refusing rule or -1.
+  std::int32_t rules(std::size_t d, std::uint32_t region, std::uint64_t offset, std::uint8_t size, Dir dir,
+                     std::uint64_t value, bool value_known) noexcept {
+    const auto& list = devices[d].policy.rules;
+    auto& k = cursors[d];
+    for (std::size_t r = 0; r < list.size(); ++r) {
+      const auto& rule = list[r];
+      auto matches = [&](const std::optional<AccessPattern>& p) {
+        if (!p) return false;
+        // Without the value (data_is_ptr) a value-constrained pattern is assumed to match: fail closed.
+        if (!value_known && dir == Dir::Write) {
+          AccessPattern any = *p;
+          any.value = {};
+          return any.matches(region, offset, size, dir, value);
+        }
+        return p->matches(region, offset, size, dir, value);
+      };
+      if (matches(rule.deny)) return std::int32_t(r);
+      if (k.armed[r] && matches(rule.then)) {
+        if (k.rule_count[r] + 1 > rule.max) return std::int32_t(r);
+        ++k.rule_count[r];
+      }
+      if (matches(rule.until)) k.armed[r] = 0, k.rule_count[r] = 0;
+      if (matches(rule.after)) k.armed[r] = 1, k.rule_count[r] = 0;
+    }
+    return -1;
+  }
+
+  bool needsData(std::size_t d, const Register* reg) const noexcept {
+    const auto& c = compiled[d];
+    if (reg)
+      for (auto i = reg->begin; i < reg->end; ++i)
+        if (c.values[c.candidates[i].value].kind != ValueKind::Any) return true;
+    for (const auto& rule : devices[d].policy.rules)
+      for (const auto* p : {&rule.deny, &rule.after, &rule.then, &rule.until})
+        if (*p && (*p)->value.kind != ValueKind::Any) return true;
+    return false;
+  }
+
+  void recordLearn(std::size_t d, const StepResult& r, std::uint32_t region, std::uint64_t offset, std::uint8_t size, Dir dir,
+                   std::uint64_t value, EngineCounters& ec) noexcept {
+    if (learn_size >= learn.size()) {
+      ++ec.learn_overflow;
+      return;
+    }
+    LearnEvent e;
+    e.device = std::int32_t(d);
+    e.graph = r.graph;
+    e.region = region;
+    e.offset = offset;
+    e.size = size;
+    e.dir = dir;
+    e.value = value;
+    const auto& c = compiled[d];
+    const auto& k = cursors[d];
+    if (const Register* reg = lookup(c, region, offset, dir))
+      for (auto i = reg->begin; i < reg->end; ++i)
+        if (c.candidates[i].channel != kNone && c.candidates[i].graph == std::uint32_t(std::max(r.graph, 0)))
+          e.channel = std::int32_t(c.candidates[i].channel);
+    if (e.channel >= 0 && !k.idle[std::size_t(e.channel)]) {
+      const auto& ch = c.channels[std::size_t(e.channel)];
+      for (std::uint32_t n = 0; n < ch.nodes; ++n)
+        if (test(&k.state[ch.state], n)) {
+          e.previous_node = std::int32_t(n);
+          break;
+        }
+    }
+    learn[learn_size++] = e;
+  }
+};
+
+Engine::Engine(std::unique_ptr<Impl> impl, EngineOptions options) : impl_(std::move(impl)), mode_(options.mode) {}
+Engine::~Engine() = default;
+
+Result<std::unique_ptr<Engine>> Engine::create(std::vector<BoundDevice> devices, EngineOptions options) {
+  auto impl = std::make_unique<Impl>();
+  std::vector<BusDevice> bus_devices;
+  for (const auto& d : devices) {
+    auto problems = validate(d.policy);
+    if (!problems.empty())
+      return fail(d.policy.source.empty() ? d.policy.name : d.policy.source, problems.front().path + ": " + problems.front().what);
+    bus_devices.push_back(BusDevice{d.instance, d.policy.regions});
+  }
+  auto bus = DeviceBus::create(std::move(bus_devices));
+  if (!bus) return std::unexpected(bus.error());
+  impl->bus = std::move(*bus);
+  for (const auto& d : devices) {
+    impl->compiled.push_back(compile(d.policy));
+    impl->cursors.push_back(makeCursor(impl->compiled.back(), d.policy.rules.size()));
+  }
+  impl->counters.resize(devices.size());
+  impl->devices = std::move(devices);
+  impl->learn.resize(options.learn_capacity);
+  std::unique_ptr<Engine> engine(new Engine(std::move(impl), options));
+  if (options.start == StartState::Unsynchronised) engine->resynchronise();
+  return engine;
+}
+
+void Engine::resynchronise() noexcept {
+  for (std::size_t d = 0; d < impl_->devices.size(); ++d) impl_->unsync(d);
+}
+
+std::size_t Engine::deviceCount() const noexcept { return impl_->devices.size(); }
+const BoundDevice& Engine::device(std::size_t i) const noexcept { return impl_->devices[i]; }
+const DeviceCounters& Engine::counters(std::size_t d) const noexcept { return impl_->counters[d]; }
+const DeviceBus& Engine::bus() const noexcept { return impl_->bus; }
+
+Verdict Engine::onRequest(const IoRequest& request) noexcept {
+  ++engine_counters_.requests;
+  Verdict v;
+  if (const auto m = classify(request); m != Malformation::None) {
+    ++engine_counters_.malformed;
+    v.action = Action::Refuse;
+    v.reason = Reason::Malformed;
+    v.malformation = m;
+    return v;
+  }
+  if (request.type == IoType::TimeOffset || request.type == IoType::Invalidate) {
+    v.reason = Reason::Unclaimed;
+    return v;
+  }
+  auto& I = *impl_;
+  const BusTarget t = I.bus.route(request);
+  if (t.device < 0) {
+    ++engine_counters_.unclaimed;
+    v.reason = Reason::Unclaimed;
+    return v;
+  }
+  const auto d = std::size_t(t.device);
+  v.device = t.device;
+  auto& dc = I.counters[d];
+  const auto& c = I.compiled[d];
+  const Mode mode = this->mode();
+  auto refuse = [&](Reason r) {
+    v.reason = r;
+    if (mode == Mode::Enforce) {
+      v.action = Action::Refuse;
+      v.escalation = c.escalation;
+    } else {
+      v.monitored = true;
+      ++dc.monitored;
+    }
+    switch (r) {
+      case Reason::Order: ++dc.refused_order; break;
+      case Reason::Value: ++dc.refused_value; break;
+      case Reason::Count: ++dc.refused_count; break;
+      case Reason::StopGap: ++dc.refused_stopgap; break;
+      case Reason::Malformed: ++dc.refused_malformed; break;
+      case Reason::NeedsData: ++dc.needs_data; break;
+      default: break;
+    }
+    return v;
+  };
+  if (t.crosses) {
+    v.malformation = Malformation::CrossesRegion;
+    return refuse(Reason::Malformed);
+  }
+  if (t.config && !c.config_by_graph) {
+    // The PCI core's view of config space; the device's graphs are not consulted.
+    if (standardConfigAllows(t.offset, request.size, request.dir)) {
+      ++dc.forwarded;
+      return v;
+    }
+    return refuse(Reason::Order);
+  }
+  const std::uint32_t region = t.region;
+  const bool is_write = request.dir == Dir::Write;
+  const bool value_known = !(is_write && request.data_is_ptr);
+  const std::uint64_t value = value_known ? maskToSize(request.data, request.size) : 0;
+  const Register* reg = region == kNoRegion ? nullptr : I.lookup(c, region, t.offset, request.dir);
+  if (!value_known && I.needsData(d, reg)) return refuse(Reason::NeedsData);
+
+  // REP requests are `count` accesses to the same register (PIO) or to consecutive ones (MMIO).
+  const std::uint32_t reps = request.count;
+  if (reps > 1) I.backup(d);
+  Impl::StepResult last;
+  for (std::uint32_t rep = 0; rep < reps; ++rep) {
+    std::uint64_t offset = t.offset;
+    if (request.type == IoType::Copy) offset = request.df ? t.offset - std::uint64_t(rep) * request.size : t.offset + std::uint64_t(rep) * request.size;
+    const Register* r = rep == 0 || offset == t.offset ? reg : I.lookup(c, region, offset, request.dir);
+    if (const auto rule = I.rules(d, region, offset, request.size, request.dir, value, value_known); rule >= 0) {
+      if (reps > 1) I.restore(d);
+      v.rule = rule;
+      refuse(Reason::StopGap);
+      if (mode != Mode::Enforce) I.unsync(d), ++dc.resyncs;
+      return v;
+    }
+    if (!c.has_graphs) continue;  // rules-only policy: everything the rules allow passes
+    last = I.step(d, r, request.size, is_write, value_known, value);
+    if (!last.accepted) {
+      if (reps > 1) I.restore(d);
+      v.graph = last.graph;
+      refuse(last.reason);
+      if (mode == Mode::Learn) I.recordLearn(d, last, region, offset, request.size, request.dir, value, engine_counters_);
+      if (mode != Mode::Enforce) {
+        // The device saw an access the graphs did not expect: its position is unknown now.
+        I.unsync(d);
+        ++dc.resyncs;
+      }
+      return v;
+    }
+  }
+  ++dc.forwarded;
+  v.graph = last.graph;
+  v.node = last.node;
+  return v;
+}
+
+std::string Engine::graphName(std::size_t d, std::int32_t g) const {
+  const auto& graphs = impl_->devices[d].policy.graphs;
+  return g >= 0 && std::size_t(g) < graphs.size() ? graphs[std::size_t(g)].name : std::string("-");
+}
+
+std::string Engine::nodeName(std::size_t d, std::int32_t, std::int32_t node) const {
+  const auto& names = impl_->compiled[d].names;
+  return node >= 0 && std::size_t(node) < names.size() ? names[std::size_t(node)] : std::string("-");
+}
+
+std::string Engine::expectedNext(std::size_t d, std::size_t limit) const {
+  const auto& c = impl_->compiled[d];
+  const auto& k = impl_->cursors[d];
+  const auto& policy = impl_->devices[d].policy;
+  std::string out;
+  std::size_t shown = 0, total = 0;
+  for (std::uint32_t g = 0; g < c.graphs.size(); ++g) {
+    if (!k.alive[g]) continue;
+    for (auto ch = c.graphs[g].channels_begin; ch < c.graphs[g].channels_end; ++ch) {
+      const auto& cc = c.channels[ch];
+      const Word* S = &k.state[cc.state];
+      const bool idle_able = k.idle[ch] || intersects(S, &c.pool[cc.exits], cc.words);
+      for (std::uint32_t n = 0; n < cc.nodes; ++n) {
+        const bool reachable = (idle_able && test(&c.pool[cc.entries], n)) || intersects(&c.pool[cc.pred + n * cc.words], S, cc.words);
+        if (!reachable) continue;
+        ++total;
+        if (shown < limit) {
+          const auto& node = policy.graphs[g].channels[ch - c.graphs[g].channels_begin].nodes[n];
+          char buf[96];
+          std::snprintf(buf, sizeof buf, " (%s %s+0x%llx)", toString(node.dir), policy.regions[node.region].name.c_str(),
+                        static_cast<unsigned long long>(node.offset));
+          out += (shown ? ", " : "") + c.names[cc.first_name + n] + buf;
+          ++shown;
+        }
+      }
+    }
+  }
+  if (total > shown) out += ", … (" + std::to_string(total - shown) + " more)";
+  if (total == 0) out = "nothing (every live sequence is complete or dead; only stateless accesses and resets)";
+  return out;
+}
+
+std::vector<LearnEvent> Engine::takeLearnEvents() {
+  std::vector<LearnEvent> out(impl_->learn.begin(), impl_->learn.begin() + std::ptrdiff_t(impl_->learn_size));
+  impl_->learn_size = 0;
+  return out;
+}
+
+}  // namespace iof

@@ -1,0 +1,36 @@
+// Reading and writing policies (docs/policy-format.md). Every error names file:line:column.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ioreq_filter/core/engine.h"
+#include "ioreq_filter/core/error.h"
+#include "ioreq_filter/core/policy.h"
+
+namespace iof {
+
+// Parses and validates one policy document. `file` is used in messages only.
+Result<DevicePolicy> parsePolicy(std::string_view text, const std::string& file);
+Result<DevicePolicy> loadPolicyFile(const std::string& path);
+// Every *.json below `dir` (recursively, in sorted path order).
+Result<std::vector<DevicePolicy>> loadPolicyDir(const std::string& dir);
+
+// Stable, pretty JSON (keys in schema order, numbers that are addresses or values in hex).
+std::string policyToJson(const DevicePolicy& policy);
+// Writes atomically: a temporary file in the same directory, fsync, rename.
+Result<void> savePolicyFile(const DevicePolicy& policy, const std::string& path);
+Result<void> writeFileAtomically(const std::string& path, std::string_view contents);
+
+// Graphviz rendering of every graph of the policy.
+std::string policyToDot(const DevicePolicy& policy);
+
+// Binds policies to the machine's device instances by identity; policies for the same device are
+// merged (union). `uncovered` receives the names of instances no policy matched.
+Result<std::vector<BoundDevice>> bindPolicies(const std::vector<DeviceInstance>& devices,
+                                              const std::vector<DevicePolicy>& policies,
+                                              std::vector<std::string>* uncovered = nullptr);
+bool policyMatches(const DevicePolicy& policy, const DeviceInstance& device);
+
+}  // namespace iof
