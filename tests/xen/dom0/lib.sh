@@ -19,13 +19,13 @@ lab_expect() {
     fi
 }
 
-# lab_wait SECONDS COMMAND...: retries COMMAND every second until it succeeds; 1 if it never did.
+# lab_wait SECONDS COMMAND...: retries COMMAND every 2 s (each poll costs the emulated CPUs) until it succeeds; 1 if it never did.
 lab_wait() {
     local deadline=$(( $(cut -d. -f1 /proc/uptime) + $1 ))
     shift
     while ! "$@" >/dev/null 2>&1; do
         [ "$(cut -d. -f1 /proc/uptime)" -ge "$deadline" ] && return 1
-        sleep 1
+        sleep 2
     done
     return 0
 }
@@ -37,11 +37,15 @@ lab_xl() {
     timeout -s KILL "$limit" xl "$@"
 }
 
-# lab_guest_log DOMID: what the guest wrote to port 0xE9 (Xen prints it as "(dN) text").
-lab_guest_log() { timeout 20 xl dmesg | sed -n "s/^(XEN) //; s/^(d$1) //p"; }
+# lab_guest_log DOMID: what the guest wrote to port 0xE9 (Xen prints it as "(dN) [time] text").
+# Reads the whole console ring: cheap once, but poll with lab_domain_gone rather than with this.
+lab_guest_log() { timeout 20 xl dmesg | sed -n "s/^(d$1) \(\[[ 0-9.]*\] \)\{0,1\}//p"; }
 
 # lab_guest_says DOMID PATTERN: the guest's 0xE9 output has a line matching PATTERN (grep -E).
 lab_guest_says() { lab_guest_log "$1" | grep -Eq "$2"; }
+
+# lab_domain_gone NAME: the domain no longer exists (it powered off or was destroyed).
+lab_domain_gone() { ! timeout 20 xl domid "$1" >/dev/null 2>&1; }
 
 # lab_domid NAME
 lab_domid() { timeout 20 xl domid "$1" 2>/dev/null; }

@@ -76,7 +76,7 @@ lab_copy_with_libs() {
   libpath=$(IFS=:; echo "$*")
   mkdir -p "$root/$(dirname "$dest")"
   cp -L "$src" "$root/$dest"
-  if ! file -L "$src" | grep -q 'dynamically linked'; then
+  if ! readelf -d "$src" 2>/dev/null | grep -q '(NEEDED)'; then
     return 0
   fi
   local missing
@@ -253,7 +253,7 @@ lab_build_tiny_guest() {
   gcc "${cflags[@]}" -c "$t/start.S" -o "$obj/start.o" &&
     gcc "${cflags[@]}" -c "$t/runtime.c" -o "$obj/runtime.o" &&
     gcc "${cflags[@]}" -c "$src" -o "$obj/main.o" &&
-    ld -m elf_i386 -nostdlib -static -T "$t/link.ld" -o "$out" "$obj/start.o" "$obj/runtime.o" "$obj/main.o" ||
+    ld -m elf_i386 -nostdlib -static --no-warn-rwx-segments -T "$t/link.ld" -o "$out" "$obj/start.o" "$obj/runtime.o" "$obj/main.o" ||
     { rm -rf "$obj"; die "cannot build tiny guest from $src"; }
   rm -rf "$obj"
 }
