@@ -124,14 +124,13 @@ def parse_log_line(path: str, lineno: int, text: str):
                        f"{text[:120]!r}")
 
 
-def join_lines(lines: list, base: int, size: int, is_write: bool) -> int:
-    """The guest's value from the ops lines QEMU split or widened one access into."""
+def join_lines(lines: list, base: int, size: int) -> int:
+    """The guest's value from the contiguous ops lines QEMU split or widened one access into."""
     value = 0
     for line in lines:
-        shift = 8 * (line.addr - base)
-        if shift < 0:
-            shift = 0
-        value |= (line.value & mask(min(line.size, 8))) << shift
+        offset = line.addr - base
+        if 0 <= offset < size:
+            value |= (line.value & mask(line.size)) << (8 * offset)
     return value & mask(size)
 
 
@@ -169,8 +168,35 @@ def pair_accesses(path: str, widening_regions: dict, stats: Stats) -> list:
         if len(pending.lines) > 1 or first.size != size:
             stats.restored_size += 1
         accesses.append(Access(first.lineno, cpu, True, pending.is_write, first.addr, size,
-                               join_lines(pending.lines, first.addr, size, pending.is_write),
+                               join_lines(pending.lines, first.addr, size),
                                first.name))
+
+    def take_mmio_lines(waiting: list, is_write: bool, addr: int, size: int) -> list:
+        """The ops lines of the MMIO access a marker closes. Lines from device code that ran on
+        the vCPU thread (an MSI raised inside a register handler) sit among them: QEMU traces a
+        write before calling the device and a read after it, so the guest's own write is the
+        first line at the marker's address and its read the last. Without a line at that
+        address (an aliased BAR traced under its target's address), the same rule applies by
+        position."""
+        same = [line for line in waiting if line.is_write == is_write]
+        at_addr = [i for i, line in enumerate(same) if line.addr == addr]
+        if at_addr:
+            first = at_addr[0] if is_write else at_addr[-1]
+        elif same:
+            first = 0 if is_write else len(same) - 1
+            while not is_write and first > 0 and sum(l.size for l in same[first:]) < size \
+                    and same[first - 1].addr + same[first - 1].size == same[first].addr:
+                first -= 1
+        else:
+            stats.unpaired_ops_lines += len(waiting)
+            return []
+        picked = [same[first]]
+        for line in same[first + 1:]:
+            if sum(l.size for l in picked) >= size or line.addr != picked[-1].addr + picked[-1].size:
+                break
+            picked.append(line)
+        stats.unpaired_ops_lines += len(waiting) - len(picked)
+        return picked
 
     def drop_unclaimed(cpu: int):
         stats.unpaired_ops_lines += len(unclaimed.pop(cpu, []))
@@ -199,7 +225,7 @@ def pair_accesses(path: str, widening_regions: dict, stats: Stats) -> list:
             else:
                 _, cpu, is_write, addr, size = item
                 finish_pio(cpu)
-                lines = [line for line in unclaimed.pop(cpu, []) if line.is_write == is_write]
+                lines = take_mmio_lines(unclaimed.pop(cpu, []), is_write, addr, size)
                 if not lines:
                     continue  # e.g. a read of a page QEMU treats as I/O but no device backs
                 first = lines[0]
@@ -208,7 +234,7 @@ def pair_accesses(path: str, widening_regions: dict, stats: Stats) -> list:
                 if len(lines) > 1 or first.size != size:
                     stats.restored_size += 1
                 accesses.append(Access(first.lineno, cpu, False, is_write, addr, size,
-                                       join_lines(lines, first.addr, size, is_write), first.name))
+                                       join_lines(lines, first.addr, size), first.name))
     for cpu in list(pio):
         finish_pio(cpu)
     for cpu in list(unclaimed):

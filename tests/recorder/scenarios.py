@@ -134,9 +134,8 @@ def scenarios() -> dict:
             regions=["ide"], pci=["00:01.1"]),
         nic("ne2k_pci", "ne2k_pci", ["ne2k-pci"]),
         nic("pcnet", "pcnet", ["pcnet32"]),
-        nic("e1000", "e1000", ["e1000"], {"e1000-mmio": 4, "e1000-io": 4}),
-        nic("e1000e", "e1000e", ["e1000e"],
-            {"e1000e-mmio": 4, "e1000e-io": 4, "e1000e-flash": 4, "e1000e-msix": 4}),
+        nic("e1000", "e1000", ["e1000"], {"e1000-mmio": 4}),
+        nic("e1000e", "e1000e", ["e1000e"], {"e1000e-mmio": 4, "e1000e-io": 4}),
         nic("rtl8139", "rtl8139", ["8139cp"]),
         nic("e100", "i82557b", ["e100"]),
         Scenario(
@@ -169,7 +168,7 @@ check cat /proc/asound/cards
             images={"hd0": DISK_BYTES},
             modules=["megaraid_sas", "sd_mod", "vfat", "nls_cp437", "nls_ascii"],
             workload=BLOCK_WORKLOAD.format(dev="/dev/sda", mkfs_opts=""),
-            pci=["00:05.0"]),
+            pci=["00:05.0"], widening={"megasas-io": 4, "megasas-mmio": 8, "megasas-queue": 8}),
         Scenario(
             name="sdhci",
             description="sdhci-pci + mmc_block on QEMU sdhci-pci with an SD card: read, write + "

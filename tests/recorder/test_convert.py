@@ -110,6 +110,21 @@ class ConvertTest(unittest.TestCase):
         self.assertEqual(commands, ["readw 0xfebc0010 # cpu 1 ret 0x5678"])
         self.assertEqual(stats.restored_address, 1)
 
+    def test_device_lines_inside_a_guest_mmio_access_are_not_taken_for_it(self):
+        # QEMU traces a write before the device handler runs and a read after it; an MSI the
+        # handler raises on the vCPU thread sits between the guest's line and its marker.
+        commands, stats, _, _ = self.run_convert([
+            ops("write", 1, 0xFEE01004, 0x21, 4, "apic-msi"),
+            ops("write", 1, 0xFEBC0010, 0x5, 4, "rtl8139"),
+            ops("write", 1, 0xFEE02004, 0x22, 4, "apic-msi"),
+            "iof_mmio cpu 1 w 0xfebc0010 4",
+            ops("write", 0, 0xFEE02004, 0x22, 4, "apic-msi"),
+            ops("read", 0, 0xFEBC0014, 0x7, 4, "rtl8139"),
+            "iof_mmio cpu 0 r 0xfebc0014 4"])
+        self.assertEqual(commands, ["writel 0xfebc0010 0x5 # cpu 1",
+                                    "readl 0xfebc0014 # cpu 0 ret 0x7"])
+        self.assertEqual(stats.unpaired_ops_lines, 3)
+
     def test_interleaved_vcpus_are_paired_per_vcpu(self):
         commands, _, _, _ = self.run_convert([
             "iof_pio cpu 1 out b",
