@@ -28,3 +28,6 @@ function(ioreq_filter_gtest name)
     PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT}
     DISCOVERY_TIMEOUT 60)
 endfunction()
+
+# ioreq_filter_lab_test(NAME DOM0_SCRIPT ... ): tests that boot real Xen under QEMU TCG (label lab).
+include(${CMAKE_CURRENT_LIST_DIR}/../tests/xen/IoreqFilterLab.cmake)

@@ -60,6 +60,7 @@ void tiny_main(void)
 
     /* VENOM (CVE-2015-3456): a command, then far more FIFO bytes than the controller's 512-byte
      * FIFO; an unfixed QEMU wrote past its buffer. The controller must still answer afterwards. */
+    tiny_printf("TINY venom-start\n");
     outb(FDC_FIFO, 0x0a);
     for (int i = 0; i < VENOM_FIFO_WRITES; i++)
         outb(FDC_FIFO, 0x42);

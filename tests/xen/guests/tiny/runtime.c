@@ -34,6 +34,15 @@ void tiny_install_idt(void)
     __asm__ volatile("lidt %0" :: "m"(desc));
 }
 
+/* Both 8259s leave reset with every line unmasked. The guest takes no interrupts (IF stays 0), and
+ * a device line left pending (the FDC raises IRQ 6 on reset and on command completion) would only
+ * keep an injection pending, so mask them all. */
+void tiny_mask_pic(void)
+{
+    outb(0x21, 0xff);
+    outb(0xa1, 0xff);
+}
+
 void tiny_exception(struct exception_frame *f)
 {
     if (tiny_resume_eip) {

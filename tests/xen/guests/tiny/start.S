@@ -16,6 +16,7 @@ _start:
     mov %ax, %gs
     mov $stack_top, %esp
     call tiny_install_idt
+    call tiny_mask_pic
     call tiny_main
     call tiny_halt
 
