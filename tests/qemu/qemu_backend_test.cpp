@@ -77,14 +77,15 @@ TEST(QemuDiscovery, FindsNe2kPciAndTheBuiltInFloppyController) {
   ASSERT_NE(ide, nullptr);
   EXPECT_EQ(ide->pci->class_code, 0x010180u);
 
-  // `-machine pc` creates an isa-fdc at 0x3f0 even with -nodefaults; it decodes 0x3f1-0x3f5 and 0x3f7.
+  // `-machine pc` creates an isa-fdc at 0x3f0 even with -nodefaults; it decodes 0x3f1-0x3f5 and 0x3f7,
+  // and the first range is widened to start at its iobase.
   const DeviceInstance* fdc = find(*devices, "isa-fdc");
   ASSERT_NE(fdc, nullptr);
   EXPECT_EQ(fdc->name, "isa-fdc@0x3f0");
   EXPECT_FALSE(fdc->pci);
   ASSERT_EQ(fdc->isa_ports.size(), 2u);
-  EXPECT_EQ(fdc->isa_ports[0].base, 0x3f1u);
-  EXPECT_EQ(fdc->isa_ports[0].length, 5u);
+  EXPECT_EQ(fdc->isa_ports[0].base, 0x3f0u);
+  EXPECT_EQ(fdc->isa_ports[0].length, 6u);
   EXPECT_EQ(fdc->isa_ports[1].base, 0x3f7u);
   EXPECT_EQ(fdc->isa_ports[1].length, 1u);
 

@@ -289,7 +289,14 @@ Result<std::vector<DeviceInstance>> discoverDevices(QmpClient& qmp, QtestClient*
     if (d.isa_ports.empty()) continue;  // decodes no ports (or another device shadows them all)
     std::sort(d.isa_ports.begin(), d.isa_ports.end(), [](auto& a, auto& b) { return a.base < b.base; });
     const auto iobase = qomNumber(qmp, o.path, "iobase");
-    d.name = d.kind + "@" + hex(iobase ? *iobase : d.isa_ports.front().base);
+    // The first range starts at the device's iobase even where QEMU leaves the lowest ports of the
+    // block undecoded (isa-fdc: 0x3f0): policies place their fixed regions relative to that base.
+    auto& first = d.isa_ports.front();
+    if (iobase && *iobase < first.base && first.base - *iobase < 8) {
+      first.length += first.base - *iobase;
+      first.base = *iobase;
+    }
+    d.name = d.kind + "@" + hex(iobase ? *iobase : first.base);
     isa.push_back(std::move(d));
   }
   std::sort(isa.begin(), isa.end(), [](auto& a, auto& b) { return a.isa_ports.front().base < b.isa_ports.front().base; });

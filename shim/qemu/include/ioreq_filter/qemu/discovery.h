@@ -3,7 +3,10 @@
 //        and, if a qtest client is given, config space itself (prog-if, command register, BARs as
 //        programmed; the CF8 latch is restored afterwards).
 //   ISA: the QOM tree (type, `iobase`) and the I/O address space's flat view with owners
-//        (`info mtree -f -o`), which lists exactly the ports each device decodes.
+//        (`info mtree -f -o`), which lists exactly the ports each device decodes. The first range is
+//        extended down to `iobase` when QEMU leaves the block's lowest ports undecoded (isa-fdc decodes
+//        0x3f1-0x3f5 and 0x3f7 of its 0x3f0 block), because the engine places a policy's fixed regions
+//        relative to isa_ports.front().base.
 #pragma once
 
 #include <string_view>
