@@ -1,0 +1,259 @@
+// ioreq-filter check: runs traces through the engine with the machine's real device layout.
+// requires: ioreq_qemu ioreq_trace ioreq_policy
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "ioreq_filter/core/engine.h"
+#include "ioreq_filter/policy/policy_json.h"
+#include "ioreq_filter/qemu/discovery.h"
+#include "ioreq_filter/qemu/qemu_instance.h"
+#include "ioreq_filter/trace/trace.h"
+#include "support/policy_set.h"
+
+namespace iof::cli {
+namespace {
+
+struct CheckOptions {
+  std::vector<std::string> policy_files, policy_dirs, bindings, traces;
+  std::string qemu_args;
+  bool json = false;
+  std::size_t show = 20;
+  std::string mode = "enforce";
+};
+
+struct Refusal {
+  std::size_t line = 0;
+  std::string request, device, reason, graph, node, rule, expected;
+};
+
+std::string deviceLabel(const DeviceInstance& d) {
+  char buf[64] = "";
+  if (d.pci)
+    std::snprintf(buf, sizeof buf, " (%04x:%04x at %s)", d.pci->vendor, d.pci->device, toString(d.sbdf).c_str());
+  else if (!d.isa_ports.empty())
+    std::snprintf(buf, sizeof buf, " (%s at 0x%llx)", d.kind.c_str(), static_cast<unsigned long long>(d.isa_ports.front().base));
+  return d.name + buf;
+}
+
+// Starts the trace's machine paused under qtest and asks it what devices it has.
+Result<std::vector<DeviceInstance>> discover(const std::vector<std::string>& machine) {
+  qemu::LaunchOptions launch;
+  launch.machine_args = machine;
+  auto q = qemu::QemuInstance::launch(launch);
+  if (!q) return std::unexpected(q.error());
+  auto devices = qemu::discoverDevices((*q)->qmp(), &(*q)->qtest());
+  (*q)->shutdown();
+  return devices;
+}
+
+int run(const CheckOptions& o) {
+  auto policies = loadPolicies(o.policy_files, o.policy_dirs);
+  if (!policies) {
+    std::cerr << "ioreq-filter check: " << policies.error().message() << "\n";
+    return kExitBadInput;
+  }
+  if (policies->empty()) {
+    std::cerr << "ioreq-filter check: no policies given (--policy FILE or --policy-dir DIR)\n";
+    return kExitBadInput;
+  }
+  Mode mode = Mode::Enforce;
+  if (o.mode == "monitor") mode = Mode::Monitor;
+  else if (o.mode == "learn") mode = Mode::Learn;
+  else if (o.mode != "enforce") {
+    std::cerr << "ioreq-filter check: --mode must be enforce, monitor or learn\n";
+    return kExitBadInput;
+  }
+  std::vector<DeviceInstance> bound_by_hand;
+  for (const auto& spec : o.bindings) {
+    auto d = parseBinding(spec, *policies);
+    if (!d) {
+      std::cerr << "ioreq-filter check: " << d.error().message() << "\n";
+      return kExitBadInput;
+    }
+    bound_by_hand.push_back(std::move(*d));
+  }
+  std::map<std::string, std::vector<DeviceInstance>> discovered;  // by machine arguments
+  nlohmann::ordered_json report = nlohmann::ordered_json::array();
+  bool any_refused = false;
+  for (const auto& path : o.traces) {
+    auto text = readTraceText(path);
+    if (!text) {
+      std::cerr << "ioreq-filter check: " << text.error().message() << "\n";
+      return kExitBadInput;
+    }
+    auto trace = parseTrace(*text, path);
+    if (!trace) {
+      std::cerr << "ioreq-filter check: " << trace.error().message() << "\n";
+      return kExitBadInput;
+    }
+    std::vector<std::string> machine = trace->qemu_argv;
+    if (!o.qemu_args.empty()) {
+      auto words = splitShellWords(o.qemu_args, "--qemu-args");
+      if (!words) {
+        std::cerr << "ioreq-filter check: " << words.error().message() << "\n";
+        return kExitBadInput;
+      }
+      machine = *words;
+    }
+    std::vector<DeviceInstance> devices = bound_by_hand;
+    if (o.bindings.empty()) {
+      if (machine.empty()) {
+        std::cerr << "ioreq-filter check: " << path << ": no '# qemu:' header; give --qemu-args or --bind\n";
+        return kExitBadInput;
+      }
+      std::string key;
+      for (const auto& w : machine) key += w + '\x1f';
+      if (!discovered.count(key)) {
+        auto found = discover(machine);
+        if (!found) {
+          std::cerr << "ioreq-filter check: " << path << ": device discovery failed: " << found.error().message() << "\n";
+          return kExitInternal;
+        }
+        discovered[key] = std::move(*found);
+      }
+      devices = discovered[key];
+    }
+    std::vector<std::string> uncovered;
+    auto bound = bindPolicies(devices, *policies, &uncovered);
+    if (!bound) {
+      std::cerr << "ioreq-filter check: " << bound.error().message() << "\n";
+      return kExitBadInput;
+    }
+    EngineOptions eo;
+    eo.mode = mode;
+    auto engine = Engine::create(std::move(*bound), eo);
+    if (!engine) {
+      std::cerr << "ioreq-filter check: " << path << ": " << engine.error().message() << "\n";
+      return kExitBadInput;
+    }
+    Engine& e = **engine;
+    std::vector<Refusal> refusals;
+    std::size_t total_refusals = 0, monitored = 0;
+    for (const auto& cmd : trace->commands) {
+      auto req = toIoRequest(cmd);
+      if (!req) continue;
+      // What the graph expected is only known before the request moves the cursor.
+      const Verdict v = e.onRequest(*req);
+      if (v.monitored) ++monitored;
+      if (v.forwarded() && !v.monitored) continue;
+      if (v.forwarded() && v.monitored) {
+        // Monitor/learn mode: reported, not refused.
+      }
+      ++total_refusals;
+      if (refusals.size() < o.show || o.json) {
+        Refusal r;
+        r.line = cmd.line;
+        r.request = describe(*req);
+        r.reason = v.reason == Reason::Malformed ? std::string("malformed: ") + toString(v.malformation) : toString(v.reason);
+        if (v.device >= 0) {
+          r.device = e.device(std::size_t(v.device)).instance.name;
+          r.graph = e.graphName(std::size_t(v.device), v.graph);
+          if (v.rule >= 0) r.rule = e.device(std::size_t(v.device)).policy.rules[std::size_t(v.rule)].id;
+          if (mode == Mode::Enforce) r.expected = e.expectedNext(std::size_t(v.device));
+        }
+        refusals.push_back(std::move(r));
+      }
+    }
+    const auto triggers = trace->triggerLines();
+    std::optional<std::size_t> first_refusal;
+    if (!refusals.empty()) first_refusal = refusals.front().line;
+    any_refused |= total_refusals > 0;
+
+    nlohmann::ordered_json jt;
+    jt["trace"] = path;
+    jt["machine"] = trace->qemu_args;
+    jt["mode"] = toString(mode);
+    nlohmann::ordered_json jd = nlohmann::ordered_json::array();
+    for (std::size_t d = 0; d < e.deviceCount(); ++d) {
+      const auto& c = e.counters(d);
+      jd.push_back({{"device", deviceLabel(e.device(d).instance)},
+                    {"policy", e.device(d).policy.source},
+                    {"forwarded", c.forwarded},
+                    {"refused", {{"order", c.refused_order}, {"value", c.refused_value}, {"count", c.refused_count},
+                                 {"stop-gap", c.refused_stopgap}, {"malformed", c.refused_malformed}, {"needs-data", c.needs_data}}},
+                    {"monitored", c.monitored}});
+    }
+    jt["devices"] = jd;
+    jt["uncovered_devices"] = uncovered;
+    jt["requests"] = e.counters().requests;
+    jt["unclaimed"] = e.counters().unclaimed;
+    jt["malformed"] = e.counters().malformed;
+    jt["refusals_total"] = total_refusals;
+    if (first_refusal) jt["first_refusal_line"] = *first_refusal;
+    jt["trigger_lines"] = triggers;
+    if (!triggers.empty()) jt["refused_before_trigger"] = first_refusal && *first_refusal <= triggers.front();
+    nlohmann::ordered_json jr = nlohmann::ordered_json::array();
+    for (const auto& r : refusals)
+      jr.push_back({{"line", r.line}, {"request", r.request}, {"device", r.device}, {"reason", r.reason},
+                    {"graph", r.graph}, {"rule", r.rule}, {"expected", r.expected}});
+    jt["refusals"] = jr;
+    report.push_back(jt);
+
+    if (!o.json) {
+      std::cout << "trace " << path << "\n";
+      if (!trace->qemu_args.empty()) std::cout << "  machine: " << trace->qemu_args << "\n";
+      for (std::size_t d = 0; d < e.deviceCount(); ++d)
+        std::cout << "  filtered: " << deviceLabel(e.device(d).instance) << " <- " << e.device(d).policy.source << "\n";
+      if (!uncovered.empty()) {
+        std::cout << "  not covered by any policy:";
+        for (const auto& u : uncovered) std::cout << " " << u;
+        std::cout << "\n";
+      }
+      for (const auto& r : refusals) {
+        std::cout << "  " << (mode == Mode::Enforce ? "REFUSED" : "WOULD REFUSE") << " " << path << ":" << r.line << ": " << r.request
+                  << "\n      device " << r.device << ", reason " << r.reason;
+        if (!r.rule.empty()) std::cout << " (rule " << r.rule << ")";
+        else if (!r.graph.empty() && r.graph != "-") std::cout << " (graph " << r.graph << ")";
+        std::cout << "\n";
+        if (!r.expected.empty()) std::cout << "      expected: " << r.expected << "\n";
+      }
+      if (total_refusals > refusals.size()) std::cout << "  ... " << total_refusals - refusals.size() << " more refusals\n";
+      std::printf("  %-36s %10s %7s %7s %7s %9s %9s\n", "device", "forwarded", "order", "value", "count", "stop-gap", "malformed");
+      for (std::size_t d = 0; d < e.deviceCount(); ++d) {
+        const auto& c = e.counters(d);
+        std::printf("  %-36s %10llu %7llu %7llu %7llu %9llu %9llu\n", deviceLabel(e.device(d).instance).c_str(),
+                    (unsigned long long)c.forwarded, (unsigned long long)c.refused_order, (unsigned long long)c.refused_value,
+                    (unsigned long long)c.refused_count, (unsigned long long)c.refused_stopgap, (unsigned long long)c.refused_malformed);
+      }
+      std::cout << "  requests " << e.counters().requests << ", to unfiltered devices " << e.counters().unclaimed << ", refused "
+                << total_refusals;
+      if (mode != Mode::Enforce) std::cout << " (monitor: forwarded anyway)";
+      std::cout << "\n";
+      if (!triggers.empty()) {
+        std::cout << "  trigger line " << triggers.front() << ": ";
+        if (first_refusal && *first_refusal <= triggers.front())
+          std::cout << "refused before it (first refusal at line " << *first_refusal << ")\n";
+        else if (first_refusal)
+          std::cout << "NOT refused before it (first refusal at line " << *first_refusal << ")\n";
+        else
+          std::cout << "NOT refused\n";
+      }
+    }
+  }
+  if (o.json) std::cout << report.dump(2) << "\n";
+  return any_refused && mode == Mode::Enforce ? kExitRefused : kExitOk;
+}
+
+RunFn setup(CLI::App& app) {
+  auto o = std::make_shared<CheckOptions>();
+  auto* sub = app.add_subcommand("check", "Run traces through the filter with the machine's real device layout (no device model)");
+  sub->add_option("--policy", o->policy_files, "Policy file (repeatable)")->allow_extra_args(false)->check(CLI::ExistingFile);
+  sub->add_option("--policy-dir", o->policy_dirs, "Load every *.json below DIR")->allow_extra_args(false)->check(CLI::ExistingDirectory);
+  sub->add_option("--qemu-args", o->qemu_args, "QEMU machine arguments (default: the trace's '# qemu:' header)");
+  sub->add_option("--bind", o->bindings, "NAME=isa:BASE or NAME=pci:BB:DD.F: bind a policy without starting QEMU")->allow_extra_args(false);
+  sub->add_option("--mode", o->mode, "enforce (default), monitor or learn");
+  sub->add_option("--show", o->show, "Refusals printed per trace (default 20)");
+  sub->add_flag("--json", o->json, "Machine-readable report");
+  sub->add_option("traces", o->traces, "Trace files (qtest scripts, optionally .xz)")->required();
+  return [o] { return run(*o); };
+}
+
+IOF_REGISTER_COMMAND(setup);
+
+}  // namespace
+}  // namespace iof::cli
