@@ -1,0 +1,138 @@
+// Data flow and sequence extraction over a disassembled module.
+//
+// Values are tracked per register and stack slot with a small abstract domain (constant, address of a
+// global, value loaded from a global "cell", device base returned by pci_iomap & co., stack pointer).
+// Functions are analysed per calling context (argument values), so `output_byte(fdc, 0x10)` yields a
+// write of exactly 0x10 while a loop over a command buffer yields "any value". Every I/O form is an
+// access: in/out/ins/outs, ioread*/iowrite*(_rep) calls, and movs through an ioremapped base.
+//
+// Sequences: writes to the device are the positions of a Glushkov-style automaton built over the
+// CFG and composed across direct calls (first/last/nullable per function and context). Reads do not
+// move a sequence (the filter sees them before the device answers and cannot constrain their value),
+// so they are collected as stateless accesses. An indirect call (function pointer, retpoline) is a
+// point where control may leave for another entry point: what came before may end a sequence, and
+// what follows may begin one.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ioreq_filter/analysis/disassembly.h"
+#include "ioreq_filter/core/io_request.h"
+#include "ioreq_filter/core/policy.h"
+
+namespace iof::analysis {
+
+struct Value {
+  enum Kind : std::uint8_t { Top, Const, GlobalAddr, Cell, Base, Stack };
+  Kind kind = Top;
+  std::uint8_t known = 8;   // Const: how many low bytes are known
+  std::uint32_t id = 0;     // GlobalAddr: section; Cell: cell index; Base: base index
+  std::int64_t off = 0;     // Const: value; others: added offset
+  friend bool operator==(const Value&, const Value&) = default;
+  static Value top() { return {}; }
+  static Value constant(std::uint64_t v, std::uint8_t known = 8) { return {Const, known, 0, std::int64_t(v)}; }
+};
+
+// Where device registers start: a symbolic base the driver computes at run time.
+struct DeviceBase {
+  enum Kind : std::uint8_t {
+    PortCell,       // an I/O port base kept in a global (ISA: floppy's fdc_state[].address)
+    PciIomap,       // pci_iomap/pcim_iomap/pci_iomap_range(pdev, bar, ...): port or memory per the BAR
+    PciIoremapBar,  // pci_ioremap_bar(pdev, bar): memory
+    Ioremap,        // ioremap*(phys, size): memory, physical address unknown statically
+  };
+  Kind kind = PortCell;
+  int bar = -1;
+  std::uint32_t cell = 0;  // PortCell: a key for the object holding the base
+  std::vector<std::uint32_t> cells;  // PortCell: the cells (array elements) the base was loaded from
+  std::string name;        // "fdc_state+0x8", "pci_iomap(bar 0)"
+  std::string origin;      // where the base was produced, for provenance
+
+  bool memory() const noexcept { return kind == PciIoremapBar || kind == Ioremap; }
+};
+
+struct Access {
+  enum class Form : std::uint8_t { PortInsn, PortString, IoreadCall, IowriteCall, IoreadRepCall, IowriteRepCall, MmioMov };
+  Form form = Form::PortInsn;
+  CodeAddr insn = 0;
+  std::uint32_t function = 0;  // index into Disassembly::functions()
+  Dir dir = Dir::Write;
+  std::uint8_t size = 0;       // bytes, 0 if unknown
+  bool repeated = false;       // ins/outs, *_rep: many transfers per instruction
+  // Address: a fixed port, an offset from a device base, or unresolved.
+  enum class Where : std::uint8_t { Unresolved, FixedPort, BaseOffset } where = Where::Unresolved;
+  std::uint64_t port = 0;      // FixedPort
+  std::uint32_t base = 0;      // BaseOffset: index into ModuleAnalysis::bases
+  std::int64_t offset = 0;     // BaseOffset
+  bool offset_exact = true;    // false if an unknown index was added (array of registers)
+  std::optional<std::uint64_t> value;  // writes: the exact value when the code fixes it
+  std::string why_unresolved;
+  bool position = false;       // a sequence position (a write to the device); else stateless
+};
+
+struct Cell {
+  std::uint32_t section = 0;
+  std::uint64_t offset = 0;
+  std::set<std::uint64_t> constants;  // constants the module stores there
+  std::optional<std::uint32_t> base;  // a device base the module stores there
+  std::optional<Value> alias;         // another cell's value (+ offset) the module copies there
+  bool alias_conflict = false;
+};
+
+struct RootSummary {
+  std::uint32_t function = 0;
+  std::string why;                  // "address taken in .data", "init_module", "not called"
+  std::vector<std::uint32_t> first, last;  // access indices (positions)
+  std::set<std::uint32_t> reached;  // every position reachable from this root (for channel grouping)
+};
+
+struct LoopInfo {
+  std::vector<std::uint32_t> members;  // access indices of positions forming a cycle
+  std::uint32_t header = 0;
+  std::optional<std::uint32_t> bound;  // iterations, when inferred
+  std::string why;                     // how the bound was found, or why not
+};
+
+struct AnalysisOptions {
+  // Constant ports that belong to the device (ISA devices addressed without a base variable).
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> device_ports;
+  std::size_t max_contexts_per_function = 16;
+};
+
+struct CoverageReport {
+  std::size_t functions = 0, instructions = 0, undecodable_bytes = 0;
+  std::size_t io_sites = 0;            // instructions/calls that access I/O
+  std::size_t sites_pinned = 0;        // address resolved to a fixed port or base+offset
+  std::size_t sites_foreign = 0;       // fixed ports outside the device (ISA DMA, port 0x80, …)
+  std::size_t writes = 0, writes_value_pinned = 0;
+  std::size_t loops = 0, loops_bounded = 0;
+  std::vector<std::string> unresolved;  // "0x1234 (fn): why"
+  std::vector<std::string> unbounded;   // loops without an inferred bound
+};
+
+struct ModuleAnalysis {
+  const Disassembly* disassembly = nullptr;
+  std::vector<DeviceBase> bases;
+  std::vector<Cell> cells;
+  std::vector<Access> accesses;  // one per (instruction, resolved address, value)
+  std::set<std::pair<std::uint32_t, std::uint32_t>> edges;  // position -> position
+  std::set<std::uint32_t> break_entries, break_exits;        // around indirect calls
+  std::vector<RootSummary> roots;
+  std::vector<LoopInfo> loops;
+  CoverageReport coverage;
+
+  std::string describeAccess(const Access& a) const;
+  std::string where(CodeAddr a) const;  // "floppy.ko .text+0x1804 (output_byte)"
+};
+
+ModuleAnalysis analyzeModule(const Disassembly& disassembly, const AnalysisOptions& options = {});
+
+std::string formatCoverage(const ModuleAnalysis& analysis);
+
+}  // namespace iof::analysis

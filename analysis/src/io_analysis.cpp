@@ -1,0 +1,981 @@
+#include "ioreq_filter/analysis/io_analysis.h"
+
+#include <capstone/capstone.h>
+#include <elf.h>
+
+#include <algorithm>
+#include <array>
+#include <functional>
+#include <map>
+#include <unordered_map>
+
+#include "text_util.h"
+
+namespace iof::analysis {
+namespace {
+
+constexpr std::uint32_t kStart = 0xffffffffu;  // sequence marker: function entry, nothing written yet
+constexpr std::uint32_t kIdle = 0xfffffffeu;   // sequence marker: control may have left the sequence
+
+std::uint64_t maskFor(unsigned bytes) noexcept { return bytes >= 8 ? ~0ull : ((1ull << (bytes * 8)) - 1); }
+
+bool isSymbolic(const Value& v) noexcept {
+  return v.kind == Value::GlobalAddr || v.kind == Value::Cell || v.kind == Value::Base || v.kind == Value::Stack;
+}
+
+Value join(const Value& a, const Value& b) noexcept {
+  if (a == b) return a;
+  return Value::top();
+}
+
+Value addOffset(const Value& v, std::int64_t delta) noexcept {
+  if (v.kind == Value::Const) {
+    if (v.known < 8) return Value::top();
+    return Value::constant(std::uint64_t(v.off) + std::uint64_t(delta));
+  }
+  if (isSymbolic(v)) {
+    Value r = v;
+    r.off += delta;
+    return r;
+  }
+  return Value::top();
+}
+
+struct State {
+  bool reachable = false;
+  std::array<Value, kGprCount> reg{};
+  std::vector<std::pair<std::int64_t, Value>> stack;  // sorted by offset from the entry rsp
+
+  Value slot(std::int64_t off) const {
+    auto it = std::lower_bound(stack.begin(), stack.end(), off, [](auto& p, std::int64_t o) { return p.first < o; });
+    return it != stack.end() && it->first == off ? it->second : Value::top();
+  }
+  void setSlot(std::int64_t off, const Value& v) {
+    auto it = std::lower_bound(stack.begin(), stack.end(), off, [](auto& p, std::int64_t o) { return p.first < o; });
+    if (it != stack.end() && it->first == off) {
+      if (v.kind == Value::Top) stack.erase(it); else it->second = v;
+    } else if (v.kind != Value::Top) {
+      if (stack.size() >= 64) return;  // deep frames: keep the analysis bounded
+      stack.insert(it, {off, v});
+    }
+  }
+  // Returns true if this state changed.
+  bool joinWith(const State& o) {
+    if (!o.reachable) return false;
+    if (!reachable) {
+      *this = o;
+      return true;
+    }
+    bool changed = false;
+    for (int i = 0; i < kGprCount; ++i) {
+      Value j = join(reg[i], o.reg[i]);
+      if (!(j == reg[i])) reg[i] = j, changed = true;
+    }
+    std::vector<std::pair<std::int64_t, Value>> merged;
+    for (auto& [off, v] : stack) {
+      Value w = o.slot(off);
+      if (w == v) merged.emplace_back(off, v);
+    }
+    if (merged.size() != stack.size()) changed = true, stack = std::move(merged);
+    return changed;
+  }
+};
+
+struct Summary {
+  bool done = false;
+  std::vector<std::uint32_t> first, last;  // last may hold kStart/kIdle
+  Value ret;
+  std::set<std::uint32_t> reached;
+};
+
+struct ContextKey {
+  std::uint32_t function;
+  std::array<Value, 6> args;
+  bool operator<(const ContextKey& o) const {
+    if (function != o.function) return function < o.function;
+    for (int i = 0; i < 6; ++i) {
+      const Value &a = args[i], &b = o.args[i];
+      if (a.kind != b.kind) return a.kind < b.kind;
+      if (a.id != b.id) return a.id < b.id;
+      if (a.off != b.off) return a.off < b.off;
+      if (a.known != b.known) return a.known < b.known;
+    }
+    return false;
+  }
+};
+
+constexpr std::array<Gpr, 6> kArgRegs = {RDI, RSI, RDX, RCX, R8, R9};
+
+// One item of a block as the sequence builder sees it.
+struct Item {
+  enum Kind : std::uint8_t { Position, Call, Break, Return } kind;
+  std::uint32_t index;  // Position: access index; Call: summary id
+};
+
+class Analyzer {
+ public:
+  Analyzer(const Disassembly& d, const AnalysisOptions& o, ModuleAnalysis& out) : d_(d), m_(d.module()), opt_(o), out_(out) {}
+
+  void run();
+
+ private:
+  const Disassembly& d_;
+  const Module& m_;
+  const AnalysisOptions& opt_;
+  ModuleAnalysis& out_;
+  std::map<ContextKey, std::uint32_t> memo_;
+  std::vector<Summary> summaries_;
+  std::vector<std::uint32_t> contexts_per_function_;
+  std::unordered_map<std::uint64_t, std::uint32_t> cell_index_;
+  std::map<std::int64_t, std::uint32_t> field_base_;  // struct field offset -> device base stored there
+  std::map<std::pair<int, int>, std::uint32_t> base_index_;
+  std::map<std::tuple<CodeAddr, int, std::uint64_t, std::int64_t, std::uint64_t, bool>, std::uint32_t> access_index_;
+  std::set<CodeAddr> site_insns_, pinned_insns_, foreign_insns_;
+  int depth_ = 0;
+
+  std::uint32_t cellOf(std::uint32_t section, std::uint64_t offset) {
+    const std::uint64_t key = codeAddr(section, offset);
+    auto [it, inserted] = cell_index_.try_emplace(key, std::uint32_t(out_.cells.size()));
+    if (inserted) out_.cells.push_back(Cell{section, offset, {}, {}});
+    return it->second;
+  }
+  std::uint32_t baseFor(DeviceBase::Kind kind, int bar, std::uint32_t cell, std::string name, std::string origin) {
+    const int key2 = kind == DeviceBase::PortCell ? int(cell) : bar;
+    auto [it, inserted] = base_index_.try_emplace({int(kind), key2}, std::uint32_t(out_.bases.size()));
+    if (inserted) out_.bases.push_back(DeviceBase{kind, bar, cell, {}, std::move(name), std::move(origin)});
+    return it->second;
+  }
+
+  std::uint32_t analyze(std::uint32_t fn, std::array<Value, 6> args);
+  Value read(const State& s, const Insn& in, const Operand& op, std::uint8_t width, Item* item, std::uint32_t fn, bool record);
+  void writeReg(State& s, const RegRef& r, std::uint8_t width, Value v);
+  Value address(const State& s, const Insn& in, const Operand& op, bool* indexed) const;
+  void store(State& s, const Insn& in, const Operand& dst, const Value& v, std::vector<Item>* items, std::uint32_t fn, bool record);
+  void step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record);
+  void call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record, bool tail);
+  std::uint32_t recordAccess(Access a, const Value& addr, std::optional<Value> value, bool record);
+  void clobber(State& s) const {
+    for (Gpr g : {RAX, RCX, RDX, RSI, RDI, R8, R9, R10, R11}) s.reg[g] = Value::top();
+  }
+  std::string functionName(std::uint32_t fn) const { return d_.functions()[fn].name; }
+};
+
+std::string sectionName(const Module& m, std::uint32_t s) { return s < m.sections.size() ? m.sections[s].name : "?"; }
+
+Value Analyzer::address(const State& s, const Insn& in, const Operand& op, bool* indexed) const {
+  *indexed = false;
+  if (op.base.rip) {
+    if (in.ref.kind == Reference::Local) return Value{Value::GlobalAddr, 8, in.ref.section, in.ref.offset};
+    return Value::top();
+  }
+  Value v;
+  if (op.base.gpr != NoReg) {
+    v = s.reg[op.base.gpr];
+    if (in.ref.kind == Reference::Local) {
+      // symbol(%reg): an array element, reg = index * element size.
+      if (v.kind == Value::Const && v.known == 8) v = Value{Value::GlobalAddr, 8, in.ref.section, in.ref.offset + v.off};
+      else if (v.kind == Value::Top) v = Value{Value::GlobalAddr, 8, in.ref.section, in.ref.offset}, *indexed = true;
+      else v = Value::top();
+    } else {
+      v = addOffset(v, op.disp);
+    }
+  } else if (in.ref.kind == Reference::Local) {
+    v = Value{Value::GlobalAddr, 8, in.ref.section, in.ref.offset};
+  } else if (op.index.gpr == NoReg) {
+    v = Value::constant(std::uint64_t(op.disp));
+  } else {
+    v = Value::top();
+  }
+  if (op.index.gpr != NoReg) {
+    const bool was_indexed = *indexed;
+    const Value& ix = s.reg[op.index.gpr];
+    if (ix.kind == Value::Const && ix.known == 8) {
+      v = addOffset(v, ix.off * op.scale);
+    } else if (v.kind == Value::Const) {
+      v = Value::top();
+    } else {
+      *indexed = true;  // element of an array: keep the array's first element
+    }
+    *indexed |= was_indexed;
+  }
+  return v;
+}
+
+std::uint32_t Analyzer::recordAccess(Access a, const Value& addr, std::optional<Value> value, bool record) {
+  if (!record) return kStart;
+  site_insns_.insert(a.insn);
+  if (addr.kind == Value::Const && addr.known >= 2) {
+    a.where = Access::Where::FixedPort;
+    a.port = std::uint64_t(addr.off) & 0xffff;
+  } else if (addr.kind == Value::Base) {
+    a.where = Access::Where::BaseOffset;
+    a.base = addr.id;
+    a.offset = addr.off;
+  } else if (addr.kind == Value::Cell && (a.form == Access::Form::PortInsn || a.form == Access::Form::PortString)) {
+    const Cell& c = out_.cells[addr.id];
+    const Symbol* sym = m_.symbolCovering(c.section, c.offset, STT_OBJECT);
+    // Elements of one array of controllers (fdc_state[0], [1]) are one kind of base: key by object.
+    std::string name = sym ? sym->name : sectionName(m_, c.section) + "+" + hex(c.offset);
+    const std::uint32_t key = sym ? std::uint32_t(sym - m_.symbols.data()) | 0x80000000u : addr.id;
+    a.where = Access::Where::BaseOffset;
+    a.base = baseFor(DeviceBase::PortCell, -1, key, name, "port base loaded from " + name);
+    auto& cells = out_.bases[a.base].cells;
+    if (std::find(cells.begin(), cells.end(), addr.id) == cells.end()) cells.push_back(addr.id);
+    a.offset = addr.off;
+  } else {
+    a.where = Access::Where::Unresolved;
+    a.why_unresolved = addr.kind == Value::Top ? "address not derived from a constant or a device base"
+                       : addr.kind == Value::Stack ? "address is a stack pointer"
+                       : addr.kind == Value::GlobalAddr ? "address is a module global, not a device"
+                                                        : "address is a value loaded from a global, used as memory";
+  }
+  if (a.where == Access::Where::FixedPort) {
+    bool device = false;
+    for (auto [lo, hi] : opt_.device_ports) device |= a.port >= lo && a.port <= hi;
+    if (!device) foreign_insns_.insert(a.insn);
+    else pinned_insns_.insert(a.insn);
+    a.position = device && a.dir == Dir::Write;
+  } else if (a.where == Access::Where::BaseOffset) {
+    pinned_insns_.insert(a.insn);
+    a.position = a.dir == Dir::Write;
+  }
+  if (value && value->kind == Value::Const && a.size && value->known >= a.size) a.value = std::uint64_t(value->off) & maskFor(a.size);
+  if (a.repeated) a.value.reset();
+  auto key = std::make_tuple(a.insn, int(a.where), a.where == Access::Where::FixedPort ? a.port : std::uint64_t(a.base), a.offset,
+                             a.value.value_or(~0ull), a.value.has_value());
+  auto [it, inserted] = access_index_.try_emplace(key, std::uint32_t(out_.accesses.size()));
+  if (inserted) out_.accesses.push_back(std::move(a));
+  return it->second;
+}
+
+Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uint8_t width, Item* item, std::uint32_t fn, bool record) {
+  switch (op.kind) {
+    case Operand::Imm: {
+      // `add $sym, %reg` / `mov $sym, %reg`: a relocated immediate is the address of a global.
+      bool mem_takes_ref = false;
+      for (int i = 0; i < in.op_count; ++i)
+        if (in.ops[i].kind == Operand::Mem && (in.ops[i].base.rip || in.ops[i].base.gpr == NoReg)) mem_takes_ref = true;
+      if (in.ref.kind == Reference::Local && !mem_takes_ref && width >= 4) return Value{Value::GlobalAddr, 8, in.ref.section, in.ref.offset};
+      return Value::constant(std::uint64_t(op.imm) & maskFor(width));
+    }
+    case Operand::Reg: {
+      if (op.reg.gpr == NoReg) return Value::top();
+      Value v = s.reg[op.reg.gpr];
+      if (op.reg.high8) {
+        if (v.kind == Value::Const && v.known >= 2) return Value::constant((std::uint64_t(v.off) >> 8) & 0xff);
+        return Value::top();
+      }
+      if (v.kind == Value::Const) {
+        if (v.known < width) return Value::top();
+        return Value::constant(std::uint64_t(v.off) & maskFor(width), std::uint8_t(std::min<int>(8, v.known)));
+      }
+      if (isSymbolic(v) && width >= 2) return v;
+      return Value::top();
+    }
+    case Operand::Mem: {
+      bool indexed = false;
+      Value a = address(s, in, op, &indexed);
+      if (a.kind == Value::Stack) return s.slot(a.off);
+      if (a.kind == Value::GlobalAddr && a.off >= 0) {
+        const std::uint32_t c = cellOf(a.id, std::uint64_t(a.off));
+        if (out_.cells[c].base) return Value{Value::Base, 8, *out_.cells[c].base, 0};
+        if (out_.cells[c].alias && width >= 2) return *out_.cells[c].alias;
+        if (width >= 2) return Value{Value::Cell, 8, c, 0};
+        return Value::top();
+      }
+      if (a.kind == Value::Base && out_.bases[a.id].memory()) {
+        Access acc;
+        acc.form = Access::Form::MmioMov;
+        acc.insn = in.addr;
+        acc.function = fn;
+        acc.dir = Dir::Read;
+        acc.size = width;
+        acc.offset_exact = !indexed;
+        std::uint32_t idx = recordAccess(acc, a, std::nullopt, record);
+        if (item) *item = Item{Item::Position, idx};
+        return Value::top();
+      }
+      if (op.base.gpr != NoReg && !op.base.rip && op.index.gpr == NoReg && in.ref.kind == Reference::None) {
+        auto it = field_base_.find(op.disp);
+        if (it != field_base_.end() && width == 8) return Value{Value::Base, 8, it->second, 0};
+      }
+      return Value::top();
+    }
+    default: return Value::top();
+  }
+}
+
+void Analyzer::writeReg(State& s, const RegRef& r, std::uint8_t width, Value v) {
+  if (r.gpr == NoReg) return;
+  Value& dst = s.reg[r.gpr];
+  if (r.high8) {
+    dst = Value::top();
+    return;
+  }
+  if (width >= 4) {
+    if (v.kind == Value::Const && width == 4) v = v.known >= 4 ? Value::constant(std::uint64_t(v.off) & 0xffffffffu) : Value::top();
+    dst = v;
+    return;
+  }
+  // 8/16-bit writes keep the upper bytes of the register.
+  if (v.kind == Value::Const && v.known >= width) {
+    if (dst.kind == Value::Const)
+      dst = Value::constant((std::uint64_t(dst.off) & ~maskFor(width)) | (std::uint64_t(v.off) & maskFor(width)), dst.known);
+    else
+      dst = Value::constant(std::uint64_t(v.off) & maskFor(width), width);
+  } else {
+    dst = Value::top();
+  }
+}
+
+void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& v, std::vector<Item>* items, std::uint32_t fn, bool record) {
+  bool indexed = false;
+  Value a = address(s, in, dst, &indexed);
+  if (a.kind == Value::Stack) {
+    if (!indexed) s.setSlot(a.off, dst.size >= 4 ? v : Value::top());
+    return;
+  }
+  if (a.kind == Value::GlobalAddr && a.off >= 0) {
+    if (!record) return;
+    Cell& c = out_.cells[cellOf(a.id, std::uint64_t(a.off))];
+    if (v.kind == Value::Const && v.known >= std::min<std::uint8_t>(dst.size, 8)) c.constants.insert(std::uint64_t(v.off) & maskFor(dst.size));
+    if (v.kind == Value::Base && dst.size == 8) c.base = v.id;
+    // A global that copies another global's port base (floppy's virtual_dma_port = fdc base).
+    if (v.kind == Value::Cell && dst.size >= 2 && !c.alias_conflict) {
+      if (c.alias && !(*c.alias == v)) c.alias.reset(), c.alias_conflict = true;
+      else c.alias = v;
+    }
+    return;
+  }
+  if (a.kind == Value::Base && out_.bases[a.id].memory()) {
+    Access acc;
+    acc.form = Access::Form::MmioMov;
+    acc.insn = in.addr;
+    acc.function = fn;
+    acc.dir = Dir::Write;
+    acc.size = dst.size;
+    acc.offset_exact = !indexed;
+    std::uint32_t idx = recordAccess(acc, a, v, record);
+    if (items && record) items->push_back(Item{Item::Position, idx});
+    return;
+  }
+  if (v.kind == Value::Base && dst.size == 8 && dst.base.gpr != NoReg && !dst.base.rip && dst.index.gpr == NoReg && record)
+    field_base_.try_emplace(dst.disp, v.id);
+}
+
+void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record, bool tail) {
+  (void)tail;
+  std::array<Value, 6> args;
+  for (int i = 0; i < 6; ++i) args[i] = s.reg[kArgRegs[i]];
+  if (in.ref.kind == Reference::External) {
+    const std::string& name = m_.symbols[in.ref.symbol].name;
+    if (name == "__fentry__") return;
+    auto io = [&](Access::Form form, Dir dir, std::uint8_t size, const Value& addr, std::optional<Value> value, bool rep) {
+      Access acc;
+      acc.form = form;
+      acc.insn = in.addr;
+      acc.function = fn;
+      acc.dir = dir;
+      acc.size = size;
+      acc.repeated = rep;
+      std::uint32_t idx = recordAccess(acc, addr, value, record);
+      if (items && record) items->push_back(Item{Item::Position, idx});
+    };
+    auto sizeOf = [&](std::string_view rest) -> std::uint8_t {
+      if (rest.starts_with("8")) return 1;
+      if (rest.starts_with("16")) return 2;
+      if (rest.starts_with("32")) return 4;
+      if (rest.starts_with("64")) return 8;
+      return 0;
+    };
+    std::string_view n = name;
+    bool handled = false;
+    if (n.starts_with("ioread") || n.starts_with("iowrite")) {
+      const bool write = n.starts_with("iowrite");
+      std::string_view rest = n.substr(write ? 7 : 6);
+      const std::uint8_t size = sizeOf(rest);
+      const bool rep = rest.ends_with("_rep");
+      if (size) {
+        handled = true;
+        if (write && !rep) io(Access::Form::IowriteCall, Dir::Write, size, args[1], args[0], false);
+        else io(write ? Access::Form::IowriteRepCall : (rep ? Access::Form::IoreadRepCall : Access::Form::IoreadCall),
+                write ? Dir::Write : Dir::Read, size, args[0], std::nullopt, rep);
+      }
+    }
+    clobber(s);
+    if (handled) return;
+    auto barOf = [&](const Value& v) { return v.kind == Value::Const && v.known == 8 ? int(v.off) : -1; };
+    if (n == "pci_iomap" || n == "pcim_iomap" || n == "pci_iomap_range" || n == "pci_iomap_wc" || n == "pci_iomap_wc_range") {
+      const int bar = barOf(args[1]);
+      s.reg[RAX] = Value{Value::Base, 8, baseFor(DeviceBase::PciIomap, bar, 0, name + "(bar " + std::to_string(bar) + ")", out_.where(in.addr)), 0};
+    } else if (n == "pci_ioremap_bar" || n == "pci_ioremap_wc_bar") {
+      const int bar = barOf(args[1]);
+      s.reg[RAX] = Value{Value::Base, 8, baseFor(DeviceBase::PciIoremapBar, bar, 0, name + "(bar " + std::to_string(bar) + ")", out_.where(in.addr)), 0};
+    } else if (n == "ioremap" || n == "ioremap_uc" || n == "ioremap_wc" || n == "ioremap_cache" || n == "devm_ioremap" ||
+               n == "devm_ioremap_uc" || n == "devm_ioremap_wc" || n == "ioremap_nocache") {
+      s.reg[RAX] = Value{Value::Base, 8, baseFor(DeviceBase::Ioremap, -1, 0, name, out_.where(in.addr)), 0};
+    }
+    return;
+  }
+  int callee = -1;
+  if (in.target) callee = d_.functionAt(in.target);
+  if (callee < 0) {
+    clobber(s);
+    return;
+  }
+  if (depth_ > 48) {
+    clobber(s);
+    return;
+  }
+  ++depth_;
+  const std::uint32_t sid = analyze(std::uint32_t(callee), args);
+  --depth_;
+  clobber(s);
+  s.reg[RAX] = summaries_[sid].ret;
+  if (items && record) items->push_back(Item{Item::Call, sid});
+}
+
+void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record) {
+  const Operand* o = in.ops;
+  auto w0 = [&] { return o[0].size ? o[0].size : std::uint8_t(8); };
+  switch (in.flow) {
+    case Flow::Call:
+      call(s, in, fn, items, record, false);
+      return;
+    case Flow::IndirectCall: {
+      const bool paravirt = in.ref.kind == Reference::External && m_.symbols[in.ref.symbol].name == "pv_ops";
+      clobber(s);
+      if (!paravirt && items && record) items->push_back(Item{Item::Break, 0});
+      return;
+    }
+    case Flow::Jump:
+      if (in.ref.kind == Reference::External || (in.target && d_.functionCovering(in.target) != int(fn))) {
+        // A tail call (to another function or a cold fragment): the callee's effects, then return.
+        call(s, in, fn, items, record, true);
+        if (items && record) items->push_back(Item{Item::Return, 0});
+      }
+      return;
+    case Flow::IndirectJump:
+      clobber(s);
+      if (items && record) {
+        items->push_back(Item{Item::Break, 0});
+        items->push_back(Item{Item::Return, 0});
+      }
+      return;
+    case Flow::Return:
+      if (items && record) items->push_back(Item{Item::Return, 0});
+      return;
+    default: break;
+  }
+  switch (in.id) {
+    case X86_INS_MOV:
+    case X86_INS_MOVABS:
+    case X86_INS_MOVZX:
+    case X86_INS_MOVSX:
+    case X86_INS_MOVSXD: {
+      if (in.op_count != 2) break;
+      const bool extend = in.id == X86_INS_MOVZX || in.id == X86_INS_MOVSX || in.id == X86_INS_MOVSXD;
+      Item item{Item::Return, kStart};
+      Value v = read(s, in, o[1], o[1].size, &item, fn, record);
+      if (item.index != kStart && items && record) items->push_back(item);
+      if (o[0].kind == Operand::Reg) {
+        if (extend && v.kind == Value::Const) {
+          std::uint64_t x = std::uint64_t(v.off) & maskFor(o[1].size);
+          if (in.id != X86_INS_MOVZX && (x >> (o[1].size * 8 - 1)) & 1) x |= ~maskFor(o[1].size);
+          v = Value::constant(x & maskFor(o[0].size));
+        } else if (extend && !(isSymbolic(v) && o[1].size >= (in.id == X86_INS_MOVZX ? 2 : 4))) {
+          v = in.id == X86_INS_MOVSXD && isSymbolic(v) ? v : Value::top();
+        }
+        writeReg(s, o[0].reg, o[0].size, v);
+      } else if (o[0].kind == Operand::Mem) {
+        store(s, in, o[0], v, items, fn, record);
+      }
+      return;
+    }
+    case X86_INS_LEA: {
+      bool indexed = false;
+      Value a = address(s, in, o[1], &indexed);
+      if (indexed && a.kind != Value::GlobalAddr) a = Value::top();
+      writeReg(s, o[0].reg, o[0].size, a);
+      return;
+    }
+    case X86_INS_PUSH: {
+      Value v = read(s, in, o[0], 8, nullptr, fn, record);
+      s.reg[RSP] = addOffset(s.reg[RSP], -8);
+      if (s.reg[RSP].kind == Value::Stack) s.setSlot(s.reg[RSP].off, v);
+      return;
+    }
+    case X86_INS_POP: {
+      Value v = s.reg[RSP].kind == Value::Stack ? s.slot(s.reg[RSP].off) : Value::top();
+      s.reg[RSP] = addOffset(s.reg[RSP], 8);
+      if (o[0].kind == Operand::Reg) writeReg(s, o[0].reg, 8, v);
+      return;
+    }
+    case X86_INS_XCHG: {
+      if (o[0].kind == Operand::Reg && o[1].kind == Operand::Reg) {
+        Value a = read(s, in, o[0], o[0].size, nullptr, fn, record), b = read(s, in, o[1], o[1].size, nullptr, fn, record);
+        writeReg(s, o[0].reg, o[0].size, b);
+        writeReg(s, o[1].reg, o[1].size, a);
+        return;
+      }
+      break;
+    }
+    case X86_INS_ADD:
+    case X86_INS_SUB:
+    case X86_INS_AND:
+    case X86_INS_OR:
+    case X86_INS_XOR:
+    case X86_INS_SHL:
+    case X86_INS_SHR:
+    case X86_INS_SAR:
+    case X86_INS_IMUL: {
+      if (o[0].kind != Operand::Reg) break;
+      const std::uint8_t w = w0();
+      if ((in.id == X86_INS_XOR || in.id == X86_INS_SUB) && in.op_count == 2 && o[1].kind == Operand::Reg && o[1].reg.gpr == o[0].reg.gpr &&
+          !o[1].reg.high8 && !o[0].reg.high8) {
+        writeReg(s, o[0].reg, w, Value::constant(0));
+        return;
+      }
+      Value a, b;
+      if (in.id == X86_INS_IMUL && in.op_count == 3) {
+        a = read(s, in, o[1], w, nullptr, fn, record);
+        b = read(s, in, o[2], w, nullptr, fn, record);
+      } else if (in.op_count == 2) {
+        a = read(s, in, o[0], w, nullptr, fn, record);
+        b = read(s, in, o[1], o[1].size ? o[1].size : w, nullptr, fn, record);
+      } else if (in.op_count == 1 && (in.id == X86_INS_SHL || in.id == X86_INS_SHR || in.id == X86_INS_SAR)) {
+        a = read(s, in, o[0], w, nullptr, fn, record);
+        b = Value::constant(1);
+      } else {
+        if (in.id == X86_INS_IMUL) s.reg[RDX] = Value::top(), s.reg[RAX] = Value::top();
+        writeReg(s, o[0].reg, w, Value::top());
+        return;
+      }
+      Value r = Value::top();
+      const bool bc = b.kind == Value::Const && b.known >= w;
+      if (a.kind == Value::Const && a.known >= w && bc) {
+        const std::uint64_t x = std::uint64_t(a.off), y = std::uint64_t(b.off);
+        std::uint64_t z = 0;
+        switch (in.id) {
+          case X86_INS_ADD: z = x + y; break;
+          case X86_INS_SUB: z = x - y; break;
+          case X86_INS_AND: z = x & y; break;
+          case X86_INS_OR: z = x | y; break;
+          case X86_INS_XOR: z = x ^ y; break;
+          case X86_INS_SHL: z = (y & 63) ? x << (y & 63) : x; break;
+          case X86_INS_SHR: z = (x & maskFor(w)) >> (y & 63); break;
+          case X86_INS_SAR: z = std::uint64_t(std::int64_t(x << (64 - w * 8)) >> (64 - w * 8) >> (y & 63)); break;
+          case X86_INS_IMUL: z = x * y; break;
+        }
+        r = Value::constant(z & maskFor(w));
+      } else if (in.id == X86_INS_ADD && bc && isSymbolic(a)) {
+        r = addOffset(a, std::int64_t(w == 8 ? std::uint64_t(b.off) : std::uint64_t(std::int64_t(std::int32_t(std::uint32_t(b.off))))));
+      } else if (in.id == X86_INS_ADD && a.kind == Value::Const && a.known >= w && isSymbolic(b)) {
+        r = addOffset(b, a.off);
+      } else if (in.id == X86_INS_SUB && bc && isSymbolic(a)) {
+        r = addOffset(a, -std::int64_t(b.off));
+      } else if (in.id == X86_INS_ADD && w == 8 && ((a.kind == Value::GlobalAddr && b.kind == Value::Top) || (b.kind == Value::GlobalAddr && a.kind == Value::Top))) {
+        // array + index*size: keep the array (its first element stands for every element).
+        r = a.kind == Value::GlobalAddr ? a : b;
+      } else if (in.id == X86_INS_AND && bc && (std::uint64_t(b.off) & maskFor(w)) == maskFor(w)) {
+        r = a;
+      }
+      if (!isSymbolic(r) || w >= 4) writeReg(s, o[0].reg, w, r);
+      else writeReg(s, o[0].reg, w, Value::top());
+      return;
+    }
+    case X86_INS_INC:
+    case X86_INS_DEC:
+    case X86_INS_NEG:
+    case X86_INS_NOT: {
+      if (o[0].kind != Operand::Reg) break;
+      const std::uint8_t w = w0();
+      Value a = read(s, in, o[0], w, nullptr, fn, record);
+      Value r = Value::top();
+      if (a.kind == Value::Const && a.known >= w) {
+        std::uint64_t x = std::uint64_t(a.off);
+        x = in.id == X86_INS_INC ? x + 1 : in.id == X86_INS_DEC ? x - 1 : in.id == X86_INS_NEG ? 0 - x : ~x;
+        r = Value::constant(x & maskFor(w));
+      } else if (isSymbolic(a) && (in.id == X86_INS_INC || in.id == X86_INS_DEC)) {
+        r = addOffset(a, in.id == X86_INS_INC ? 1 : -1);
+      }
+      writeReg(s, o[0].reg, w, r);
+      return;
+    }
+    case X86_INS_OUT:
+    case X86_INS_IN: {
+      const bool out = in.id == X86_INS_OUT;
+      const Operand& port = out ? o[0] : o[1];
+      const Operand& data = out ? o[1] : o[0];
+      Value addr = port.kind == Operand::Imm ? Value::constant(std::uint64_t(port.imm) & 0xff) : read(s, in, port, 2, nullptr, fn, record);
+      Access acc;
+      acc.form = Access::Form::PortInsn;
+      acc.insn = in.addr;
+      acc.function = fn;
+      acc.dir = out ? Dir::Write : Dir::Read;
+      acc.size = data.size;
+      std::optional<Value> v;
+      if (out) v = read(s, in, data, data.size, nullptr, fn, record);
+      std::uint32_t idx = recordAccess(acc, addr, v, record);
+      if (items && record && idx != kStart) items->push_back(Item{Item::Position, idx});
+      if (!out) writeReg(s, data.reg, data.size, Value::top());
+      return;
+    }
+    case X86_INS_INSB:
+    case X86_INS_INSW:
+    case X86_INS_INSD:
+    case X86_INS_OUTSB:
+    case X86_INS_OUTSW:
+    case X86_INS_OUTSD: {
+      const bool out = in.id == X86_INS_OUTSB || in.id == X86_INS_OUTSW || in.id == X86_INS_OUTSD;
+      Access acc;
+      acc.form = Access::Form::PortString;
+      acc.insn = in.addr;
+      acc.function = fn;
+      acc.dir = out ? Dir::Write : Dir::Read;
+      acc.size = (in.id == X86_INS_INSB || in.id == X86_INS_OUTSB) ? 1 : (in.id == X86_INS_INSW || in.id == X86_INS_OUTSW) ? 2 : 4;
+      acc.repeated = in.rep;
+      Value addr = s.reg[RDX];
+      if (addr.kind == Value::Const && addr.known < 2) addr = Value::top();
+      std::uint32_t idx = recordAccess(acc, addr, std::nullopt, record);
+      if (items && record && idx != kStart) items->push_back(Item{Item::Position, idx});
+      s.reg[RDI] = s.reg[RSI] = s.reg[RCX] = Value::top();
+      return;
+    }
+    case X86_INS_CMP:
+    case X86_INS_TEST:
+    case X86_INS_BT:
+    case X86_INS_NOP:
+    case X86_INS_PREFETCHT0:
+    case X86_INS_CLFLUSH:
+    case X86_INS_MFENCE:
+    case X86_INS_LFENCE:
+    case X86_INS_SFENCE:
+    case X86_INS_PAUSE:
+    case X86_INS_ENDBR64:
+      return;
+    case X86_INS_CDQ:
+    case X86_INS_CQO:
+    case X86_INS_CWD:
+      s.reg[RDX] = Value::top();
+      return;
+    case X86_INS_CDQE:
+    case X86_INS_CWDE:
+    case X86_INS_CBW:
+      s.reg[RAX] = Value::top();
+      return;
+    default: break;
+  }
+  // Anything else: whatever it writes becomes unknown. Implicit register effects included.
+  switch (in.id) {
+    case X86_INS_MUL:
+    case X86_INS_DIV:
+    case X86_INS_IDIV:
+    case X86_INS_CMPXCHG:
+    case X86_INS_RDTSC:
+    case X86_INS_RDTSCP:
+    case X86_INS_CPUID:
+    case X86_INS_RDMSR:
+    case X86_INS_XADD:
+      s.reg[RAX] = s.reg[RDX] = s.reg[RCX] = s.reg[RBX] = Value::top();
+      break;
+    case X86_INS_STOSB: case X86_INS_STOSW: case X86_INS_STOSD: case X86_INS_STOSQ:
+    case X86_INS_MOVSB: case X86_INS_MOVSW: case X86_INS_MOVSD: case X86_INS_MOVSQ:
+    case X86_INS_LODSB: case X86_INS_LODSW: case X86_INS_LODSD: case X86_INS_LODSQ:
+    case X86_INS_SCASB: case X86_INS_SCASW: case X86_INS_SCASD: case X86_INS_SCASQ:
+    case X86_INS_CMPSB: case X86_INS_CMPSW: case X86_INS_CMPSD: case X86_INS_CMPSQ:
+      s.reg[RDI] = s.reg[RSI] = s.reg[RCX] = s.reg[RAX] = Value::top();
+      break;
+    default: break;
+  }
+  if (in.op_count >= 1 && o[0].kind == Operand::Reg) writeReg(s, o[0].reg, 8, Value::top());
+  if (in.id == X86_INS_XCHG && in.op_count == 2 && o[1].kind == Operand::Reg) writeReg(s, o[1].reg, 8, Value::top());
+}
+
+std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
+  if (contexts_per_function_[fn] >= opt_.max_contexts_per_function) args.fill(Value::top());
+  ContextKey key{fn, args};
+  if (auto it = memo_.find(key); it != memo_.end()) return it->second;
+  const std::uint32_t sid = std::uint32_t(summaries_.size());
+  memo_.emplace(key, sid);
+  summaries_.emplace_back();
+  summaries_[sid].last = {kStart};  // while in progress (recursion): transparent
+  ++contexts_per_function_[fn];
+  const Function& f = d_.functions()[fn];
+  const std::size_t nb = f.blocks.size();
+  if (nb == 0) {
+    summaries_[sid].done = true;
+    return sid;
+  }
+  // 1. Values: forward fixpoint over the CFG.
+  std::vector<State> in(nb);
+  in[0].reachable = true;
+  in[0].reg[RSP] = Value{Value::Stack, 8, 0, 0};
+  for (int i = 0; i < 6; ++i) in[0].reg[kArgRegs[i]] = args[i];
+  std::vector<char> queued(nb, 0);
+  std::vector<std::uint32_t> work{0};
+  queued[0] = 1;
+  std::size_t steps = 0;
+  const std::size_t step_limit = nb * 24 + 64;
+  while (!work.empty() && steps++ < step_limit) {
+    const std::uint32_t b = work.back();
+    work.pop_back();
+    queued[b] = 0;
+    State s = in[b];
+    const BasicBlock& bb = f.blocks[b];
+    for (std::uint32_t i = bb.first; i <= bb.last; ++i) step(s, f.insns[i], fn, nullptr, false);
+    for (std::uint32_t succ : bb.succs) {
+      if (in[succ].joinWith(s) && !queued[succ]) queued[succ] = 1, work.push_back(succ);
+    }
+  }
+  // 2. Items per block from the converged states (records accesses and stores).
+  std::vector<std::vector<Item>> items(nb);
+  Value ret;
+  bool ret_set = false;
+  for (std::uint32_t b = 0; b < nb; ++b) {
+    if (!in[b].reachable) continue;
+    State s = in[b];
+    const BasicBlock& bb = f.blocks[b];
+    for (std::uint32_t i = bb.first; i <= bb.last; ++i) {
+      step(s, f.insns[i], fn, &items[b], true);
+      if (!items[b].empty() && items[b].back().kind == Item::Return) {
+        ret = ret_set ? join(ret, s.reg[RAX]) : s.reg[RAX];
+        ret_set = true;
+        break;
+      }
+    }
+    // A block that runs off the end of the function (noreturn call before it) ends the path.
+  }
+  // 3. Sequences: which positions may be the latest at each block's entry.
+  std::vector<std::vector<std::uint32_t>> last_in(nb);
+  std::vector<char> seen(nb, 0);
+  Summary result;
+  std::set<std::uint32_t> first, last;
+  auto addAll = [](std::vector<std::uint32_t>& dst, const std::vector<std::uint32_t>& src) {
+    bool changed = false;
+    for (auto x : src)
+      if (std::find(dst.begin(), dst.end(), x) == dst.end()) dst.push_back(x), changed = true;
+    return changed;
+  };
+  auto connect = [&](const std::vector<std::uint32_t>& from, std::uint32_t to) {
+    for (auto p : from) {
+      if (p == kStart) first.insert(to);
+      else if (p == kIdle) out_.break_entries.insert(to);
+      else out_.edges.emplace(p, to);
+    }
+  };
+  last_in[0] = {kStart};
+  seen[0] = 1;
+  work.assign(1, 0);
+  std::fill(queued.begin(), queued.end(), 0);
+  queued[0] = 1;
+  steps = 0;
+  while (!work.empty() && steps++ < step_limit * 2) {
+    const std::uint32_t b = work.back();
+    work.pop_back();
+    queued[b] = 0;
+    std::vector<std::uint32_t> cur = last_in[b];
+    bool returned = false;
+    for (const Item& it : items[b]) {
+      switch (it.kind) {
+        case Item::Position:
+          if (!out_.accesses[it.index].position) break;
+          connect(cur, it.index);
+          result.reached.insert(it.index);
+          cur.assign(1, it.index);
+          break;
+        case Item::Call: {
+          const Summary& callee = summaries_[it.index];
+          for (auto f0 : callee.first) connect(cur, f0);
+          result.reached.insert(callee.reached.begin(), callee.reached.end());
+          const bool nullable = std::find(callee.last.begin(), callee.last.end(), kStart) != callee.last.end();
+          std::vector<std::uint32_t> next;
+          for (auto l : callee.last)
+            if (l != kStart) next.push_back(l);
+          if (nullable) addAll(next, cur);
+          cur = std::move(next);
+          break;
+        }
+        case Item::Break: {
+          std::vector<std::uint32_t> next;
+          for (auto p : cur) {
+            if (p == kStart) next.push_back(p);
+            else if (p != kIdle) out_.break_exits.insert(p);
+          }
+          next.push_back(kIdle);
+          cur = std::move(next);
+          break;
+        }
+        case Item::Return:
+          last.insert(cur.begin(), cur.end());
+          returned = true;
+          break;
+      }
+      if (returned) break;
+    }
+    if (returned) continue;
+    for (std::uint32_t succ : f.blocks[b].succs) {
+      bool changed = !seen[succ];
+      seen[succ] = 1;
+      changed |= addAll(last_in[succ], cur);
+      if (changed && !queued[succ]) queued[succ] = 1, work.push_back(succ);
+    }
+  }
+  Summary& out = summaries_[sid];
+  out.first.assign(first.begin(), first.end());
+  out.last.assign(last.begin(), last.end());
+  out.reached = std::move(result.reached);
+  out.ret = ret_set ? ret : Value::top();
+  out.done = true;
+  return sid;
+}
+
+bool isMetadataSection(std::string_view name) {
+  for (std::string_view n : {"__mcount_loc", ".orc_unwind_ip", ".orc_unwind", ".return_sites", ".retpoline_sites", ".parainstructions",
+                             ".static_call_sites", "__bug_table", ".smp_locks", "__jump_table", ".altinstructions", "__ex_table",
+                             ".ibt_endbr_seal", ".call_sites", ".note.gnu.property", "___srcu_struct_ptrs", ".kcfi_traps"})
+    if (name == n) return true;
+  return false;
+}
+
+void Analyzer::run() {
+  const auto& fns = d_.functions();
+  contexts_per_function_.assign(fns.size(), 0);
+  // Entry points: what the kernel calls without a direct call from this module.
+  std::vector<std::string> why(fns.size());
+  std::vector<char> called(fns.size(), 0);
+  for (std::uint32_t fi = 0; fi < fns.size(); ++fi)
+    for (const Insn& in : fns[fi].insns)
+      if ((in.flow == Flow::Call || in.flow == Flow::Jump) && in.target) {
+        int t = d_.functionAt(in.target);
+        if (t >= 0 && std::uint32_t(t) != fi) called[std::size_t(t)] = 1;
+      }
+  for (const Section& sec : m_.sections) {
+    if (sec.type != SHT_PROGBITS || isMetadataSection(sec.name)) continue;
+    for (const Relocation& r : m_.relocations(sec.index)) {
+      const Symbol& s = m_.symbols[r.symbol];
+      if (!s.defined()) continue;
+      std::int64_t off = std::int64_t(s.value) + r.addend;
+      if (sec.executable()) {
+        // In code, a reference is an address take unless it is the target of a call/jump.
+        int fi = d_.functionCovering(codeAddr(sec.index, r.offset));
+        if (fi < 0) continue;
+        const auto& insns = fns[std::size_t(fi)].insns;
+        auto it = std::upper_bound(insns.begin(), insns.end(), codeAddr(sec.index, r.offset), [](CodeAddr a, const Insn& i) { return a < i.addr; });
+        if (it == insns.begin()) continue;
+        --it;
+        if (it->flow == Flow::Call || it->flow == Flow::Jump || it->flow == Flow::CondJump) continue;
+        if (r.type == R_X86_64_PC32 || r.type == R_X86_64_PLT32) off += std::int64_t(it->addr + it->size - codeAddr(sec.index, r.offset));
+      }
+      if (off < 0) continue;
+      int t = d_.functionAt(codeAddr(s.section, std::uint64_t(off)));
+      if (t >= 0 && why[std::size_t(t)].empty()) why[std::size_t(t)] = "address taken in " + sec.name;
+    }
+  }
+  for (std::uint32_t fi = 0; fi < fns.size(); ++fi) {
+    if (fns[fi].name == "init_module" || fns[fi].name == "cleanup_module") why[fi] = fns[fi].name;
+    else if (why[fi].empty() && !called[fi] && !fns[fi].name.ends_with(".cold") && fns[fi].name.find(".cold.") == std::string::npos)
+      why[fi] = "not called within the module";
+  }
+  // Two rounds: the first learns which globals and struct fields hold device bases, the second uses them.
+  for (int round = 0; round < 2; ++round) {
+    if (round == 1) {
+      bool learned = !field_base_.empty();
+      for (const Cell& c : out_.cells) learned |= c.base.has_value() || c.alias.has_value();
+      if (!learned) break;
+      memo_.clear();
+      summaries_.clear();
+      contexts_per_function_.assign(fns.size(), 0);
+      out_.accesses.clear();
+      access_index_.clear();
+      out_.edges.clear();
+      out_.break_entries.clear();
+      out_.break_exits.clear();
+      out_.roots.clear();
+      site_insns_.clear(), pinned_insns_.clear(), foreign_insns_.clear();
+    }
+    for (std::uint32_t fi = 0; fi < fns.size(); ++fi) {
+      if (why[fi].empty()) continue;
+      std::array<Value, 6> top{};
+      const std::uint32_t sid = analyze(fi, top);
+      const Summary& s = summaries_[sid];
+      RootSummary root;
+      root.function = fi;
+      root.why = why[fi];
+      root.first = s.first;
+      for (auto l : s.last)
+        if (l != kStart && l != kIdle) root.last.push_back(l);
+      root.reached = s.reached;
+      out_.roots.push_back(std::move(root));
+    }
+  }
+  CoverageReport& c = out_.coverage;
+  c.functions = fns.size();
+  c.instructions = d_.instructionCount();
+  for (const auto& f : fns) c.undecodable_bytes += f.undecodable;
+  c.io_sites = site_insns_.size();
+  c.sites_foreign = foreign_insns_.size();
+  c.sites_pinned = pinned_insns_.size();
+  std::set<CodeAddr> writes, pinned_values;
+  for (const Access& a : out_.accesses) {
+    if (a.where == Access::Where::Unresolved && !pinned_insns_.count(a.insn) && !foreign_insns_.count(a.insn))
+      c.unresolved.push_back(out_.where(a.insn) + ": " + a.why_unresolved);
+    if (a.dir == Dir::Write && a.where != Access::Where::Unresolved && !foreign_insns_.count(a.insn)) {
+      writes.insert(a.insn);
+      if (a.value) pinned_values.insert(a.insn);
+    }
+  }
+  std::sort(c.unresolved.begin(), c.unresolved.end());
+  c.unresolved.erase(std::unique(c.unresolved.begin(), c.unresolved.end()), c.unresolved.end());
+  c.writes = writes.size();
+  c.writes_value_pinned = pinned_values.size();
+}
+
+}  // namespace
+
+std::string ModuleAnalysis::where(CodeAddr a) const {
+  const Module& m = disassembly->module();
+  std::string s = m.describe(sectionOf(a), offsetOf(a));
+  int f = disassembly->functionCovering(a);
+  if (f >= 0) s += " (" + disassembly->functions()[std::size_t(f)].name + ")";
+  return s;
+}
+
+std::string ModuleAnalysis::describeAccess(const Access& a) const {
+  std::string s = a.dir == Dir::Write ? "write" : "read";
+  s += a.size ? std::to_string(a.size * 8) : "?";
+  switch (a.where) {
+    case Access::Where::FixedPort: s += " port " + hex(a.port); break;
+    case Access::Where::BaseOffset: s += " " + bases[a.base].name + " + " + hex(std::uint64_t(a.offset)); break;
+    case Access::Where::Unresolved: s += " <unresolved>"; break;
+  }
+  if (a.value) s += " = " + hex(*a.value);
+  if (a.repeated) s += " (repeated)";
+  return s + " at " + where(a.insn);
+}
+
+ModuleAnalysis analyzeModule(const Disassembly& disassembly, const AnalysisOptions& options) {
+  ModuleAnalysis out;
+  out.disassembly = &disassembly;
+  Analyzer(disassembly, options, out).run();
+  return out;
+}
+
+std::string formatCoverage(const ModuleAnalysis& a) {
+  const CoverageReport& c = a.coverage;
+  std::string s;
+  s += "module: " + a.disassembly->module().name + "\n";
+  s += "functions: " + std::to_string(c.functions) + ", instructions: " + std::to_string(c.instructions) +
+       ", undecodable bytes: " + std::to_string(c.undecodable_bytes) + "\n";
+  s += "I/O sites: " + std::to_string(c.io_sites) + ", address pinned: " + std::to_string(c.sites_pinned) +
+       ", fixed ports of other devices: " + std::to_string(c.sites_foreign) + ", unresolved: " + std::to_string(c.unresolved.size()) + "\n";
+  s += "device writes: " + std::to_string(c.writes) + ", value pinned: " + std::to_string(c.writes_value_pinned) + "\n";
+  s += "loops over device writes: " + std::to_string(c.loops) + ", bounded: " + std::to_string(c.loops_bounded) + "\n";
+  s += "device bases:\n";
+  for (const auto& b : a.bases) s += "  " + b.name + " (" + b.origin + ")\n";
+  for (const auto& u : c.unresolved) s += "unresolved: " + u + "\n";
+  for (const auto& u : c.unbounded) s += "unbounded loop: " + u + "\n";
+  return s;
+}
+
+}  // namespace iof::analysis
