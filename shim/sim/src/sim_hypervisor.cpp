@@ -292,6 +292,17 @@ DomId SimHypervisor::createDomain(const DomainConfig& config) {
   return id;
 }
 
+void SimHypervisor::destroyDomain(DomId domid) {
+  for (unsigned id = 0; id < kMaxServers; ++id) (void)destroyServer(domid, ServerId(id));
+  std::lock_guard lk(state_->mu);
+  if (Domain* d = state_->dom(domid)) {
+    d->crashed = true;
+    d->crash_reason = "destroyed";
+  }
+  state_->cv.notify_all();
+  state_->domains.erase(domid);
+}
+
 namespace {
 Error noDomain(const std::string& call, DomId d) { return callError(call + "(domid " + std::to_string(d) + ")", ESRCH); }
 

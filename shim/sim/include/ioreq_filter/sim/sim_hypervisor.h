@@ -53,6 +53,8 @@ class SimHypervisor final : public xen::Hypervisor {
   ~SimHypervisor() override;
 
   DomId createDomain(const DomainConfig& config);
+  // xl destroy: the domain, its servers and their guest-side ports go away (no vCPU may be waiting).
+  void destroyDomain(DomId domid);
 
   // --- guest side (a vCPU thread) ---
   // Issues one request as hvmemul_do_io would and waits up to `limit` for its completion.

@@ -1,0 +1,67 @@
+// ioreq-filterd for one domain: owns the proxy endpoint (real ioreq channel <-> QEMU's shadow
+// channel), the engine built from the policies, a UNIX control socket (root only, SO_PEERCRED;
+// QEMU's uid may only attach), signals (TERM/INT: detach and exit; HUP: reload) and a 100 ms timer
+// (buffered-ring pump, rate-limited refusal logs, domain-destroyed check). Boost.Asio, one thread:
+// the relay, the engine and reloads all run on it, so a reload never races a request.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ioreq_filter/core/device.h"
+#include "ioreq_filter/core/engine.h"
+#include "ioreq_filter/core/error.h"
+#include "ioreq_filter/xen/hypervisor.h"
+
+namespace iof::daemon {
+
+struct DaemonOptions;
+// Builds the domain's filter. `uncovered` receives emulated devices no policy covers.
+using FilterFactory = std::function<Result<std::unique_ptr<RequestFilter>>(
+    const DaemonOptions& options, bool resumed, std::vector<std::string>* uncovered)>;
+
+struct DaemonOptions {
+  xen::DomId domid = 0;
+  std::string run_dir = "/run/ioreq-filter";
+  std::string socket_path;   // default: run_dir/dom<N>.sock
+  std::string shadow_path;   // default: run_dir/dom<N>.shadow
+  std::string policy_dir;
+  std::string devices_file;  // JSON device list (docs/xen.md); or:
+  std::string qmp_socket;    // the daemon's own QMP monitor of the domain's QEMU
+  Mode mode = Mode::Enforce;
+  uid_t dm_uid = 0;          // besides root, this uid (QEMU under dm_restrict) may send "attach"
+  unsigned refusals_per_second = 20;
+  bool restrict_after_attach = false;  // xentoolcore_restrict_all(domid) once attached
+  std::string drop_to_user;            // setuid after attaching (empty: stay)
+  std::function<void(const std::string&)> log;  // one JSON object per line; default stderr
+  FilterFactory filter_factory;                 // default: policies + devices -> iof::Engine
+};
+
+// Parses the JSON device list: [{"name","kind","isa_ports":[[base,len]...],"pci":{"vendor","device",
+// "class"},"sbdf":"0000:00:04.0"}...]. Errors name the file and the entry.
+Result<std::vector<DeviceInstance>> parseDeviceList(const nlohmann::json& list, const std::string& where);
+Result<std::vector<DeviceInstance>> loadDeviceList(const std::string& path);
+FilterFactory engineFilterFactory();
+
+class Daemon {
+ public:
+  Daemon(xen::Hypervisor& hv, DaemonOptions options);
+  ~Daemon();
+  // Binds the control socket; resumes from an existing journal (a restart) before returning.
+  Result<void> start();
+  void run();   // until stop(), a signal, or the domain's destruction
+  void stop();  // any thread
+  // The command handler (control plane), also reachable over the socket.
+  nlohmann::json handle(const nlohmann::json& request, uid_t peer_uid);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace iof::daemon

@@ -1,0 +1,479 @@
+#include "ioreq_filter/daemon/daemon.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+
+#include "ioreq_filter/daemon/client.h"
+#include "ioreq_filter/daemon/refusal_log.h"
+#include "ioreq_filter/policy/policy_json.h"
+#include "ioreq_filter/xen/proxy.h"
+#if __has_include("ioreq_filter/qemu/discovery.h") && defined(IOF_HAVE_QEMU)
+#include "ioreq_filter/qemu/discovery.h"
+#endif
+
+namespace iof::daemon {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+
+namespace {
+
+std::uint64_t nowMs() {
+  return std::uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
+std::optional<Mode> parseMode(const std::string& s) {
+  if (s == "enforce") return Mode::Enforce;
+  if (s == "monitor") return Mode::Monitor;
+  if (s == "learn") return Mode::Learn;
+  return std::nullopt;
+}
+
+std::optional<std::uint64_t> number(const json& j) {
+  if (j.is_number_unsigned()) return j.get<std::uint64_t>();
+  if (j.is_number_integer() && j.get<std::int64_t>() >= 0) return std::uint64_t(j.get<std::int64_t>());
+  if (j.is_string()) {
+    const auto s = j.get<std::string>();
+    char* end = nullptr;
+    errno = 0;
+    const auto v = std::strtoull(s.c_str(), &end, 0);
+    if (errno == 0 && end && *end == '\0' && !s.empty()) return v;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<std::vector<DeviceInstance>> parseDeviceList(const json& list, const std::string& where) {
+  if (!list.is_array()) return fail(where, "device list must be a JSON array");
+  std::vector<DeviceInstance> out;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const json& d = list[i];
+    const std::string at = where + ": devices[" + std::to_string(i) + "]";
+    if (!d.is_object() || !d.contains("name") || !d["name"].is_string() || !d.contains("kind") || !d["kind"].is_string())
+      return fail(at, "needs string fields \"name\" and \"kind\"");
+    DeviceInstance inst;
+    inst.name = d["name"];
+    inst.kind = d["kind"];
+    if (d.contains("isa_ports")) {
+      for (const json& r : d["isa_ports"]) {
+        if (!r.is_array() || r.size() != 2) return fail(at, "isa_ports entries are [base, length]");
+        const auto b = number(r[0]), l = number(r[1]);
+        if (!b || !l || *l == 0 || *b + *l > 0x10000) return fail(at, "isa_ports entry out of the port space");
+        inst.isa_ports.push_back(PortRange{*b, *l});
+      }
+    }
+    if (d.contains("pci")) {
+      const json& p = d["pci"];
+      const auto v = number(p.value("vendor", json())), dev = number(p.value("device", json()));
+      if (!v || !dev || *v > 0xffff || *dev > 0xffff) return fail(at, "pci needs 16-bit \"vendor\" and \"device\"");
+      PciIdentity id;
+      id.vendor = std::uint16_t(*v);
+      id.device = std::uint16_t(*dev);
+      if (auto c = number(p.value("class", json()))) id.class_code = std::uint32_t(*c);
+      inst.pci = id;
+      unsigned seg = 0, bus = 0, slot = 0, fn = 0;
+      const std::string sbdf = d.value("sbdf", std::string());
+      if (std::sscanf(sbdf.c_str(), "%x:%x:%x.%x", &seg, &bus, &slot, &fn) != 4 || slot > 31 || fn > 7)
+        return fail(at, "pci devices need \"sbdf\": \"SSSS:BB:DD.F\"");
+      inst.sbdf = Sbdf{std::uint16_t(seg), std::uint8_t(bus), std::uint8_t(slot), std::uint8_t(fn)};
+    }
+    out.push_back(std::move(inst));
+  }
+  return out;
+}
+
+Result<std::vector<DeviceInstance>> loadDeviceList(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return fail(path, "cannot open the device list");
+  auto j = json::parse(in, nullptr, false);
+  if (j.is_discarded()) return fail(path, "not valid JSON");
+  return parseDeviceList(j, path);
+}
+
+FilterFactory engineFilterFactory() {
+  return [](const DaemonOptions& o, bool resumed, std::vector<std::string>* uncovered) -> Result<std::unique_ptr<RequestFilter>> {
+    if (o.policy_dir.empty()) return fail("ioreq-filterd", "no --policy-dir given");
+    auto policies = loadPolicyDir(o.policy_dir);
+    if (!policies) return std::unexpected(policies.error());
+    std::vector<DeviceInstance> devices;
+    if (!o.devices_file.empty()) {
+      auto d = loadDeviceList(o.devices_file);
+      if (!d) return std::unexpected(d.error());
+      devices = std::move(*d);
+    } else {
+#ifdef IOF_HAVE_QEMU
+      if (o.qmp_socket.empty()) return fail("ioreq-filterd", "need --devices FILE or --qmp SOCKET to find the domain's devices");
+      auto fd = qemu::LineChannel::connectUnix(o.qmp_socket);
+      if (!fd) return std::unexpected(fd.error());
+      qemu::QmpClient qmp(std::make_unique<qemu::LineChannel>(*fd, o.qmp_socket), std::chrono::milliseconds(5000));
+      if (auto ok = qmp.handshake(); !ok) return std::unexpected(ok.error());
+      auto d = qemu::discoverDevices(qmp);
+      if (!d) return std::unexpected(d.error());
+      devices = std::move(*d);
+#else
+      return fail("ioreq-filterd", "built without QMP discovery: give --devices FILE");
+#endif
+    }
+    auto bound = bindPolicies(devices, *policies, uncovered);
+    if (!bound) return std::unexpected(bound.error());
+    EngineOptions eo;
+    eo.mode = o.mode;
+    // After a daemon restart the guest is mid-sequence: start unsynchronised (docs/architecture.md).
+    eo.start = resumed ? StartState::Unsynchronised : StartState::Boot;
+    auto engine = Engine::create(std::move(*bound), eo);
+    if (!engine) return std::unexpected(engine.error());
+    return std::unique_ptr<RequestFilter>(std::move(*engine));
+  };
+}
+
+struct Daemon::Impl {
+  xen::Hypervisor& hv;
+  DaemonOptions o;
+  asio::io_context io;
+  std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor;
+  asio::signal_set signals{io};
+  asio::steady_timer timer{io};
+  std::unique_ptr<xen::ProxyEndpoint> proxy;
+  std::unique_ptr<RequestFilter> filter;
+  std::unique_ptr<RecordingFilter> recorder;
+  std::unique_ptr<asio::posix::stream_descriptor> real_sd, shadow_sd;
+  std::vector<std::string> uncovered;
+  RateLimitedLog refusals;
+  std::uint64_t reloads = 0;
+  bool attached_once = false;
+
+  Impl(xen::Hypervisor& h, DaemonOptions opts)
+      : hv(h), o(std::move(opts)), refusals(o.refusals_per_second, [this](const std::string& l) { log(l); }) {}
+
+  void log(const std::string& line) {
+    if (o.log) o.log(line);
+    else std::cerr << line << std::endl;
+  }
+  void event(const std::string& name, json fields = json::object()) {
+    fields["event"] = name;
+    fields["domid"] = o.domid;
+    log(fields.dump());
+  }
+
+  Engine* engine() { return dynamic_cast<Engine*>(filter.get()); }
+
+  Result<void> attach(xen::ServerId server, unsigned vcpus) {
+    if (proxy) return fail("attach", "domid " + std::to_string(o.domid) + " is already attached");
+    bool resumed = false;
+    {
+      // A journal left by an earlier daemon means the guest is mid-run.
+      std::ifstream probe(o.shadow_path, std::ios::binary);
+      std::uint64_t magic = 0;
+      if (probe && probe.seekg(2 * xen::kPageSize) && probe.read(reinterpret_cast<char*>(&magic), sizeof magic))
+        resumed = magic == xen::kJournalMagic;
+    }
+    std::vector<std::string> unc;
+    auto f = o.filter_factory(o, resumed, &unc);
+    if (!f) return std::unexpected(f.error());
+    filter = std::move(*f);
+    recorder = std::make_unique<RecordingFilter>(filter.get());
+    xen::ProxyOptions po;
+    po.domid = o.domid;
+    po.server = server;
+    po.vcpus = vcpus;
+    po.shadow_path = o.shadow_path;
+    po.filter = recorder.get();
+    po.log = [this](std::string_view s) { event("bring-up", {{"stage", std::string(s)}}); };
+    auto p = xen::ProxyEndpoint::open(hv, po);
+    if (!p) {
+      recorder.reset();
+      filter.reset();
+      return std::unexpected(p.error());
+    }
+    proxy = std::move(*p);
+    uncovered = std::move(unc);
+    real_sd = std::make_unique<asio::posix::stream_descriptor>(io, ::dup(proxy->realFd()));
+    shadow_sd = std::make_unique<asio::posix::stream_descriptor>(io, ::dup(proxy->shadowFd()));
+    arm(*real_sd);
+    arm(*shadow_sd);
+    proxy->handleEvents();
+    event("attached", {{"server", server}, {"vcpus", proxy->relay().vcpus()}, {"resumed", proxy->resumed()},
+                       {"uncovered", uncovered}});
+    if (!attached_once) {
+      attached_once = true;
+      if (o.restrict_after_attach) {
+        if (auto ok = hv.restrictTo(o.domid); !ok) return std::unexpected(ok.error());
+        event("privileges", {{"restricted_to", o.domid}});
+      }
+      if (!o.drop_to_user.empty()) {
+        const passwd* pw = getpwnam(o.drop_to_user.c_str());
+        if (!pw) return fail("--user", "no such user '" + o.drop_to_user + "'");
+        if (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) return fail("--user", "setuid/setgid failed");
+        event("privileges", {{"user", o.drop_to_user}});
+      }
+    }
+    return {};
+  }
+
+  void detach() {
+    if (!proxy) return;
+    drainRefusals();
+    real_sd.reset();
+    shadow_sd.reset();
+    proxy.reset();  // ports unbound: filtered requests wait in their slots for the next daemon
+    recorder.reset();
+    filter.reset();
+    event("detached");
+  }
+
+  void arm(asio::posix::stream_descriptor& sd) {
+    sd.async_wait(asio::posix::stream_descriptor::wait_read, [this, &sd](const boost::system::error_code& ec) {
+      if (ec || !proxy) return;
+      proxy->handleEvents();
+      arm(sd);
+    });
+  }
+
+  void drainRefusals() {
+    if (!recorder) return;
+    const auto now = nowMs();
+    recorder->drain([&](const RefusalRecord& r) {
+      json j{{"event", r.verdict.monitored ? "would-refuse" : "refused"},
+             {"domid", o.domid},
+             {"request", describe(r.request)},
+             {"reason", toString(r.verdict.reason)},
+             {"device", r.verdict.device}};
+      if (r.verdict.malformation != Malformation::None) j["malformation"] = toString(r.verdict.malformation);
+      if (r.verdict.escalation != Escalation::None) j["escalation"] = toString(r.verdict.escalation);
+      if (auto* e = engine(); e && r.verdict.device >= 0 && std::size_t(r.verdict.device) < e->deviceCount())
+        j["device_name"] = e->device(std::size_t(r.verdict.device)).instance.name;
+      refusals.refusal(j.dump(), now);
+    });
+    refusals.flush(now);
+  }
+
+  void tick() {
+    timer.expires_after(std::chrono::milliseconds(100));
+    timer.async_wait([this](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (proxy) {
+        proxy->handleEvents();  // also pumps buffered writes QEMU made room for
+        drainRefusals();
+        if (auto n = hv.vcpuCount(o.domid); !n) {
+          event("domain-gone", {{"error", n.error().message()}});
+          detach();
+          io.stop();
+          return;
+        }
+      }
+      tick();
+    });
+  }
+
+  json stats() {
+    json j{{"ok", true}, {"domid", o.domid}, {"attached", bool(proxy)}};
+    if (!proxy) return j;
+    const auto& c = proxy->relay().counters();
+    j["relay"] = {{"requests", c.requests.load()},       {"forwarded", c.forwarded.load()},
+                  {"refused", c.refused.load()},         {"monitored", c.monitored.load()},
+                  {"malformed", c.malformed.load()},     {"broadcasts", c.broadcasts.load()},
+                  {"buffered", c.buffered.load()},       {"buffered_refused", c.buffered_refused.load()},
+                  {"split_requests", c.split_requests.load()}, {"split_reps", c.split_reps.load()},
+                  {"recovered", c.recovered.load()},     {"shadow_busy", c.shadow_busy.load()},
+                  {"guest_memory_errors", c.guest_memory_errors.load()},
+                  {"crashes_requested", c.crashes_requested.load()},
+                  {"pause_unavailable", c.pause_unavailable.load()}, {"spurious", c.spurious.load()}};
+    j["log"] = {{"refusals_suppressed", refusals.suppressed_total()}, {"ring_lost", recorder ? recorder->lost() : 0}};
+    j["reloads"] = reloads;
+    if (auto* e = engine()) {
+      json devs = json::array();
+      for (std::size_t i = 0; i < e->deviceCount(); ++i) {
+        const auto& d = e->counters(i);
+        devs.push_back({{"name", e->device(i).instance.name},
+                        {"policy", e->device(i).policy.name},
+                        {"forwarded", d.forwarded},
+                        {"refused_order", d.refused_order},
+                        {"refused_value", d.refused_value},
+                        {"refused_count", d.refused_count},
+                        {"refused_stopgap", d.refused_stopgap},
+                        {"refused_malformed", d.refused_malformed},
+                        {"needs_data", d.needs_data},
+                        {"monitored", d.monitored}});
+      }
+      j["devices"] = devs;
+      j["engine"] = {{"requests", e->counters().requests}, {"unclaimed", e->counters().unclaimed},
+                     {"malformed", e->counters().malformed}};
+    }
+    return j;
+  }
+
+  json status() {
+    json j{{"ok", true}, {"domid", o.domid}, {"attached", bool(proxy)}, {"mode", toString(o.mode)}};
+    if (!proxy) return j;
+    j["server"] = proxy->session().id();
+    j["vcpus"] = proxy->relay().vcpus();
+    j["resumed"] = proxy->resumed();
+    j["generation"] = proxy->shadow().journal().generation;
+    j["shadow"] = o.shadow_path;
+    j["uncovered"] = uncovered;
+    json devs = json::array();
+    if (auto* e = engine()) {
+      j["mode"] = toString(e->mode());
+      for (std::size_t i = 0; i < e->deviceCount(); ++i)
+        devs.push_back({{"name", e->device(i).instance.name}, {"kind", e->device(i).instance.kind},
+                        {"policy", e->device(i).policy.name}});
+    }
+    j["devices"] = devs;
+    return j;
+  }
+
+  json handle(const json& req, uid_t uid) {
+    auto error = [](const std::string& e) { return json{{"ok", false}, {"error", e}}; };
+    if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) return error("request needs a \"cmd\" string");
+    const std::string cmd = req["cmd"];
+    if (uid != 0 && !(uid == o.dm_uid && o.dm_uid != 0 && cmd == "attach"))
+      return error("permission denied: uid " + std::to_string(uid) + " may not '" + cmd + "' (root only)");
+    if (req.contains("domid") && number(req["domid"]) != std::optional<std::uint64_t>(o.domid))
+      return error("this daemon serves domid " + std::to_string(o.domid));
+    if (cmd == "attach") {
+      xen::ServerId server;
+      unsigned vcpus;
+      if (req.contains("server")) {
+        const auto s = number(req["server"]);
+        if (!s || *s >= xen::kMaxServers) return error("\"server\" must be an ioreq server id 0..7");
+        server = xen::ServerId(*s);
+        vcpus = unsigned(number(req.value("vcpus", json(0))).value_or(0));
+      } else {
+        // Re-attach from the journal QEMU's interposer started.
+        auto shadow = xen::ShadowFile::open(o.shadow_path);
+        if (!shadow) return error(shadow.error().message());
+        const auto& jr = shadow->journal();
+        if (jr.magic != xen::kJournalMagic) return error(o.shadow_path + ": no journal yet (QEMU has not attached)");
+        server = jr.server;
+        vcpus = jr.vcpus;
+      }
+      if (auto ok = attach(server, vcpus); !ok) return error(ok.error().message());
+      return json{{"ok", true}, {"shadow", o.shadow_path}};
+    }
+    if (cmd == "detach") {
+      detach();
+      return json{{"ok", true}};
+    }
+    if (cmd == "status") return status();
+    if (cmd == "stats") return stats();
+    if (cmd == "mode") {
+      const auto m = parseMode(req.value("mode", std::string()));
+      if (!m) return error("mode must be enforce, monitor or learn");
+      o.mode = *m;
+      if (auto* e = engine()) {
+        e->setMode(*m);
+        if (*m == Mode::Enforce) e->resynchronise();  // cursors may have drifted while monitoring
+      }
+      event("mode", {{"mode", toString(*m)}});
+      return json{{"ok", true}, {"mode", toString(*m)}};
+    }
+    if (cmd == "reload") {
+      if (!proxy) return error("not attached");
+      std::vector<std::string> unc;
+      auto f = o.filter_factory(o, true, &unc);
+      if (!f) return error("reload failed, old policy kept: " + f.error().message());
+      // Same thread as the relay: the swap happens between two requests.
+      recorder->setInner(f->get());
+      filter = std::move(*f);
+      uncovered = std::move(unc);
+      ++reloads;
+      event("reloaded", {{"reloads", reloads}});
+      return json{{"ok", true}, {"reloads", reloads}};
+    }
+    return error("unknown command '" + cmd + "'");
+  }
+
+  void waitSignal() {
+    signals.async_wait([this](const boost::system::error_code& e, int sig) {
+      if (e) return;
+      event("signal", {{"signal", sig}});
+      if (sig == SIGHUP) {
+        (void)handle(json{{"cmd", "reload"}}, 0);
+        waitSignal();
+        return;
+      }
+      detach();
+      io.stop();
+    });
+  }
+
+  void accept() {
+    acceptor->async_accept([this](const boost::system::error_code& ec, asio::local::stream_protocol::socket sock) {
+      if (ec) return;
+      auto s = std::make_shared<asio::local::stream_protocol::socket>(std::move(sock));
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      const uid_t uid = getsockopt(s->native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? cred.uid : uid_t(-1);
+      auto buf = std::make_shared<asio::streambuf>(64 * 1024);
+      asio::async_read_until(*s, *buf, '\n', [this, s, buf, uid](const boost::system::error_code& rec, std::size_t n) {
+        if (rec) return;
+        std::string line(asio::buffers_begin(buf->data()), asio::buffers_begin(buf->data()) + std::ptrdiff_t(n));
+        const auto req = json::parse(line, nullptr, false);
+        const json reply = req.is_discarded() ? json{{"ok", false}, {"error", "request is not valid JSON"}} : handle(req, uid);
+        auto out = std::make_shared<std::string>(reply.dump() + "\n");
+        asio::async_write(*s, asio::buffer(*out), [s, out](const boost::system::error_code&, std::size_t) {});
+      });
+      accept();
+    });
+  }
+};
+
+Daemon::Daemon(xen::Hypervisor& hv, DaemonOptions options) : impl_(std::make_unique<Impl>(hv, std::move(options))) {
+  auto& o = impl_->o;
+  if (o.socket_path.empty()) o.socket_path = socketPath(o.run_dir, o.domid);
+  if (o.shadow_path.empty()) o.shadow_path = shadowPath(o.run_dir, o.domid);
+  if (!o.filter_factory) o.filter_factory = engineFilterFactory();
+}
+
+Daemon::~Daemon() {
+  impl_->detach();
+  ::unlink(impl_->o.socket_path.c_str());
+}
+
+Result<void> Daemon::start() {
+  auto& d = *impl_;
+  ::unlink(d.o.socket_path.c_str());
+  boost::system::error_code ec;
+  d.acceptor = std::make_unique<asio::local::stream_protocol::acceptor>(d.io);
+  d.acceptor->open(asio::local::stream_protocol(), ec);
+  if (!ec) d.acceptor->bind(asio::local::stream_protocol::endpoint(d.o.socket_path), ec);
+  if (!ec) d.acceptor->listen(16, ec);
+  if (ec) return fail(d.o.socket_path, "control socket: " + ec.message());
+  d.signals.add(SIGINT);
+  d.signals.add(SIGTERM);
+  d.signals.add(SIGHUP);
+  d.waitSignal();
+  d.accept();
+  d.tick();
+  // A restarted daemon finds QEMU's journal and takes over at once.
+  std::ifstream probe(d.o.shadow_path, std::ios::binary);
+  std::uint64_t magic = 0;
+  if (probe && probe.seekg(2 * xen::kPageSize) && probe.read(reinterpret_cast<char*>(&magic), sizeof magic) &&
+      magic == xen::kJournalMagic) {
+    const json r = d.handle(json{{"cmd", "attach"}}, 0);
+    if (!r.value("ok", false)) return fail(d.o.shadow_path, "resuming: " + r.value("error", std::string()));
+  }
+  d.event("started", {{"socket", d.o.socket_path}});
+  return {};
+}
+
+void Daemon::run() { impl_->io.run(); }
+void Daemon::stop() {
+  asio::post(impl_->io, [this] {
+    impl_->detach();
+    impl_->io.stop();
+  });
+}
+json Daemon::handle(const json& request, uid_t uid) { return impl_->handle(request, uid); }
+
+}  // namespace iof::daemon

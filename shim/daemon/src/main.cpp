@@ -1,0 +1,41 @@
+// ioreq-filterd: the proxy-mode daemon for one domain (started by the device_model_override
+// wrapper, integration/ioreq-filter-dm-wrapper). Only main() turns errors into exit codes.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "ioreq_filter/daemon/daemon.h"
+#include "ioreq_filter/xen/libxen_hypervisor.h"
+
+int main(int argc, char** argv) {
+  iof::daemon::DaemonOptions o;
+  unsigned domid = 0;
+  std::string mode = "enforce";
+  CLI::App app{"ioreq-filterd: vets a Xen guest's emulated-device I/O ahead of QEMU-xen (proxy mode)"};
+  app.add_option("--domid", domid, "domain to serve")->required();
+  app.add_option("--run-dir", o.run_dir, "where the control socket and shadow/journal file live");
+  app.add_option("--policy-dir", o.policy_dir, "policy tree (JSON)")->required();
+  app.add_option("--devices", o.devices_file, "JSON list of the domain's emulated devices");
+  app.add_option("--qmp", o.qmp_socket, "the daemon's own QMP socket of the domain's QEMU");
+  app.add_option("--mode", mode, "enforce | monitor | learn")->check(CLI::IsMember({"enforce", "monitor", "learn"}));
+  app.add_option("--dm-uid", o.dm_uid, "uid QEMU runs as under dm_restrict (may attach)");
+  app.add_option("--refusals-per-second", o.refusals_per_second, "refusal log lines per second");
+  app.add_flag("--restrict", o.restrict_after_attach, "restrict Xen handles to the domain once attached");
+  app.add_option("--user", o.drop_to_user, "drop to this user once attached");
+  CLI11_PARSE(app, argc, argv);
+  o.domid = iof::xen::DomId(domid);
+  o.mode = mode == "monitor" ? iof::Mode::Monitor : mode == "learn" ? iof::Mode::Learn : iof::Mode::Enforce;
+
+  auto hv = iof::xen::openLibxen();
+  if (!hv) {
+    std::cerr << "ioreq-filterd: " << hv.error().message() << "\n";
+    return 1;
+  }
+  iof::daemon::Daemon daemon(**hv, o);
+  if (auto ok = daemon.start(); !ok) {
+    std::cerr << "ioreq-filterd: " << ok.error().message() << "\n";
+    return 1;
+  }
+  daemon.run();
+  return 0;
+}

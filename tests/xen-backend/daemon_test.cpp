@@ -1,0 +1,233 @@
+// The whole daemon (control socket, event loop, journal, reload, modes) against the simulated Xen,
+// with a QEMU-7.2-like device model attached the way the proxy-mode interposer attaches QEMU.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <future>
+
+#include "ioreq_filter/daemon/client.h"
+#include "ioreq_filter/daemon/daemon.h"
+#include "ioreq_filter/daemon/refusal_log.h"
+#include "ioreq_filter/sim/qemu_model.h"
+#include "ioreq_filter/sim/sim_hypervisor.h"
+#include "test_support.h"
+
+namespace iof {
+namespace {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+using sim::GuestStatus;
+using test::pio;
+
+std::uint64_t deviceValue(const IoRequest& r) { return 0x40 + (r.addr & 0xf); }
+
+// Swappable so reload can be observed: generation g refuses port 0x3f0 + g.
+struct FakeFactory {
+  std::atomic<int> generation{5};
+  daemon::FilterFactory make() {
+    return [this](const daemon::DaemonOptions&, bool, std::vector<std::string>* uncovered) -> Result<std::unique_ptr<RequestFilter>> {
+      if (uncovered) uncovered->push_back("serial0");
+      return std::unique_ptr<RequestFilter>(std::make_unique<test::RefusePortFilter>(0x3f0 + generation.load()));
+    };
+  }
+};
+
+struct DaemonFixture : ::testing::Test {
+  sim::SimHypervisor hv;
+  xen::DomId dom = hv.createDomain({.vcpus = 2});
+  xen::ServerId id = 0;
+  std::string run_dir = test::tempPath("iof-run");
+  FakeFactory factory;
+  std::vector<std::string> logs;
+  std::mutex log_mu;
+  std::unique_ptr<daemon::Daemon> d;
+  std::thread loop;
+  std::unique_ptr<sim::QemuModel> qemu;
+
+  void SetUp() override {
+    std::filesystem::create_directories(run_dir);
+    id = hv.createServer(dom, xen::BufioreqMode::Atomic).value();
+    ASSERT_TRUE(hv.mapIoRange(dom, id, xen::RangeKind::Pio, 0x3f0, 0x3f7));
+    ASSERT_TRUE(hv.setServerState(dom, id, true));
+    startDaemon();
+  }
+  void TearDown() override {
+    qemu.reset();
+    stopDaemon();
+    std::filesystem::remove_all(run_dir);
+  }
+  daemon::DaemonOptions options() {
+    daemon::DaemonOptions o;
+    o.domid = dom;
+    o.run_dir = run_dir;
+    o.filter_factory = factory.make();
+    o.refusals_per_second = 3;
+    o.log = [this](const std::string& l) {
+      std::lock_guard lk(log_mu);
+      logs.push_back(l);
+    };
+    return o;
+  }
+  void startDaemon() {
+    d = std::make_unique<daemon::Daemon>(hv, options());
+    auto ok = d->start();
+    ASSERT_TRUE(ok) << ok.error().message();
+    loop = std::thread([this] { d->run(); });
+  }
+  void stopDaemon() {
+    if (!d) return;
+    d->stop();
+    loop.join();
+    d.reset();
+  }
+  // What a SIGKILL leaves behind: no orderly detach, just closed handles (the destructor closes them).
+  void killDaemon() { stopDaemon(); }
+  Result<json> ask(json req) { return daemon::request(daemon::socketPath(run_dir, dom), req); }
+  void attachQemu() {
+    auto r = ask({{"cmd", "attach"}, {"domid", dom}, {"server", id}, {"vcpus", 2}});
+    ASSERT_TRUE(r) << r.error().message();
+    const int fd = ::open(r->at("shadow").get<std::string>().c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    auto q = sim::QemuModel::shadow(hv, dom, fd, 2, deviceValue);
+    ::close(fd);
+    ASSERT_TRUE(q) << q.error().message();
+    qemu = std::move(*q);
+    qemu->start();
+  }
+  std::vector<std::string> logLines(const std::string& needle) {
+    std::lock_guard lk(log_mu);
+    std::vector<std::string> out;
+    for (auto& l : logs)
+      if (l.find(needle) != std::string::npos) out.push_back(l);
+    return out;
+  }
+};
+
+TEST_F(DaemonFixture, AttachesServesAndReportsOverTheControlSocket) {
+  attachQemu();
+  EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x44u);
+  const auto refused = hv.guestIo(dom, 1, pio(0x3f5, Dir::Read));
+  EXPECT_EQ(refused.status, GuestStatus::Completed);
+  EXPECT_EQ(refused.data, 0xffu);
+  auto st = ask({{"cmd", "status"}, {"domid", dom}});
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_TRUE(st->at("attached").get<bool>());
+  EXPECT_EQ(st->at("server"), id);
+  EXPECT_EQ(st->at("vcpus"), 2);
+  EXPECT_EQ(st->at("uncovered"), json::array({"serial0"}));
+  auto stats = ask({{"cmd", "stats"}});
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->at("relay").at("forwarded"), 1);
+  EXPECT_EQ(stats->at("relay").at("refused"), 1);
+}
+
+TEST_F(DaemonFixture, WrongDomainAndUnknownCommandsAreClearErrors) {
+  auto r = ask({{"cmd", "status"}, {"domid", dom + 7}});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().what.find("this daemon serves domid"), std::string::npos);
+  r = ask({{"cmd", "frobnicate"}});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().what.find("unknown command 'frobnicate'"), std::string::npos);
+}
+
+TEST_F(DaemonFixture, OnlyRootMayControlIt) {
+  const json reply = d->handle({{"cmd", "mode"}, {"mode", "monitor"}}, 1000);
+  EXPECT_FALSE(reply.at("ok").get<bool>());
+  EXPECT_EQ(reply.at("error"), "permission denied: uid 1000 may not 'mode' (root only)");
+}
+
+TEST_F(DaemonFixture, ReloadSwapsThePolicyWithoutDroppingARequest) {
+  attachQemu();
+  std::atomic<bool> run{true};
+  std::atomic<int> completed{0}, other{0};
+  auto vcpu = std::async(std::launch::async, [&] {
+    while (run) {
+      const auto r = hv.guestIo(dom, 0, pio(0x3f2, Dir::Read), 2000ms);
+      (r.status == GuestStatus::Completed ? completed : other)++;
+    }
+  });
+  std::this_thread::sleep_for(50ms);
+  factory.generation = 2;  // now port 0x3f2 is refused
+  auto r = ask({{"cmd", "reload"}});
+  ASSERT_TRUE(r) << r.error().message();
+  std::this_thread::sleep_for(50ms);
+  run = false;
+  vcpu.get();
+  EXPECT_EQ(other.load(), 0) << "a request was dropped or left pending across the reload";
+  EXPECT_GT(completed.load(), 0);
+  EXPECT_EQ(hv.guestIo(dom, 1, pio(0x3f2, Dir::Read)).data, 0xffu);
+  EXPECT_EQ(hv.guestIo(dom, 1, pio(0x3f5, Dir::Read)).data, 0x45u);
+}
+
+TEST_F(DaemonFixture, RefusalLogsAreRateLimited) {
+  attachQemu();
+  for (int i = 0; i < 50; ++i) hv.guestIo(dom, 0, pio(0x3f5, Dir::Write, 1, i));
+  auto stats = ask({{"cmd", "stats"}});  // the loop drained its ring by now or at the next tick
+  std::this_thread::sleep_for(250ms);
+  stats = ask({{"cmd", "stats"}});
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->at("relay").at("refused"), 50);
+  EXPECT_EQ(logLines("\"event\":\"refused\"").size(), 3u);
+  EXPECT_EQ(stats->at("log").at("refusals_suppressed"), 47);
+}
+
+TEST_F(DaemonFixture, KilledAndRestartedMidRequestTheGuestBlocksThenResumes) {
+  attachQemu();
+  qemu->stop();  // QEMU busy elsewhere: the request sits in the shadow slot when the daemon dies
+  auto guest = std::async(std::launch::async, [&] { return hv.guestIo(dom, 1, pio(0x3f3, Dir::Read), 5000ms); });
+  while (hv.slotState(dom, id, 1) != xen::SlotState::InProcess) std::this_thread::sleep_for(1ms);
+  killDaemon();
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(guest.wait_for(0ms), std::future_status::timeout) << "the guest went on without the daemon";
+  EXPECT_EQ(hv.slotState(dom, id, 1), xen::SlotState::InProcess);
+  startDaemon();  // finds the journal and re-attaches by itself
+  qemu->start();
+  const auto r = guest.get();
+  EXPECT_EQ(r.status, GuestStatus::Completed);
+  EXPECT_EQ(r.data, 0x43u);
+  EXPECT_EQ(qemu->seenCount(), 1u);
+  EXPECT_FALSE(hv.crashed(dom)) << hv.crashReason(dom);
+  auto st = ask({{"cmd", "status"}});
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->at("resumed").get<bool>());
+  EXPECT_EQ(st->at("generation"), 2);
+}
+
+TEST_F(DaemonFixture, ExitsCleanlyWhenTheDomainIsDestroyed) {
+  attachQemu();
+  qemu.reset();
+  hv.destroyDomain(dom);
+  loop.join();  // run() returns on its own
+  d.reset();
+  EXPECT_EQ(logLines("domain-gone").size(), 1u);
+}
+
+TEST(RateLimitedLog, SummarisesWhatItSuppressedOncePerSecond) {
+  std::vector<std::string> out;
+  daemon::RateLimitedLog log(2, [&](const std::string& l) { out.push_back(l); });
+  for (int i = 0; i < 5; ++i) log.refusal("r" + std::to_string(i), 1000);
+  log.flush(1999);
+  EXPECT_EQ(out, (std::vector<std::string>{"r0", "r1"}));
+  log.flush(2000);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[2], "{\"event\":\"refusals-suppressed\",\"count\":3}");
+}
+
+TEST(DeviceList, ErrorsNameTheEntryAndTheField) {
+  auto r = daemon::parseDeviceList(json::parse(R"([{"name":"fdc","kind":"isa-fdc","isa_ports":[[1016,8]]},
+                                                  {"name":"ne2k","kind":"ne2k_pci","pci":{"vendor":"0x10ec","device":"0x8029"}}])"),
+                                   "devices.json");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message(), "devices.json: devices[1]: pci devices need \"sbdf\": \"SSSS:BB:DD.F\"");
+  r = daemon::parseDeviceList(json::parse(R"([{"name":"ne2k","kind":"ne2k_pci","sbdf":"0000:00:04.0",
+                                              "pci":{"vendor":"0x10ec","device":"0x8029"}}])"), "d.json");
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ((*r)[0].sbdf, (Sbdf{0, 0, 4, 0}));
+  EXPECT_EQ((*r)[0].pci->vendor, 0x10ec);
+}
+
+}  // namespace
+}  // namespace iof
