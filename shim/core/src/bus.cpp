@@ -114,10 +114,12 @@ std::uint64_t DeviceBus::regionBase(std::size_t d, std::uint32_t r) const noexce
 
 void DeviceBus::rebuildRanges() noexcept {
   io_count_ = mem_count_ = 0;
+  // Fixed (ISA) ranges first: they cannot move, so a BAR the guest programs over one loses.
+  for (int pass = 0; pass < 2; ++pass)
   for (std::size_t d = 0; d < devices_.size(); ++d) {
     for (std::uint32_t r = 0; r < devices_[d].regions.size(); ++r) {
       const auto& reg = devices_[d].regions[r];
-      if (reg.space == RegionSpace::Config) continue;
+      if (reg.space == RegionSpace::Config || (pass == 0) != (reg.bar < 0)) continue;
       const std::uint64_t base = regionBase(d, r);
       if (base == ~0ull) continue;
       auto& table = reg.space == RegionSpace::Io ? io_ : mem_;

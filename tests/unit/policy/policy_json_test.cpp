@@ -1,0 +1,190 @@
+// The policy format: every malformed document is refused with file:line:column and the reason.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "ioreq_filter/policy/policy_json.h"
+
+namespace iof {
+namespace {
+
+// A minimal valid policy; tests replace one piece of it.
+const char* kValid = R"({
+  "format": "ioreq-filter-policy",
+  "version": 1,
+  "device": {
+    "name": "toy",
+    "match": {"isa": {"kind": "toy", "base": "0x100"}},
+    "regions": [{"name": "io", "space": "io", "base": "0x100", "length": 8}]
+  },
+  "graphs": [{
+    "name": "g",
+    "channels": [{
+      "name": "cmd",
+      "nodes": [
+        {"id": "cmd", "region": "io", "offset": 5, "size": 1, "dir": "write", "value": {"exact": "0x0a"}},
+        {"id": "param", "region": "io", "offset": "0x5", "size": 1, "dir": "write", "repeat": 3},
+        {"id": "r1", "region": "io", "offset": 5, "size": 1, "dir": "read"}
+      ],
+      "edges": [["cmd", "param"], ["param", "r1"]],
+      "entries": ["cmd"],
+      "exits": ["r1"]
+    }],
+    "anywhere": [{"id": "status", "region": "io", "offset": 4, "dir": "read"}]
+  }],
+  "rules": [{"id": "flood", "after": {"region": "io", "offset": 5, "dir": "write", "value": {"exact": 10}},
+             "then": {"region": "io", "offset": 5, "dir": "write"}, "max": 8}]
+})";
+
+std::string replace(std::string text, const std::string& from, const std::string& to) {
+  const auto pos = text.find(from);
+  if (pos == std::string::npos) throw std::runtime_error("test bug: '" + from + "' not in the document");
+  return text.replace(pos, from.size(), to);
+}
+
+TEST(PolicyJson, ParsesTheValidDocument) {
+  auto p = parsePolicy(kValid, "toy.json");
+  ASSERT_TRUE(p.has_value()) << p.error().message();
+  EXPECT_EQ(p->name, "toy");
+  ASSERT_EQ(p->graphs.size(), 1u);
+  const auto& c = p->graphs[0].channels[0];
+  EXPECT_EQ(c.nodes.size(), 3u);
+  ASSERT_EQ(c.loops.size(), 1u);  // "repeat": 3 became a bounded self-loop
+  EXPECT_EQ(c.loops[0].max_iterations, 3u);
+  EXPECT_EQ(c.edges.size(), 3u);
+  EXPECT_EQ(p->rules[0].max, 8u);
+  EXPECT_EQ(p->source, "toy.json");
+}
+
+TEST(PolicyJson, RoundTripsThroughTheWriter) {
+  auto p = parsePolicy(kValid, "toy.json");
+  ASSERT_TRUE(p.has_value());
+  const auto text = policyToJson(*p);
+  auto again = parsePolicy(text, "again.json");
+  ASSERT_TRUE(again.has_value()) << again.error().message() << "\n" << text;
+  EXPECT_EQ(policyToJson(*again), text);
+}
+
+struct Bad {
+  const char* name;
+  std::string from, to;
+  std::string where;  // expected "file:line:col" prefix
+  std::string what;   // expected substring
+};
+
+class PolicyJsonErrors : public ::testing::TestWithParam<Bad> {};
+
+TEST_P(PolicyJsonErrors, NameFileLineColumnAndReason) {
+  const auto& b = GetParam();
+  auto p = parsePolicy(replace(kValid, b.from, b.to), "bad.json");
+  ASSERT_FALSE(p.has_value()) << b.name;
+  EXPECT_EQ(p.error().where.substr(0, b.where.size()), b.where) << p.error().message();
+  EXPECT_NE(p.error().what.find(b.what), std::string::npos) << p.error().message();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Malformed, PolicyJsonErrors,
+    ::testing::Values(
+        Bad{"syntax", "\"version\": 1,", "\"version\": 1", "bad.json:4:", "invalid JSON"},
+        Bad{"wrong format", "ioreq-filter-policy", "something-else", "bad.json:2:13", "not an ioreq-filter policy"},
+        Bad{"future version", "\"version\": 1", "\"version\": 9", "bad.json:3:14", "version 9 is not supported"},
+        Bad{"unknown field", "\"name\": \"toy\",", "\"name\": \"toy\", \"colour\": 1,", "bad.json:5:", "unknown field 'colour'"},
+        Bad{"missing field", "\"dir\": \"read\"}\n", "\"x\": 1}\n", "bad.json:", "unknown field 'x'"},
+        Bad{"bad direction", "\"dir\": \"read\"}\n      ]", "\"dir\": \"sideways\"}\n      ]", "bad.json:16:", "direction must be"},
+        Bad{"bad number", "\"offset\": \"0x5\"", "\"offset\": \"0x5g\"", "bad.json:15:", "not a hex number"},
+        Bad{"negative", "\"offset\": 5, \"size\": 1, \"dir\": \"write\", \"value\"", "\"offset\": -5, \"size\": 1, \"dir\": \"write\", \"value\"",
+            "bad.json:14:", "negative"},
+        Bad{"offset outside region", "\"offset\": 4,", "\"offset\": 40,", "bad.json:22:", "outside region 'io'"},
+        Bad{"unknown region", "\"region\": \"io\", \"offset\": 4", "\"region\": \"mmio\", \"offset\": 4", "bad.json:22:", "no region named 'mmio'"},
+        Bad{"dangling edge", "[\"param\", \"r1\"]", "[\"param\", \"r2\"]", "bad.json:18:", "no node 'r2'"},
+        Bad{"duplicate id", "{\"id\": \"r1\"", "{\"id\": \"cmd\"", "bad.json:16:", "duplicate node id 'cmd'"},
+        Bad{"unknown value kind", "{\"exact\": \"0x0a\"}", "{\"between\": 1}", "bad.json:14:", "unknown value constraint 'between'"},
+        Bad{"value too wide", "{\"exact\": \"0x0a\"}", "{\"exact\": \"0x1ff\"}", "bad.json:14:", "does not fit the access size"},
+        Bad{"read with value", "\"dir\": \"read\"}\n      ]", "\"dir\": \"read\", \"value\": {\"exact\": 1}}\n      ]", "bad.json:16:",
+            "a read cannot carry a value constraint"},
+        Bad{"empty range", "{\"exact\": \"0x0a\"}", "{\"range\": [5, 1]}", "bad.json:14:", "range is empty"},
+        Bad{"zero repeat", "\"repeat\": 3", "\"repeat\": 0", "bad.json:15:", "repeat must be at least 1"},
+        Bad{"no entries", "\"entries\": [\"cmd\"],", "\"entries\": [],", "bad.json:19:", "nothing can ever start it"},
+        Bad{"rule without max", ", \"max\": 8}", "}", "bad.json:24:", "needs 'max'"},
+        Bad{"region overlap", "[{\"name\": \"io\", \"space\": \"io\", \"base\": \"0x100\", \"length\": 8}]",
+            "[{\"name\": \"io\", \"space\": \"io\", \"base\": \"0x100\", \"length\": 8}, {\"name\": \"b\", \"space\": \"io\", \"base\": \"0x104\", \"length\": 8}]",
+            "bad.json:7:", "overlaps region 'io'"},
+        Bad{"bad space", "\"space\": \"io\"", "\"space\": \"dma\"", "bad.json:7:", "space must be"},
+        Bad{"bad action", "\"graphs\": [{", "\"on_violation\": \"explode\", \"graphs\": [{", "bad.json:9:", "on_violation must be"},
+        Bad{"bar without pci", "\"base\": \"0x100\", \"length\": 8}]", "\"bar\": 0, \"length\": 8}]", "bad.json:7:", "needs a PCI device match"}),
+    [](const ::testing::TestParamInfo<Bad>& param_info) {
+      std::string n = param_info.param.name;
+      for (auto& ch : n)
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      return n;
+    });
+
+TEST(PolicyJson, MissingFileIsNamed) {
+  auto p = loadPolicyFile("/nonexistent/policy.json");
+  ASSERT_FALSE(p.has_value());
+  EXPECT_EQ(p.error().where, "/nonexistent/policy.json");
+}
+
+TEST(PolicyJson, SaveIsAtomicAndRefusesInvalidPolicies) {
+  const auto dir = std::filesystem::temp_directory_path() / ("iof-policy-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto p = parsePolicy(kValid, "toy.json");
+  ASSERT_TRUE(p.has_value());
+  const auto path = (dir / "toy.json").string();
+  ASSERT_TRUE(savePolicyFile(*p, path).has_value());
+  auto back = loadPolicyFile(path);
+  ASSERT_TRUE(back.has_value()) << back.error().message();
+  auto broken = *p;
+  broken.graphs[0].channels[0].entries = {7};
+  EXPECT_FALSE(savePolicyFile(broken, path).has_value());
+  EXPECT_TRUE(loadPolicyFile(path).has_value());  // the good file was not touched
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    EXPECT_EQ(entry.path().filename(), "toy.json");  // no temporary left behind
+  std::filesystem::remove_all(dir);
+}
+
+TEST(PolicyJson, MergeUnitesGraphsAndRemapsRegions) {
+  auto a = parsePolicy(kValid, "a.json");
+  ASSERT_TRUE(a.has_value());
+  auto b = *a;
+  b.source = "b.json";
+  b.graphs[0].name = "g2";
+  b.regions.insert(b.regions.begin(), RegionSpec{"extra", RegionSpace::Io, -1, 0x200, 4});
+  for (auto& c : b.graphs[0].channels)
+    for (auto& n : c.nodes) n.region += 1;
+  for (auto& n : b.graphs[0].anywhere) n.region += 1;
+  for (auto& r : b.rules) {
+    if (r.after) r.after->region += 1;
+    if (r.then) r.then->region += 1;
+  }
+  b.rules[0].id = "flood2";
+  auto m = mergePolicies({*a, b});
+  ASSERT_TRUE(m.has_value()) << m.error().message();
+  EXPECT_EQ(m->graphs.size(), 2u);
+  EXPECT_EQ(m->regions.size(), 2u);
+  EXPECT_EQ(m->regions[m->graphs[1].channels[0].nodes[0].region].name, "io");
+  EXPECT_TRUE(validate(*m).empty());
+  auto same_graph = *a;
+  EXPECT_FALSE(mergePolicies({*a, same_graph}).has_value());  // graph names must differ
+}
+
+TEST(PolicyJson, DotDrawsEveryNode) {
+  auto p = parsePolicy(kValid, "toy.json");
+  ASSERT_TRUE(p.has_value());
+  const auto dot = policyToDot(*p);
+  EXPECT_NE(dot.find("digraph"), std::string::npos);
+  EXPECT_NE(dot.find("param"), std::string::npos);
+  EXPECT_NE(dot.find("loop ≤ 3"), std::string::npos);
+  EXPECT_NE(dot.find("status"), std::string::npos);
+}
+
+TEST(PolicyJson, ShippedFloppyPolicyIsValid) {
+  auto p = loadPolicyFile(std::string(IOREQ_FILTER_SOURCE_DIR) + "/policies/floppy-82077aa.json");
+  ASSERT_TRUE(p.has_value()) << p.error().message();
+  EXPECT_EQ(p->match.isa_kind, "isa-fdc");
+}
+
+}  // namespace
+}  // namespace iof
