@@ -187,7 +187,8 @@ TEST(QemuReplay, QemuKilledMidReplayIsCrashed) {
   EXPECT_EQ(report->fate.kind, FateKind::Crashed);
   EXPECT_EQ(report->fate.signal, SIGKILL);
   EXPECT_EQ(report->stopped_at_line, 6u);
-  EXPECT_EQ(report->steps.size(), 5u);
+  ASSERT_EQ(report->steps.size(), 5u);
+  EXPECT_TRUE(report->steps[4].forwarded);  // the command QEMU died on did reach it
 }
 
 TEST(QemuReplay, StoppedQemuIsHungAfterTheTimeout) {

@@ -59,6 +59,9 @@ Result<ReplayReport> replayTrace(const Trace& trace, QemuInstance& qemu, Request
         if (reply.error().kind == ChannelFailure::System && qemu.poll().kind == FateKind::Running) {
           return fail(trace.where(c), reply.error().error.message());
         }
+        // The command was handed to QEMU; it is what QEMU died or hung on.
+        step.forwarded = true;
+        if (step.is_io) ++report.forwarded;
         report.fate = fateAfterFailure(qemu, reply.error(), line);
         report.stopped_at_line = c.line;
         report.completed = false;
