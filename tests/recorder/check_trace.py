@@ -151,7 +151,11 @@ def main(argv=None) -> int:
     if errors:
         print(f"{args.trace}: {len(errors)} problem(s)", file=sys.stderr)
         return 1
-    print(f"{args.trace}: well formed; {len(commands)} commands; phases {' '.join(phases)}")
+    per_phase: dict = {}
+    for command in commands:
+        per_phase[command[1]] = per_phase.get(command[1], 0) + 1
+    counts = ", ".join(f"{p} {per_phase.get(p, 0)}" for p in dict.fromkeys(phases))
+    print(f"{args.trace}: well formed; {len(commands)} commands ({counts})")
     return 0
 
 

@@ -85,6 +85,13 @@ check cmp /tmp/pattern /mnt/pattern.bin
 check umount /mnt
 """
 
+AUDIO_WORKLOAD = r"""
+check ls /dev/dsp
+check dd if=/dev/zero of=/dev/dsp bs=4k count=4
+check dd if=/dev/dsp of=/dev/null bs=1k count=2
+check cat /proc/asound/cards
+"""
+
 NET_SLOT = "04.0"
 
 
@@ -112,7 +119,7 @@ def scenarios() -> dict:
                          "-device", "scsi-hd,drive=hd0,bus=scsi0.0,channel=0,scsi-id=0,lun=0"])
     sdhci_header = (null_disk("sd0", DISK_BYTES)
                     + ["-device", "sdhci-pci,id=sdhci0,addr=05.0",
-                       "-device", "sd-card,drive=sd0,bus=sdhci-bus"])
+                       "-device", "sd-card,drive=sd0,bus=sd-bus"])
     items = [
         Scenario(
             name="floppy",
@@ -144,13 +151,7 @@ def scenarios() -> dict:
                         "through /dev/dsp, mixer read",
             header_args=["-audiodev", "none,id=audio0", "-device", "ES1370,audiodev=audio0,addr=05.0"],
             modules=["snd-ens1370", "snd-pcm-oss"],
-            workload=r"""
-check ls /dev/dsp
-check dd if=/dev/zero of=/dev/dsp bs=4k count=4
-check dd if=/dev/dsp of=/dev/null bs=1k count=2
-check cat /proc/asound/cards
-""",
-            pci=["00:05.0"], widening={"es1370": 4}),
+            workload=AUDIO_WORKLOAD, pci=["00:05.0"], widening={"es1370": 4}),
         Scenario(
             name="ahci",
             description="ahci/libahci/libata + sd_mod on QEMU ICH9 AHCI: read, write + read back, "
@@ -177,6 +178,58 @@ check cat /proc/asound/cards
             images={"sd0": DISK_BYTES},
             modules=["sdhci-pci", "mmc_block", "vfat", "nls_cp437", "nls_ascii"],
             workload=BLOCK_WORKLOAD.format(dev="/dev/mmcblk0", mkfs_opts=""),
+            pci=["00:05.0"]),
+    ]
+    for controller, device, modules in (
+            ("uhci", "piix3-usb-uhci", ["uhci-hcd"]),
+            ("ehci", "usb-ehci", ["ehci-pci"]),
+            ("xhci", "qemu-xhci", ["xhci-pci"])):
+        header = (null_disk("usb0", DISK_BYTES)
+                  + ["-device", f"{device},id=usbhc,addr=05.0",
+                     "-device", "usb-storage,drive=usb0,bus=usbhc.0,port=1"])
+        items.append(Scenario(
+            name=controller,
+            description=f"{modules[0]} + usb-storage + sd_mod on QEMU {device} with a USB "
+                        f"stick: enumeration, read, write + read back, mkdosfs, "
+                        f"mount/write/remount/read",
+            header_args=header, record_args=disk_swap(header, {"usb0": DISK_BYTES}),
+            images={"usb0": DISK_BYTES},
+            modules=modules + ["usb-storage", "sd_mod", "vfat", "nls_cp437", "nls_ascii"],
+            workload="check wait_for /dev/sda 30\n"
+                     + BLOCK_WORKLOAD.format(dev="/dev/sda", mkfs_opts=""),
+            pci=["00:05.0"]))
+    items += [
+        Scenario(
+            name="ac97",
+            description="snd-intel8x0 (+ OSS emulation) on QEMU AC97: playback and capture "
+                        "through /dev/dsp",
+            header_args=["-audiodev", "none,id=audio0", "-device", "AC97,audiodev=audio0,addr=05.0"],
+            modules=["snd-intel8x0", "snd-pcm-oss"],
+            workload=AUDIO_WORKLOAD, pci=["00:05.0"]),
+        Scenario(
+            name="hda",
+            description="snd-hda-intel + generic codec driver (+ OSS emulation) on QEMU "
+                        "intel-hda with hda-duplex: playback and capture through /dev/dsp",
+            header_args=["-audiodev", "none,id=audio0", "-device", "intel-hda,id=hda0,addr=05.0",
+                         "-device", "hda-duplex,audiodev=audio0,bus=hda0.0"],
+            modules=["snd-hda-intel", "snd-hda-codec-generic", "snd-pcm-oss"],
+            workload="check wait_for /dev/dsp 20\n" + AUDIO_WORKLOAD, pci=["00:05.0"]),
+        Scenario(
+            name="cirrus",
+            description="cirrus (DRM, fbdev emulation) on QEMU cirrus-vga: modeset, draw "
+                        "through /dev/fb0, blank/unblank; SeaBIOS runs the VGA BIOS first",
+            header_args=["-device", "cirrus-vga,addr=05.0"],
+            modules=["cirrus"],
+            workload=r"""
+check wait_for /dev/fb0 20
+check cat /sys/class/graphics/fb0/virtual_size
+check dd if=/dev/urandom of=/dev/fb0 bs=4k count=64
+echo 1 > /sys/class/graphics/fb0/blank
+echo 0 > /sys/class/graphics/fb0/blank
+check dd if=/dev/fb0 of=/dev/null bs=4k count=64
+""",
+            regions=["cirrus-io", "vga", "vga-lowmem", "cirrus-low-memory", "cirrus-bitblt-mmio",
+                     "cirrus-mmio", "vbe", "vga ioports remapped", "bochs dispi interface"],
             pci=["00:05.0"]),
     ]
     return {s.name: s for s in items}
