@@ -260,6 +260,16 @@ TEST(QemuLaunch, UnknownDeviceIsAClearErrorWithQemusOwnWords) {
       << q.error().message();
 }
 
+TEST(QemuLaunch, ArgumentsThatFightTheControlChannelsAreRefused) {
+  LaunchOptions o;
+  o.machine_args = {"-machine", "pc", "-qmp", "tcp:0:4444"};
+  auto q = QemuInstance::launch(o);
+  ASSERT_FALSE(q);
+  EXPECT_EQ(q.error().message(),
+            "qemu arguments: '-qmp' is set by ioreq-filter itself (QEMU runs paused under qtest with its own QMP "
+            "socket); remove it from the machine arguments");
+}
+
 TEST(QemuLaunch, MissingBinaryIsAClearError) {
   LaunchOptions o;
   o.binary = "/nonexistent/qemu-system-x86_64";

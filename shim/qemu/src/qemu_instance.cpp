@@ -54,6 +54,17 @@ std::string describe(const Fate& f) {
 }
 
 Result<std::unique_ptr<QemuInstance>> QemuInstance::launch(const LaunchOptions& options) {
+  // These would fight the control channels this object sets up (or detach QEMU from it).
+  for (const auto& a : options.machine_args) {
+    const std::string flag = a.starts_with("--") ? a.substr(1) : a;
+    for (const char* reserved : {"-qtest", "-qtest-log", "-qmp", "-qmp-pretty", "-S", "-display", "-daemonize",
+                                 "-nographic", "-monitor", "-incoming", "-pidfile", "-runas", "-chroot"}) {
+      if (flag == reserved) {
+        return fail("qemu arguments", "'" + a + "' is set by ioreq-filter itself (QEMU runs paused under qtest with "
+                                        "its own QMP socket); remove it from the machine arguments");
+      }
+    }
+  }
   std::unique_ptr<QemuInstance> q(new QemuInstance());
   const char* tmp = std::getenv("TMPDIR");
   std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/ioreq-qemu-XXXXXX";
