@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The hypervisor builds with the series applied (Xen's own -Werror), with shadow paging and
+# forced emulation compiled in, and the result carries the gate.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
+xen=$("$XEN_HOOKS_DIR/scripts/build-hypervisor")
+[ -s "$xen" ] && [ -s "$xen.gz" ] || die "no hypervisor image at $xen(.gz)"
+file "$xen" | grep -q 'ELF 64-bit' || die "$xen is not an ELF image"
+syms="$(dirname "$xen")/xen-syms"
+for s in x86emul_gate_check hvm_emul_gate_permits; do
+  nm "$syms" | grep -qw "$s" || die "$syms lacks $s: the series is not in the build"
+done
+grep -a -q 'emul-gate: %s %s' "$syms" || die "$syms lacks the gate's log message"
+log "PASS: patched hypervisor built: $xen ($(stat -c %s "$xen.gz") bytes gzipped)"
