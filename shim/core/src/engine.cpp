@@ -34,12 +34,26 @@ struct Candidate {
   NodeKind kind = NodeKind::Stateful;
 };
 
+// The nodes of one channel that a register can match, as a bitset (the register's "byte class").
+struct RegisterHit {
+  std::uint32_t graph = 0;
+  std::uint32_t channel = 0;
+  std::uint32_t mask = 0;  // pool offset: nodes of the channel at this register
+};
+
 struct Register {
   std::uint32_t region = 0;
   Dir dir = Dir::Write;
   std::uint64_t offset = 0;
-  std::uint32_t begin = 0, end = 0;  // candidates
+  std::uint32_t begin = 0, end = 0;          // candidates: anywhere and reset nodes, by graph
+  std::uint32_t hits_begin = 0, hits_end = 0;  // channel hits, by graph
   auto key() const { return std::make_tuple(region, dir, offset); }
+};
+
+struct NodeInfo {
+  std::uint32_t value = 0;  // index into CompiledDevice::values
+  std::uint32_t name = 0;
+  std::uint8_t size = 0;
 };
 
 struct Loop {
@@ -56,6 +70,8 @@ struct Channel {
   std::uint32_t words = 0;
   std::uint32_t state = 0;    // offset into the cursor's state words
   std::uint32_t pred = 0;     // pool offset: nodes * words
+  std::uint32_t succ = 0;     // pool offset: nodes * words
+  std::uint32_t info = 0;     // offset into CompiledDevice::nodes
   std::uint32_t entries = 0;  // pool offsets
   std::uint32_t exits = 0;
   std::uint32_t all = 0;
@@ -72,6 +88,8 @@ struct CompiledDevice {
   std::vector<Register> registers;                  // sorted by key
   std::vector<std::vector<std::uint32_t>> dense;    // per region: offset*2+dir -> register index + 1
   std::vector<Candidate> candidates;
+  std::vector<RegisterHit> hits;
+  std::vector<NodeInfo> nodes;
   std::vector<ValueConstraint> values;
   std::vector<Channel> channels;
   std::vector<Graph> graphs;
@@ -88,7 +106,7 @@ struct CompiledDevice {
 
 // Mutable per-device state; sized once.
 struct Cursor {
-  std::vector<Word> state, next, backup_state;
+  std::vector<Word> state, next, reach, backup_state;
   std::vector<std::uint8_t> idle, backup_idle;
   std::vector<std::uint32_t> counters, pending, backup_counters;
   std::vector<std::uint8_t> alive, backup_alive;
@@ -173,10 +191,15 @@ CompiledDevice compile(const DevicePolicy& p) {
         return off;
       };
       cc.pred = alloc(cc.nodes * cc.words);
+      cc.succ = alloc(cc.nodes * cc.words);
+      cc.info = std::uint32_t(c.nodes.size());
       cc.entries = alloc(cc.words);
       cc.exits = alloc(cc.words);
       cc.all = alloc(cc.words);
-      for (const auto& [a, b] : ch.edges) set(&c.pool[cc.pred + b * cc.words], a);
+      for (const auto& [a, b] : ch.edges) {
+        set(&c.pool[cc.pred + b * cc.words], a);
+        set(&c.pool[cc.succ + a * cc.words], b);
+      }
       for (auto e : ch.entries) set(&c.pool[cc.entries], e);
       for (auto e : ch.exits) set(&c.pool[cc.exits], e);
       for (std::uint32_t n = 0; n < cc.nodes; ++n) set(&c.pool[cc.all], n);
@@ -201,8 +224,10 @@ CompiledDevice compile(const DevicePolicy& p) {
       for (std::uint32_t n = 0; n < cc.nodes; ++n) {
         const auto& node = ch.nodes[n];
         c.names.push_back(graph.name + ":" + ch.name + "/" + node.id);
+        const auto value = addValue(node.value);
+        c.nodes.push_back(NodeInfo{value, std::uint32_t(c.names.size() - 1), node.size});
         keyed.push_back({node.region, node.dir, node.offset,
-                         Candidate{g, channel_index, n, std::uint32_t(c.names.size() - 1), addValue(node.value), node.size,
+                         Candidate{g, channel_index, n, std::uint32_t(c.names.size() - 1), value, node.size,
                                    node.reset ? NodeKind::Reset : NodeKind::Stateful}});
       }
       c.channels.push_back(cc);
@@ -219,21 +244,41 @@ CompiledDevice compile(const DevicePolicy& p) {
   if (c.state_words == 0) c.state_words = 1;
   // Group candidates by register; within one, by graph, stateful before anywhere (see step()).
   std::stable_sort(keyed.begin(), keyed.end(), [](const Keyed& a, const Keyed& b) {
-    return std::make_tuple(a.region, a.dir, a.offset, a.cand.graph, a.cand.kind == NodeKind::Anywhere) <
-           std::make_tuple(b.region, b.dir, b.offset, b.cand.graph, b.cand.kind == NodeKind::Anywhere);
+    return std::make_tuple(a.region, a.dir, a.offset, a.cand.graph, a.cand.channel) <
+           std::make_tuple(b.region, b.dir, b.offset, b.cand.graph, b.cand.channel);
   });
-  for (const auto& k : keyed) {
-    if (c.registers.empty() || c.registers.back().key() != std::make_tuple(k.region, k.dir, k.offset))
-      c.registers.push_back(Register{k.region, k.dir, k.offset, std::uint32_t(c.candidates.size()), 0});
-    c.candidates.push_back(k.cand);
-    c.registers.back().end = std::uint32_t(c.candidates.size());
+  // Stateful nodes become per-register channel masks; only anywhere and reset nodes stay candidates.
+  std::size_t i = 0;
+  while (i < keyed.size()) {
+    std::size_t j = i;
+    while (j < keyed.size() && std::make_tuple(keyed[j].region, keyed[j].dir, keyed[j].offset) ==
+                                   std::make_tuple(keyed[i].region, keyed[i].dir, keyed[i].offset))
+      ++j;
+    Register reg{keyed[i].region, keyed[i].dir, keyed[i].offset, std::uint32_t(c.candidates.size()), 0,
+                 std::uint32_t(c.hits.size()), 0};
+    for (std::size_t k = i; k < j; ++k) {
+      const auto& cand = keyed[k].cand;
+      if (cand.kind != NodeKind::Stateful) c.candidates.push_back(cand);
+      if (cand.kind == NodeKind::Anywhere) continue;
+      const auto& ch = c.channels[cand.channel];
+      if (c.hits.size() == reg.hits_begin || c.hits.back().channel != cand.channel) {
+        const auto off = std::uint32_t(c.pool.size());
+        c.pool.resize(c.pool.size() + ch.words, 0);
+        c.hits.push_back(RegisterHit{cand.graph, cand.channel, off});
+      }
+      set(&c.pool[c.hits.back().mask], cand.node);
+    }
+    reg.end = std::uint32_t(c.candidates.size());
+    reg.hits_end = std::uint32_t(c.hits.size());
+    c.registers.push_back(reg);
+    i = j;
   }
   c.dense.resize(p.regions.size());
   for (std::uint32_t r = 0; r < p.regions.size(); ++r)
     if (p.regions[r].length <= kDenseRegionLimit) c.dense[r].assign(p.regions[r].length * 2, 0);
-  for (std::uint32_t i = 0; i < c.registers.size(); ++i) {
-    const auto& reg = c.registers[i];
-    if (!c.dense[reg.region].empty()) c.dense[reg.region][reg.offset * 2 + std::uint32_t(reg.dir)] = i + 1;
+  for (std::uint32_t r = 0; r < c.registers.size(); ++r) {
+    const auto& reg = c.registers[r];
+    if (!c.dense[reg.region].empty()) c.dense[reg.region][reg.offset * 2 + std::uint32_t(reg.dir)] = r + 1;
   }
   c.config_by_graph = p.config == ConfigPolicy::GraphOnly && c.config_region != kNone;
   return c;
@@ -243,6 +288,7 @@ Cursor makeCursor(const CompiledDevice& c, std::size_t rules) {
   Cursor k;
   k.state.assign(c.state_words, 0);
   k.next.assign(c.state_words, 0);
+  k.reach.assign(c.state_words, 0);
   k.backup_state.assign(c.state_words, 0);
   k.idle.assign(c.channels.size(), 1);
   k.backup_idle = k.idle;
@@ -319,50 +365,68 @@ struct Engine::Impl {
     auto& k = cursors[d];
     StepResult result;
     if (!reg) return result;  // no graph knows this register: not an access the driver makes
-    std::fill(k.accepted.begin(), k.accepted.end(), 0);
-    std::fill(k.reset_hit.begin(), k.reset_hit.end(), 0);
     int best_reason_rank = 0;  // Order < Value < Count: report the refusal that got furthest
     auto note = [&](Reason r, std::uint32_t g) {
       const int rank = r == Reason::Count ? 3 : r == Reason::Value ? 2 : 1;
       if (rank > best_reason_rank) best_reason_rank = rank, result.reason = r, result.graph = std::int32_t(g);
     };
-    std::uint32_t i = reg->begin;
-    while (i < reg->end) {
-      const std::uint32_t g = c.candidates[i].graph;
-      std::uint32_t group_end = i;
-      while (group_end < reg->end && c.candidates[group_end].graph == g) ++group_end;
+    auto valueOk = [&](std::uint32_t v) { return !is_write || !value_known || c.values[v].matches(value); };
+    const RegisterHit* hit = c.hits.data() + reg->hits_begin;
+    const RegisterHit* hits_end = c.hits.data() + reg->hits_end;
+    const Candidate* cand = c.candidates.data() + reg->begin;
+    const Candidate* cands_end = c.candidates.data() + reg->end;
+    for (std::uint32_t g = 0; g < c.graphs.size(); ++g) {
+      k.accepted[g] = 0;
+      k.reset_hit[g] = 0;
+      const RegisterHit* h = hit != hits_end && hit->graph == g ? hit++ : nullptr;
+      const Candidate* group = cand;
+      while (cand != cands_end && cand->graph == g) ++cand;
+      const Candidate* group_end = cand;
       const bool alive = k.alive[g] != 0;
-      // The one channel owning this register (validate() guarantees at most one per graph).
-      std::uint32_t channel = kNone;
-      for (std::uint32_t j = i; j < group_end; ++j)
-        if (c.candidates[j].kind != NodeKind::Anywhere) channel = c.candidates[j].channel;
-      bool accepted = false;
+      bool accepted = false, saw_value_fail = false, saw_count_fail = false;
       std::int32_t accepted_name = -1;
-      std::uint32_t accepted_node = kNone;
-      bool saw_reachable = false, saw_value_fail = false, saw_count_fail = false;
-      if (channel != kNone) {
-        const auto& ch = c.channels[channel];
+      if (h) {
+        const auto& ch = c.channels[h->channel];
         const Word* S = &k.state[ch.state];
         Word* next = &k.next[ch.state];
+        Word* reach = &k.reach[ch.state];
+        const Word* mask = &c.pool[h->mask];
         std::fill_n(next, ch.words, 0);
-        const bool idle_able = k.idle[channel] || intersects(S, &c.pool[ch.exits], ch.words);
+        std::fill_n(reach, ch.words, 0);
+        const bool idle_able = k.idle[h->channel] || intersects(S, &c.pool[ch.exits], ch.words);
+        if (alive) {
+          // Successors of where the channel stands (one or two nodes, except right after attach).
+          for (std::uint32_t w = 0; w < ch.words; ++w)
+            for (Word bits = S[w]; bits; bits &= bits - 1) {
+              const Word* succ = &c.pool[ch.succ + (w * 64 + std::uint32_t(std::countr_zero(bits))) * ch.words];
+              for (std::uint32_t x = 0; x < ch.words; ++x) reach[x] |= succ[x];
+            }
+          if (idle_able)
+            for (std::uint32_t x = 0; x < ch.words; ++x) reach[x] |= c.pool[ch.entries + x];
+          for (std::uint32_t w = 0; w < ch.words; ++w)
+            for (Word bits = reach[w] & mask[w]; bits; bits &= bits - 1) {
+              const std::uint32_t n = w * 64 + std::uint32_t(std::countr_zero(bits));
+              const auto& info = c.nodes[ch.info + n];
+              if (info.size != 0 && info.size != size) continue;
+              if (!valueOk(info.value)) {
+                saw_value_fail = true;
+                continue;
+              }
+              set(next, n);
+              if (accepted_name < 0) accepted_name = std::int32_t(info.name);
+            }
+        }
+        // Resets are accepted in any state, and bring a dead graph back.
         bool reset_matched = false;
-        for (std::uint32_t j = i; j < group_end; ++j) {
-          const auto& cand = c.candidates[j];
-          if (cand.kind == NodeKind::Anywhere || (cand.size != 0 && cand.size != size)) continue;
-          const bool is_reset = cand.kind == NodeKind::Reset;
-          if (!alive && !is_reset) continue;  // a dead graph only comes back through a reset
-          const bool reachable = is_reset || (idle_able && test(&c.pool[ch.entries], cand.node)) ||
-                                 intersects(&c.pool[ch.pred + cand.node * ch.words], S, ch.words);
-          if (!reachable) continue;
-          saw_reachable = true;
-          if (is_write && value_known && !c.values[cand.value].matches(value)) {
+        for (const Candidate* r = group; r != group_end; ++r) {
+          if (r->kind != NodeKind::Reset || (r->size != 0 && r->size != size)) continue;
+          if (!valueOk(r->value)) {
             saw_value_fail = true;
             continue;
           }
-          set(next, cand.node);
-          reset_matched |= is_reset;
-          if (accepted_name < 0) accepted_name = std::int32_t(cand.name), accepted_node = cand.node;
+          set(next, r->node);
+          reset_matched = true;
+          accepted_name = std::int32_t(r->name);
         }
         // Repetition bounds: entering a loop header again from inside the loop is one more iteration.
         for (auto l = ch.loops_begin; l < ch.loops_end; ++l) {
@@ -381,40 +445,37 @@ struct Engine::Impl {
         accepted = any(next, ch.words);
         if (accepted) {
           k.reset_hit[g] = reset_matched;
-          if (!test(next, accepted_node)) {
-            // The first matching node lost to a loop bound; name one that survived.
-            for (std::uint32_t j = i; j < group_end; ++j)
-              if (c.candidates[j].channel == channel && test(next, c.candidates[j].node)) {
-                accepted_name = std::int32_t(c.candidates[j].name);
+          // Names of a channel's nodes are consecutive from first_name.
+          if (accepted_name < 0 || !test(next, std::uint32_t(accepted_name) - ch.first_name)) {
+            // The first match lost to a loop bound: name a node that survived.
+            for (std::uint32_t w = 0; w < ch.words; ++w)
+              if (next[w]) {
+                accepted_name = std::int32_t(c.nodes[ch.info + w * 64 + std::uint32_t(std::countr_zero(next[w]))].name);
                 break;
               }
           }
         }
       }
       if (!accepted && alive) {
-        for (std::uint32_t j = i; j < group_end; ++j) {
-          const auto& cand = c.candidates[j];
-          if (cand.kind != NodeKind::Anywhere || (cand.size != 0 && cand.size != size)) continue;
-          saw_reachable = true;
-          if (is_write && value_known && !c.values[cand.value].matches(value)) {
+        for (const Candidate* a = group; a != group_end; ++a) {
+          if (a->kind != NodeKind::Anywhere || (a->size != 0 && a->size != size)) continue;
+          if (!valueOk(a->value)) {
             saw_value_fail = true;
             continue;
           }
           accepted = true;
-          accepted_name = std::int32_t(cand.name);
-          channel = kNone;  // stateless: no cursor moves
+          accepted_name = std::int32_t(a->name);
+          h = nullptr;  // stateless: no cursor moves
           break;
         }
       }
       if (accepted) {
-        k.accepted[g] = channel == kNone ? 2 : 1;
+        k.accepted[g] = h ? 1 : 2;
         if (!result.accepted) result.graph = std::int32_t(g), result.node = accepted_name;
         result.accepted = true;
       } else if (alive) {
         note(saw_count_fail ? Reason::Count : saw_value_fail ? Reason::Value : Reason::Order, g);
-        (void)saw_reachable;
       }
-      i = group_end;
     }
     if (!result.accepted) {
       if (best_reason_rank == 0) result.reason = Reason::Order;
@@ -422,7 +483,9 @@ struct Engine::Impl {
     }
     result.reason = Reason::None;
     // Commit: accepting graphs advance; live graphs that did not accept stop following the device.
+    hit = c.hits.data() + reg->hits_begin;
     for (std::uint32_t g = 0; g < c.graphs.size(); ++g) {
+      const RegisterHit* h = hit != hits_end && hit->graph == g ? hit++ : nullptr;
       if (k.accepted[g] == 0) {
         if (k.alive[g]) {
           k.alive[g] = 0;
@@ -430,38 +493,30 @@ struct Engine::Impl {
         }
         continue;
       }
-      if (k.accepted[g] == 2) continue;  // anywhere node
+      if (k.accepted[g] == 2 || !h) continue;  // anywhere node
       if (k.reset_hit[g]) {
-        // A device reset restarts every channel of the graph.
-        for (auto ch = c.graphs[g].channels_begin; ch < c.graphs[g].channels_end; ++ch) {
-          const auto& cc = c.channels[ch];
-          if (any(&k.next[cc.state], cc.words) && std::find_if(c.candidates.begin() + reg->begin, c.candidates.begin() + reg->end,
-                                                               [&](const Candidate& x) { return x.channel == ch; }) !=
-                                                      c.candidates.begin() + reg->end)
-            continue;
-          std::fill_n(k.state.begin() + cc.state, cc.words, 0);
-          k.idle[ch] = 1;
-          for (auto l = cc.loops_begin; l < cc.loops_end; ++l) k.counters[l] = 0;
+        // A device reset restarts every other channel of the graph.
+        for (auto other = c.graphs[g].channels_begin; other < c.graphs[g].channels_end; ++other) {
+          if (other == h->channel) continue;
+          const auto& oc = c.channels[other];
+          std::fill_n(k.state.begin() + oc.state, oc.words, 0);
+          k.idle[other] = 1;
+          for (auto l = oc.loops_begin; l < oc.loops_end; ++l) k.counters[l] = 0;
         }
         k.alive[g] = 1;
         ++counters[d].resyncs;
       }
-      for (auto ch = c.graphs[g].channels_begin; ch < c.graphs[g].channels_end; ++ch) {
-        const auto& cc = c.channels[ch];
-        const bool owns = std::any_of(c.candidates.begin() + reg->begin, c.candidates.begin() + reg->end,
-                                      [&](const Candidate& x) { return x.channel == ch && x.kind != NodeKind::Anywhere; });
-        if (!owns) continue;
-        Word* S = &k.state[cc.state];
-        const Word* next = &k.next[cc.state];
-        for (auto l = cc.loops_begin; l < cc.loops_end; ++l) {
-          if (test(next, c.loops[l].header))
-            k.counters[l] = k.pending[l];
-          else if (!intersects(next, &c.pool[c.loops[l].members], cc.words))
-            k.counters[l] = 0;
-        }
-        std::copy_n(next, cc.words, S);
-        k.idle[ch] = 0;
+      const auto& cc = c.channels[h->channel];
+      Word* S = &k.state[cc.state];
+      const Word* next = &k.next[cc.state];
+      for (auto l = cc.loops_begin; l < cc.loops_end; ++l) {
+        if (test(next, c.loops[l].header))
+          k.counters[l] = k.pending[l];
+        else if (!intersects(next, &c.pool[c.loops[l].members], cc.words))
+          k.counters[l] = 0;
       }
+      std::copy_n(next, cc.words, S);
+      k.idle[h->channel] = 0;
     }
     return result;
   }
@@ -515,9 +570,15 @@ struct Engine::Impl {
 
   bool needsData(std::size_t d, const Register* reg) const noexcept {
     const auto& c = compiled[d];
-    if (reg)
+    if (reg) {
       for (auto i = reg->begin; i < reg->end; ++i)
         if (c.values[c.candidates[i].value].kind != ValueKind::Any) return true;
+      for (auto h = reg->hits_begin; h < reg->hits_end; ++h) {
+        const auto& ch = c.channels[c.hits[h].channel];
+        for (std::uint32_t n = 0; n < ch.nodes; ++n)
+          if (test(&c.pool[c.hits[h].mask], n) && c.values[c.nodes[ch.info + n].value].kind != ValueKind::Any) return true;
+      }
+    }
     for (const auto& rule : devices[d].policy.rules)
       for (const auto* p : {&rule.deny, &rule.after, &rule.then, &rule.until})
         if (*p && (*p)->value.kind != ValueKind::Any) return true;
@@ -541,9 +602,8 @@ struct Engine::Impl {
     const auto& c = compiled[d];
     const auto& k = cursors[d];
     if (const Register* reg = lookup(c, region, offset, dir))
-      for (auto i = reg->begin; i < reg->end; ++i)
-        if (c.candidates[i].channel != kNone && c.candidates[i].graph == std::uint32_t(std::max(r.graph, 0)))
-          e.channel = std::int32_t(c.candidates[i].channel);
+      for (auto h = reg->hits_begin; h < reg->hits_end; ++h)
+        if (c.hits[h].graph == std::uint32_t(std::max(r.graph, 0))) e.channel = std::int32_t(c.hits[h].channel);
     if (e.channel >= 0 && !k.idle[std::size_t(e.channel)]) {
       const auto& ch = c.channels[std::size_t(e.channel)];
       for (std::uint32_t n = 0; n < ch.nodes; ++n)
