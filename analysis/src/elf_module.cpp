@@ -15,7 +15,8 @@ namespace {
 
 constexpr std::string_view kSignatureMagic = "~Module signature appended~\n";
 constexpr std::size_t kModuleSignatureInfoSize = 12;  // struct module_signature
-constexpr std::size_t kPciIdSize = 32;                // struct pci_device_id on x86-64
+constexpr std::size_t kPciIdSize = 32;                // struct pci_device_id on x86-64 before Linux 5.14
+constexpr std::size_t kPciIdSizeLinux514 = 40;        // with override_only
 
 struct ElfCloser {
   void operator()(Elf* elf) const noexcept { elf_end(elf); }
@@ -256,9 +257,18 @@ Result<Module> parseModule(std::vector<std::uint8_t> image, std::string path) {
     const Section& sec = m.sections[s.section];
     if (sec.type == SHT_NOBITS || s.value > sec.bytes.size() || s.size > sec.bytes.size() - s.value)
       return fail((std::string(m.path) + std::string(":") + std::string(s.name)), (std::string("table (") + hex(s.size) + std::string(" bytes at ") + std::string(sec.name) + std::string("+") + hex(s.value) + std::string(") lies outside its section's data")));
-    if (s.size % kPciIdSize != 0)
-      return fail((std::string(m.path) + std::string(":") + std::string(s.name)), (std::string("size ") + dec(s.size) + std::string(" is not a multiple of sizeof(struct pci_device_id) = ") + dec(kPciIdSize)));
-    for (std::uint64_t off = 0; off < s.size; off += kPciIdSize) {
+    // Linux 5.14 added `u32 override_only`, making the entry 40 bytes; older kernels use 32. The table
+    // ends with an all-zero entry, which tells the two apart when the size fits both.
+    auto zeroTail = [&](std::size_t stride) {
+      if (s.size < stride || s.size % stride != 0) return false;
+      const std::uint8_t* end = sec.bytes.data() + s.value + s.size;
+      return std::all_of(end - stride, end, [](std::uint8_t b) { return b == 0; });
+    };
+    const std::size_t stride = zeroTail(kPciIdSizeLinux514) ? kPciIdSizeLinux514 : zeroTail(kPciIdSize) ? kPciIdSize : 0;
+    if (stride == 0)
+      return fail((std::string(m.path) + std::string(":") + std::string(s.name)),
+                  (std::string("size ") + dec(s.size) + std::string(" is not a whole number of struct pci_device_id (32 or 40 bytes) ending in an empty entry")));
+    for (std::uint64_t off = 0; off < s.size; off += stride) {
       const std::uint8_t* p = sec.bytes.data() + s.value + off;
       PciId id{readLe32(p), readLe32(p + 4), readLe32(p + 8), readLe32(p + 12), readLe32(p + 16), readLe32(p + 20),
                std::uint64_t(readLe32(p + 24)) | std::uint64_t(readLe32(p + 28)) << 32};

@@ -25,21 +25,48 @@ bool isSymbolic(const Value& v) noexcept {
 
 Value join(const Value& a, const Value& b) noexcept {
   if (a == b) return a;
-  return Value::top();
+  const bool same = a.kind == b.kind && a.kind != Value::Top && a.kind != Value::Stack && a.id == b.id &&
+                    (a.kind != Value::Const || (a.known == 8 && b.known == 8));
+  if (!same) return Value::top();
+  std::int64_t all[8];
+  int n = 0;
+  auto add = [&](std::int64_t x) {
+    for (int i = 0; i < n; ++i)
+      if (all[i] == x) return;
+    if (n < 8) all[n++] = x;
+  };
+  a.forEach(add);
+  b.forEach(add);
+  if (n > 4) return Value::top();
+  for (int i = 1; i < n; ++i)  // insertion sort: n <= 4
+    for (int j = i; j > 0 && all[j - 1] > all[j]; --j) std::swap(all[j - 1], all[j]);
+  Value r = a;
+  r.off = all[0];
+  r.alts = std::uint8_t(n - 1);
+  r.alt = {};
+  for (int i = 1; i < n; ++i) r.alt[std::size_t(i - 1)] = all[i];
+  return r;
+}
+
+Value maskAll(Value v, std::uint64_t mask) noexcept {
+  v.off = std::int64_t(std::uint64_t(v.off) & mask);
+  for (int i = 0; i < v.alts; ++i) v.alt[std::size_t(i)] = std::int64_t(std::uint64_t(v.alt[std::size_t(i)]) & mask);
+  return v;
 }
 
 Value addOffset(const Value& v, std::int64_t delta) noexcept {
-  if (v.kind == Value::Const) {
-    if (v.known < 8) return Value::top();
-    return Value::constant(std::uint64_t(v.off) + std::uint64_t(delta));
-  }
-  if (isSymbolic(v)) {
+  if (v.kind == Value::Const && v.known < 8) return Value::top();
+  if (v.kind == Value::Const || isSymbolic(v)) {
     Value r = v;
-    r.off += delta;
+    r.off = std::int64_t(std::uint64_t(r.off) + std::uint64_t(delta));
+    for (int i = 0; i < r.alts; ++i) r.alt[std::size_t(i)] = std::int64_t(std::uint64_t(r.alt[std::size_t(i)]) + std::uint64_t(delta));
     return r;
   }
   return Value::top();
 }
+
+// Values other operations may treat as one number.
+bool single(const Value& v) noexcept { return v.alts == 0; }
 
 struct State {
   bool reachable = false;
@@ -108,7 +135,7 @@ constexpr std::array<Gpr, 6> kArgRegs = {RDI, RSI, RDX, RCX, R8, R9};
 
 // One item of a block as the sequence builder sees it.
 struct Item {
-  enum Kind : std::uint8_t { Position, Call, Break, Return } kind;
+  enum Kind : std::uint8_t { Position, PositionAlt, Call, Break, Return } kind;
   std::uint32_t index;  // Position: access index; Call: summary id
 };
 
@@ -153,7 +180,9 @@ class Analyzer {
   void store(State& s, const Insn& in, const Operand& dst, const Value& v, std::vector<Item>* items, std::uint32_t fn, bool record);
   void step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record);
   void call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record, bool tail);
-  std::uint32_t recordAccess(Access a, const Value& addr, std::optional<Value> value, bool record);
+  std::uint32_t recordOne(Access a, const Value& addr, std::optional<Value> value, bool record);
+  // Records every alternative (address x value) and appends them to `items` as one choice.
+  std::uint32_t recordAccess(const Access& a, const Value& addr, std::optional<Value> value, bool record, std::vector<Item>* items);
   void clobber(State& s) const {
     for (Gpr g : {RAX, RCX, RDX, RSI, RDI, R8, R9, R10, R11}) s.reg[g] = Value::top();
   }
@@ -189,7 +218,7 @@ Value Analyzer::address(const State& s, const Insn& in, const Operand& op, bool*
   if (op.index.gpr != NoReg) {
     const bool was_indexed = *indexed;
     const Value& ix = s.reg[op.index.gpr];
-    if (ix.kind == Value::Const && ix.known == 8) {
+    if (ix.kind == Value::Const && ix.known == 8 && single(ix)) {
       v = addOffset(v, ix.off * op.scale);
     } else if (v.kind == Value::Const) {
       v = Value::top();
@@ -201,7 +230,36 @@ Value Analyzer::address(const State& s, const Insn& in, const Operand& op, bool*
   return v;
 }
 
-std::uint32_t Analyzer::recordAccess(Access a, const Value& addr, std::optional<Value> value, bool record) {
+std::uint32_t Analyzer::recordAccess(const Access& a, const Value& addr, std::optional<Value> value, bool record,
+                                     std::vector<Item>* items) {
+  if (!record) return kStart;
+  std::uint32_t first = kStart;
+  bool alternative = false;
+  addr.forEach([&](std::int64_t ao) {
+    Value one_addr = addr;
+    one_addr.off = ao;
+    one_addr.alts = 0;
+    auto emit = [&](std::optional<Value> one_value) {
+      const std::uint32_t idx = recordOne(a, one_addr, one_value, record);
+      if (first == kStart) first = idx;
+      if (items) items->push_back(Item{alternative ? Item::PositionAlt : Item::Position, idx});
+      alternative = true;
+    };
+    if (value && value->kind == Value::Const && value->alts) {
+      value->forEach([&](std::int64_t vo) {
+        Value one_value = *value;
+        one_value.off = vo;
+        one_value.alts = 0;
+        emit(one_value);
+      });
+    } else {
+      emit(value);
+    }
+  });
+  return first;
+}
+
+std::uint32_t Analyzer::recordOne(Access a, const Value& addr, std::optional<Value> value, bool record) {
   if (!record) return kStart;
   site_insns_.insert(a.insn);
   if (addr.kind == Value::Const && addr.known >= 2) {
@@ -262,12 +320,12 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
       if (op.reg.gpr == NoReg) return Value::top();
       Value v = s.reg[op.reg.gpr];
       if (op.reg.high8) {
-        if (v.kind == Value::Const && v.known >= 2) return Value::constant((std::uint64_t(v.off) >> 8) & 0xff);
+        if (v.kind == Value::Const && v.known >= 2 && single(v)) return Value::constant((std::uint64_t(v.off) >> 8) & 0xff);
         return Value::top();
       }
       if (v.kind == Value::Const) {
         if (v.known < width) return Value::top();
-        return Value::constant(std::uint64_t(v.off) & maskFor(width), std::uint8_t(std::min<int>(8, v.known)));
+        return maskAll(v, maskFor(width));
       }
       if (isSymbolic(v) && width >= 2) return v;
       return Value::top();
@@ -275,7 +333,7 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
     case Operand::Mem: {
       bool indexed = false;
       Value a = address(s, in, op, &indexed);
-      if (a.kind == Value::Stack) return s.slot(a.off);
+      if (a.kind == Value::Stack) return single(a) ? s.slot(a.off) : Value::top();
       if (a.kind == Value::GlobalAddr && a.off >= 0) {
         const std::uint32_t c = cellOf(a.id, std::uint64_t(a.off));
         if (out_.cells[c].base) return Value{Value::Base, 8, *out_.cells[c].base, 0};
@@ -291,7 +349,7 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
         acc.dir = Dir::Read;
         acc.size = width;
         acc.offset_exact = !indexed;
-        std::uint32_t idx = recordAccess(acc, a, std::nullopt, record);
+        std::uint32_t idx = recordAccess(acc, a, std::nullopt, record, nullptr);
         if (item) *item = Item{Item::Position, idx};
         return Value::top();
       }
@@ -313,12 +371,13 @@ void Analyzer::writeReg(State& s, const RegRef& r, std::uint8_t width, Value v) 
     return;
   }
   if (width >= 4) {
-    if (v.kind == Value::Const && width == 4) v = v.known >= 4 ? Value::constant(std::uint64_t(v.off) & 0xffffffffu) : Value::top();
+    if (v.kind == Value::Const && width == 4) v = v.known >= 4 ? maskAll(v, 0xffffffffu) : Value::top();
+    if (v.kind == Value::Const && width == 4) v.known = 8;
     dst = v;
     return;
   }
   // 8/16-bit writes keep the upper bytes of the register.
-  if (v.kind == Value::Const && v.known >= width) {
+  if (v.kind == Value::Const && v.known >= width && single(v) && single(dst)) {
     if (dst.kind == Value::Const)
       dst = Value::constant((std::uint64_t(dst.off) & ~maskFor(width)) | (std::uint64_t(v.off) & maskFor(width)), dst.known);
     else
@@ -332,13 +391,14 @@ void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& 
   bool indexed = false;
   Value a = address(s, in, dst, &indexed);
   if (a.kind == Value::Stack) {
-    if (!indexed) s.setSlot(a.off, dst.size >= 4 ? v : Value::top());
+    if (!indexed && single(a)) s.setSlot(a.off, dst.size >= 4 ? v : Value::top());
     return;
   }
   if (a.kind == Value::GlobalAddr && a.off >= 0) {
     if (!record) return;
     Cell& c = out_.cells[cellOf(a.id, std::uint64_t(a.off))];
-    if (v.kind == Value::Const && v.known >= std::min<std::uint8_t>(dst.size, 8)) c.constants.insert(std::uint64_t(v.off) & maskFor(dst.size));
+    if (v.kind == Value::Const && v.known >= std::min<std::uint8_t>(dst.size, 8))
+      v.forEach([&](std::int64_t x) { c.constants.insert(std::uint64_t(x) & maskFor(dst.size)); });
     if (v.kind == Value::Base && dst.size == 8) c.base = v.id;
     // A global that copies another global's port base (floppy's virtual_dma_port = fdc base).
     if (v.kind == Value::Cell && dst.size >= 2 && !c.alias_conflict) {
@@ -355,8 +415,7 @@ void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& 
     acc.dir = Dir::Write;
     acc.size = dst.size;
     acc.offset_exact = !indexed;
-    std::uint32_t idx = recordAccess(acc, a, v, record);
-    if (items && record) items->push_back(Item{Item::Position, idx});
+    recordAccess(acc, a, v, record, items);
     return;
   }
   if (v.kind == Value::Base && dst.size == 8 && dst.base.gpr != NoReg && !dst.base.rip && dst.index.gpr == NoReg && record)
@@ -378,8 +437,7 @@ void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       acc.dir = dir;
       acc.size = size;
       acc.repeated = rep;
-      std::uint32_t idx = recordAccess(acc, addr, value, record);
-      if (items && record) items->push_back(Item{Item::Position, idx});
+      recordAccess(acc, addr, value, record, items);
     };
     auto sizeOf = [&](std::string_view rest) -> std::uint8_t {
       if (rest.starts_with("8")) return 1;
@@ -552,8 +610,8 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
         return;
       }
       Value r = Value::top();
-      const bool bc = b.kind == Value::Const && b.known >= w;
-      if (a.kind == Value::Const && a.known >= w && bc) {
+      const bool bc = b.kind == Value::Const && b.known >= w && single(b);
+      if (a.kind == Value::Const && a.known >= w && bc && single(a)) {
         const std::uint64_t x = std::uint64_t(a.off), y = std::uint64_t(b.off);
         std::uint64_t z = 0;
         switch (in.id) {
@@ -570,7 +628,7 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
         r = Value::constant(z & maskFor(w));
       } else if (in.id == X86_INS_ADD && bc && isSymbolic(a)) {
         r = addOffset(a, std::int64_t(w == 8 ? std::uint64_t(b.off) : std::uint64_t(std::int64_t(std::int32_t(std::uint32_t(b.off))))));
-      } else if (in.id == X86_INS_ADD && a.kind == Value::Const && a.known >= w && isSymbolic(b)) {
+      } else if (in.id == X86_INS_ADD && a.kind == Value::Const && a.known >= w && single(a) && isSymbolic(b)) {
         r = addOffset(b, a.off);
       } else if (in.id == X86_INS_SUB && bc && isSymbolic(a)) {
         r = addOffset(a, -std::int64_t(b.off));
@@ -592,7 +650,7 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       const std::uint8_t w = w0();
       Value a = read(s, in, o[0], w, nullptr, fn, record);
       Value r = Value::top();
-      if (a.kind == Value::Const && a.known >= w) {
+      if (a.kind == Value::Const && a.known >= w && single(a)) {
         std::uint64_t x = std::uint64_t(a.off);
         x = in.id == X86_INS_INC ? x + 1 : in.id == X86_INS_DEC ? x - 1 : in.id == X86_INS_NEG ? 0 - x : ~x;
         r = Value::constant(x & maskFor(w));
@@ -616,8 +674,7 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       acc.size = data.size;
       std::optional<Value> v;
       if (out) v = read(s, in, data, data.size, nullptr, fn, record);
-      std::uint32_t idx = recordAccess(acc, addr, v, record);
-      if (items && record && idx != kStart) items->push_back(Item{Item::Position, idx});
+      recordAccess(acc, addr, v, record, items);
       if (!out) writeReg(s, data.reg, data.size, Value::top());
       return;
     }
@@ -637,8 +694,7 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       acc.repeated = in.rep;
       Value addr = s.reg[RDX];
       if (addr.kind == Value::Const && addr.known < 2) addr = Value::top();
-      std::uint32_t idx = recordAccess(acc, addr, std::nullopt, record);
-      if (items && record && idx != kStart) items->push_back(Item{Item::Position, idx});
+      recordAccess(acc, addr, std::nullopt, record, items);
       s.reg[RDI] = s.reg[RSI] = s.reg[RCX] = Value::top();
       return;
     }
@@ -775,16 +831,23 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     work.pop_back();
     queued[b] = 0;
     std::vector<std::uint32_t> cur = last_in[b];
+    std::vector<std::uint32_t> before_choice;
     bool returned = false;
     for (const Item& it : items[b]) {
       switch (it.kind) {
         case Item::Position:
-          if (!out_.accesses[it.index].position) break;
-          connect(cur, it.index);
+        case Item::PositionAlt:
+          if (!out_.accesses[it.index].position) {
+            before_choice.clear();
+            break;
+          }
+          if (it.kind == Item::Position || before_choice.empty()) before_choice = cur, cur.clear();
+          connect(before_choice, it.index);
           result.reached.insert(it.index);
-          cur.assign(1, it.index);
+          if (std::find(cur.begin(), cur.end(), it.index) == cur.end()) cur.push_back(it.index);
           break;
         case Item::Call: {
+          before_choice.clear();
           const Summary& callee = summaries_[it.index];
           for (auto f0 : callee.first) connect(cur, f0);
           result.reached.insert(callee.reached.begin(), callee.reached.end());
@@ -797,6 +860,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
           break;
         }
         case Item::Break: {
+          before_choice.clear();
           std::vector<std::uint32_t> next;
           for (auto p : cur) {
             if (p == kStart) next.push_back(p);

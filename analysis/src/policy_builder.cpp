@@ -294,6 +294,9 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
       if (chosen->device != kPciAnyId) p.match.pci_device = std::uint16_t(chosen->device);
       if (chosen->class_mask) p.match.pci_class = chosen->class_code;
     }
+  } else if (opt.pci_vendor && opt.pci_device) {
+    p.match.pci_vendor = opt.pci_vendor;
+    p.match.pci_device = opt.pci_device;
   } else {
     p.match.isa_kind = opt.isa_kind.empty() ? defaultIsaKind(m.name) : opt.isa_kind;
     for (const auto& r : p.regions)

@@ -14,6 +14,7 @@
 // what follows may begin one.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -34,7 +35,15 @@ struct Value {
   std::uint8_t known = 8;   // Const: how many low bytes are known
   std::uint32_t id = 0;     // GlobalAddr: section; Cell: cell index; Base: base index
   std::int64_t off = 0;     // Const: value; others: added offset
+  // Up to three alternatives to `off` where paths merge (a tail-merged `out` for DOR or DSR).
+  std::uint8_t alts = 0;
+  std::array<std::int64_t, 3> alt{};
   friend bool operator==(const Value&, const Value&) = default;
+  template <typename F>
+  void forEach(F&& f) const {
+    f(off);
+    for (int i = 0; i < alts; ++i) f(alt[std::size_t(i)]);
+  }
   static Value top() { return {}; }
   static Value constant(std::uint64_t v, std::uint8_t known = 8) { return {Const, known, 0, std::int64_t(v)}; }
 };
@@ -102,7 +111,7 @@ struct LoopInfo {
 struct AnalysisOptions {
   // Constant ports that belong to the device (ISA devices addressed without a base variable).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> device_ports;
-  std::size_t max_contexts_per_function = 16;
+  std::size_t max_contexts_per_function = 64;
 };
 
 struct CoverageReport {

@@ -1,0 +1,312 @@
+// Data-flow rules on byte-array snippets, the disassembly written beside each row (ddisasm style).
+// Each snippet is one synthetic module: .text = the bytes, relocations as a real .ko would carry them.
+#include <elf.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ioreq_filter/analysis/disassembly.h"
+#include "ioreq_filter/analysis/elf_module.h"
+#include "ioreq_filter/analysis/io_analysis.h"
+#include "ioreq_filter/analysis/policy_builder.h"
+
+namespace iof::analysis {
+namespace {
+
+Symbol external(const char* name) { return Symbol{name, 0, 0, 0, STT_NOTYPE, STB_GLOBAL}; }
+Symbol bssObject(const char* name, std::uint64_t at, std::uint64_t size) {
+  return Symbol{name, at, size, Module::kBssSection, STT_OBJECT, STB_LOCAL};
+}
+Symbol function(const char* name, std::uint64_t at, std::uint64_t size) {
+  return Symbol{name, at, size, Module::kTextSection, STT_FUNC, STB_LOCAL};
+}
+// Symbol indices: 0 null, 1 the snippet function, extras from 2.
+Relocation pc32(std::uint64_t at, std::uint32_t symbol, std::int64_t addend) { return Relocation{at, R_X86_64_PC32, symbol, addend}; }
+Relocation plt32(std::uint64_t at, std::uint32_t symbol) { return Relocation{at, R_X86_64_PLT32, symbol, -4}; }
+
+struct Analysed {
+  Module module;
+  Disassembly dis;
+  ModuleAnalysis result;
+};
+
+std::unique_ptr<Analysed> analyse(std::vector<std::uint8_t> text, std::vector<Symbol> extra, std::vector<Relocation> relocs,
+                                  AnalysisOptions options = {}) {
+  auto a = std::make_unique<Analysed>();
+  a->module = Module::synthetic("snippet", std::move(text), "snippet_fn", std::move(extra), std::move(relocs));
+  auto d = disassemble(a->module);
+  EXPECT_TRUE(d) << d.error().message();
+  a->dis = std::move(*d);
+  a->result = analyzeModule(a->dis, options);
+  return a;
+}
+
+std::vector<const Access*> accessesAt(const ModuleAnalysis& r, std::uint64_t offset) {
+  std::vector<const Access*> out;
+  for (const auto& x : r.accesses)
+    if (offsetOf(x.insn) == offset) out.push_back(&x);
+  return out;
+}
+
+TEST(DataFlow, ConstantPortAndValue) {
+  auto a = analyse({
+      0xb0, 0x0a,  // 0: mov al, 0xa
+      0xe6, 0xf2,  // 2: out 0xf2, al
+      0xb0, 0x07,  // 4: mov al, 7
+      0xe4, 0xf4,  // 6: in al, 0xf4
+      0xc3,        // 8: ret
+  }, {}, {}, AnalysisOptions{{{0xf0, 0xf7}}});
+  auto out = accessesAt(a->result, 2);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0]->where, Access::Where::FixedPort);
+  EXPECT_EQ(out[0]->port, 0xf2u);
+  EXPECT_EQ(out[0]->dir, Dir::Write);
+  EXPECT_EQ(out[0]->size, 1);
+  EXPECT_EQ(out[0]->value, 0x0au);
+  EXPECT_TRUE(out[0]->position);
+  auto in = accessesAt(a->result, 6);
+  ASSERT_EQ(in.size(), 1u);
+  EXPECT_EQ(in[0]->dir, Dir::Read);
+  EXPECT_FALSE(in[0]->position);  // reads never move a sequence
+}
+
+TEST(DataFlow, FixedPortOutsideTheDeviceIsForeign) {
+  auto a = analyse({
+      0xb0, 0x00,  // 0: mov al, 0
+      0xe6, 0x80,  // 2: out 0x80, al      (io_delay's port: not the device)
+      0xc3,        // 4: ret
+  }, {}, {});
+  auto out = accessesAt(a->result, 2);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_FALSE(out[0]->position);
+  EXPECT_EQ(a->result.coverage.sites_foreign, 1u);
+}
+
+TEST(DataFlow, IsaBaseHeldInAGlobalPlusOffset) {
+  // floppy's idiom: init stores 0x3f0 into fdc_state[].address; accessors load it and add the register.
+  auto a = analyse({
+      0x48, 0xc7, 0x05, 0, 0, 0, 0, 0xf0, 0x03, 0, 0,  //  0: mov qword [rip+fdc_base], 0x3f0
+      0x48, 0x8b, 0x15, 0, 0, 0, 0,                    // 11: mov rdx, [rip+fdc_base]
+      0x83, 0xc2, 0x05,                                // 18: add edx, 5
+      0xb0, 0x10,                                      // 21: mov al, 0x10
+      0xee,                                            // 23: out dx, al
+      0x83, 0xea, 0x01,                                // 24: sub edx, 1
+      0xec,                                            // 27: in al, dx
+      0xc3,                                            // 28: ret
+  }, {bssObject("fdc_base", 0x10, 8)}, {pc32(3, 2, -8), pc32(14, 2, -4)});
+  auto out = accessesAt(a->result, 23);
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(out[0]->offset, 5);
+  EXPECT_EQ(out[0]->value, 0x10u);
+  EXPECT_EQ(a->result.bases[out[0]->base].name, "fdc_base");
+  auto in = accessesAt(a->result, 27);
+  ASSERT_EQ(in.size(), 1u);
+  EXPECT_EQ(in[0]->offset, 4);
+  // The policy places the region at the base the module stores.
+  PolicyOptions isa;
+  isa.isa_kind = "isa-test";
+  auto policy = buildPolicy(a->result, isa);
+  ASSERT_TRUE(policy) << policy.error().message();
+  ASSERT_EQ(policy->regions.size(), 1u);
+  EXPECT_EQ(policy->regions[0].base, 0x3f0u);
+  EXPECT_EQ(policy->regions[0].length, 8u);
+  ASSERT_EQ(policy->graphs[0].channels.size(), 1u);
+  EXPECT_EQ(policy->graphs[0].channels[0].nodes[0].offset, 5u);
+  EXPECT_EQ(policy->graphs[0].channels[0].nodes[0].value.kind, ValueKind::Exact);
+  ASSERT_EQ(policy->graphs[0].anywhere.size(), 1u);
+  EXPECT_EQ(policy->graphs[0].anywhere[0].offset, 4u);
+}
+
+TEST(DataFlow, ArrayOfControllersIndexedByARegister) {
+  // mov rdx, fdc_state[rax*8] after lea rax,[rbx+rbx*4]: the element stands for the array.
+  auto a = analyse({
+      0x48, 0x8d, 0x04, 0x9b,                    //  0: lea rax, [rbx+rbx*4]
+      0x48, 0x8b, 0x14, 0xc5, 0, 0, 0, 0,        //  4: mov rdx, [rax*8 + fdc_state]   (R_X86_64_32S)
+      0x83, 0xc2, 0x02,                          // 12: add edx, 2
+      0x31, 0xc0,                                // 15: xor eax, eax
+      0xee,                                      // 17: out dx, al
+      0xc3,                                      // 18: ret
+  }, {bssObject("fdc_state", 0x20, 80)}, {Relocation{8, R_X86_64_32S, 2, 0}});
+  auto out = accessesAt(a->result, 17);
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(out[0]->offset, 2);
+  EXPECT_EQ(out[0]->value, 0u);
+}
+
+TEST(DataFlow, IowriteThroughPciIomap) {
+  auto a = analyse({
+      0xbe, 0x00, 0, 0, 0,      //  0: mov esi, 0            (bar 0)
+      0xe8, 0, 0, 0, 0,         //  5: call pci_iomap
+      0x48, 0x89, 0xc3,         // 10: mov rbx, rax
+      0x48, 0x8d, 0x73, 0x10,   // 13: lea rsi, [rbx+0x10]
+      0xbf, 0x01, 0, 0, 0,      // 17: mov edi, 1
+      0xe8, 0, 0, 0, 0,         // 22: call iowrite8
+      0x48, 0x8d, 0x7b, 0x14,   // 27: lea rdi, [rbx+0x14]
+      0xe8, 0, 0, 0, 0,         // 31: call ioread32
+      0xc3,                     // 36: ret
+  }, {external("pci_iomap"), external("iowrite8"), external("ioread32")}, {plt32(6, 2), plt32(23, 3), plt32(32, 4)});
+  auto w = accessesAt(a->result, 22);
+  ASSERT_EQ(w.size(), 1u);
+  ASSERT_EQ(w[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(a->result.bases[w[0]->base].kind, DeviceBase::PciIomap);
+  EXPECT_EQ(a->result.bases[w[0]->base].bar, 0);
+  EXPECT_EQ(w[0]->offset, 0x10);
+  EXPECT_EQ(w[0]->size, 1);
+  EXPECT_EQ(w[0]->value, 1u);
+  auto r = accessesAt(a->result, 31);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0]->dir, Dir::Read);
+  EXPECT_EQ(r[0]->size, 4);
+  EXPECT_EQ(r[0]->offset, 0x14);
+}
+
+TEST(DataFlow, InlinedWritelThroughIoremappedBar) {
+  auto a = analyse({
+      0xbe, 0x01, 0, 0, 0,                  //  0: mov esi, 1           (bar 1)
+      0xe8, 0, 0, 0, 0,                     //  5: call pci_ioremap_bar
+      0xc7, 0x40, 0x38, 0x05, 0, 0, 0,      // 10: mov dword [rax+0x38], 5      (writel)
+      0x8b, 0x48, 0x08,                     // 17: mov ecx, [rax+8]             (readl)
+      0xc3,                                 // 20: ret
+  }, {external("pci_ioremap_bar")}, {plt32(6, 2)});
+  PolicyOptions pci;
+  pci.pci_vendor = 0x1234;
+  pci.pci_device = 0x5678;
+  auto w = accessesAt(a->result, 10);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0]->form, Access::Form::MmioMov);
+  EXPECT_EQ(w[0]->offset, 0x38);
+  EXPECT_EQ(w[0]->size, 4);
+  EXPECT_EQ(w[0]->value, 5u);
+  auto r = accessesAt(a->result, 17);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0]->dir, Dir::Read);
+  EXPECT_EQ(r[0]->offset, 8);
+  auto policy = buildPolicy(a->result, pci);
+  ASSERT_TRUE(policy) << policy.error().message();
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Mem);
+  EXPECT_EQ(policy->regions[0].bar, 1);
+}
+
+TEST(DataFlow, BaseKeptInAStructFieldIsFollowed) {
+  // probe: adapter->hw_addr = pci_ioremap_bar(pdev, 0); elsewhere: writel(v, adapter->hw_addr + 0x100)
+  auto a = analyse({
+      0x48, 0x89, 0xfb,                     //  0: mov rbx, rdi          (adapter)
+      0x31, 0xf6,                           //  3: xor esi, esi
+      0xe8, 0, 0, 0, 0,                     //  5: call pci_ioremap_bar
+      0x48, 0x89, 0x43, 0x28,               // 10: mov [rbx+0x28], rax
+      0xc3,                                 // 14: ret
+      0x48, 0x8b, 0x47, 0x28,               // 15: mov rax, [rdi+0x28]   (other_fn)
+      0xc7, 0x80, 0x00, 0x01, 0, 0, 0x02, 0, 0, 0,  // 19: mov dword [rax+0x100], 2
+      0xc3,                                 // 29: ret
+  }, {external("pci_ioremap_bar"), function("other_fn", 15, 15)}, {plt32(6, 2)});
+  auto w = accessesAt(a->result, 19);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(w[0]->offset, 0x100);
+  EXPECT_EQ(w[0]->value, 2u);
+}
+
+TEST(DataFlow, ArgumentsAreFollowedPerCallingContext) {
+  // output_byte(0x10); output_byte(0x20): two write nodes with exact values, in order.
+  auto a = analyse({
+      0xbf, 0x10, 0, 0, 0,      //  0: mov edi, 0x10
+      0xe8, 0x0b, 0, 0, 0,      //  5: call helper (21)
+      0xbf, 0x20, 0, 0, 0,      // 10: mov edi, 0x20
+      0xe8, 0x01, 0, 0, 0,      // 15: call helper (21)
+      0xc3,                     // 20: ret
+      0x89, 0xf8,               // 21: mov eax, edi          (helper)
+      0xba, 0xf5, 0x03, 0, 0,   // 23: mov edx, 0x3f5
+      0xee,                     // 28: out dx, al
+      0xc3,                     // 29: ret
+  }, {function("helper", 21, 9)}, {}, AnalysisOptions{{{0x3f0, 0x3f7}}});
+  auto out = accessesAt(a->result, 28);
+  ASSERT_EQ(out.size(), 2u);
+  std::uint32_t first = ~0u, second = ~0u;
+  for (std::uint32_t i = 0; i < a->result.accesses.size(); ++i) {
+    if (a->result.accesses[i].value == 0x10u) first = i;
+    if (a->result.accesses[i].value == 0x20u) second = i;
+  }
+  ASSERT_NE(first, ~0u);
+  ASSERT_NE(second, ~0u);
+  EXPECT_TRUE(a->result.edges.count({first, second}));
+  EXPECT_FALSE(a->result.edges.count({second, first}));
+  // Only snippet_fn is an entry point (helper is called), so the sequence starts at 0x10, ends at 0x20.
+  ASSERT_EQ(a->result.roots.size(), 1u);
+  EXPECT_EQ(a->result.roots[0].first, std::vector<std::uint32_t>{first});
+  EXPECT_EQ(a->result.roots[0].last, std::vector<std::uint32_t>{second});
+}
+
+TEST(DataFlow, KernelPrologueAndReturnThunk) {
+  auto a = analyse({
+      0xe8, 0, 0, 0, 0,     //  0: call __fentry__
+      0xb0, 0x07,           //  5: mov al, 7
+      0xe6, 0xf2,           //  7: out 0xf2, al
+      0xe9, 0, 0, 0, 0,     //  9: jmp __x86_return_thunk
+      0xcc,                 // 14: int3
+  }, {external("__fentry__"), external("__x86_return_thunk")}, {plt32(1, 2), plt32(10, 3)}, AnalysisOptions{{{0xf0, 0xf7}}});
+  const Function& f = a->dis.functions()[0];
+  ASSERT_GE(f.insns.size(), 4u);
+  EXPECT_EQ(f.insns[0].flow, Flow::Call);
+  EXPECT_EQ(f.insns[3].flow, Flow::Return);
+  auto out = accessesAt(a->result, 7);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0]->value, 7u);
+  ASSERT_EQ(a->result.roots.size(), 1u);
+  EXPECT_EQ(a->result.roots[0].last.size(), 1u);
+}
+
+TEST(DataFlow, IndirectCallEndsAndRestartsASequence) {
+  auto a = analyse({
+      0xb0, 0x01,           //  0: mov al, 1
+      0xe6, 0xf2,           //  2: out 0xf2, al
+      0xff, 0xd3,           //  4: call rbx             (a function pointer)
+      0xb0, 0x02,           //  6: mov al, 2
+      0xe6, 0xf2,           //  8: out 0xf2, al
+      0xc3,                 // 10: ret
+  }, {}, {}, AnalysisOptions{{{0xf0, 0xf7}}});
+  auto w1 = accessesAt(a->result, 2), w2 = accessesAt(a->result, 8);
+  ASSERT_EQ(w1.size(), 1u);
+  ASSERT_EQ(w2.size(), 1u);
+  const auto i1 = std::uint32_t(w1[0] - a->result.accesses.data()), i2 = std::uint32_t(w2[0] - a->result.accesses.data());
+  EXPECT_FALSE(a->result.edges.count({i1, i2}));
+  EXPECT_TRUE(a->result.break_exits.count(i1));
+  EXPECT_TRUE(a->result.break_entries.count(i2));
+}
+
+TEST(DataFlow, UnknownPortIsReportedUnresolved) {
+  auto a = analyse({
+      0x89, 0xfa,           //  0: mov edx, edi          (port from the caller: unknown here)
+      0xee,                 //  2: out dx, al
+      0xc3,                 //  3: ret
+  }, {}, {});
+  auto out = accessesAt(a->result, 2);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0]->where, Access::Where::Unresolved);
+  ASSERT_EQ(a->result.coverage.unresolved.size(), 1u);
+  EXPECT_NE(a->result.coverage.unresolved[0].find(".text+0x2"), std::string::npos);
+}
+
+TEST(DataFlow, LoopOverADataRegisterBecomesAnUnboundedLoop) {
+  auto a = analyse({
+      0xb9, 0x10, 0, 0, 0,  //  0: mov ecx, 16
+      0xe6, 0xf5,           //  5: out 0xf5, al
+      0x83, 0xe9, 0x01,     //  7: sub ecx, 1
+      0x75, 0xf9,           // 10: jne 5
+      0xc3,                 // 12: ret
+  }, {}, {}, AnalysisOptions{{{0xf0, 0xf7}}});
+  PolicyOptions isa;
+  isa.isa_kind = "isa-test";
+  auto policy = buildPolicy(a->result, isa);
+  ASSERT_TRUE(policy) << policy.error().message();
+  ASSERT_EQ(policy->graphs[0].channels.size(), 1u);
+  const auto& ch = policy->graphs[0].channels[0];
+  ASSERT_EQ(ch.loops.size(), 1u);
+  EXPECT_TRUE(ch.loops[0].unbounded);
+  EXPECT_EQ(a->result.coverage.loops, 1u);
+}
+
+}  // namespace
+}  // namespace iof::analysis

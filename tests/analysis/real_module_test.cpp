@@ -1,0 +1,112 @@
+// Golden facts about Debian 12's real driver modules, checked against the analyser's output.
+// The kernel package is fetched by the analysis_fetch_kernel setup test (scripts/lib/common.sh).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <set>
+#include <string>
+
+#include "ioreq_filter/analysis/disassembly.h"
+#include "ioreq_filter/analysis/elf_module.h"
+#include "ioreq_filter/analysis/io_analysis.h"
+#include "ioreq_filter/analysis/policy_builder.h"
+
+namespace iof::analysis {
+namespace {
+
+std::string modulePath(const std::string& relative) {
+  std::ifstream in(KERNEL_MODULES_FILE);
+  std::string dir, version;
+  in >> dir >> version;
+  return dir + "/lib/modules/" + version + "/kernel/" + relative;
+}
+
+struct Analysed {
+  Module module;
+  Disassembly dis;
+  ModuleAnalysis result;
+};
+
+std::unique_ptr<Analysed> analyse(const std::string& relative) {
+  auto m = loadModule(modulePath(relative));
+  EXPECT_TRUE(m) << m.error().message();
+  if (!m) return nullptr;
+  auto a = std::make_unique<Analysed>();
+  a->module = std::move(*m);
+  auto d = disassemble(a->module);
+  EXPECT_TRUE(d) << d.error().message();
+  if (!d) return nullptr;
+  a->dis = std::move(*d);
+  a->result = analyzeModule(a->dis);
+  return a;
+}
+
+TEST(RealModules, FloppyPortsAreTheControllerBasePlusRegister) {
+  auto a = analyse("drivers/block/floppy.ko");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->module.name, "floppy");
+  EXPECT_TRUE(a->module.pci_ids.empty());
+  EXPECT_EQ(a->result.coverage.undecodable_bytes, 0u);
+  auto policy = buildPolicy(a->result, PolicyOptions{});
+  ASSERT_TRUE(policy) << policy.error().message();
+  EXPECT_EQ(policy->match.isa_kind, "isa-fdc");
+  // The base init_module stores into fdc_state[0].address.
+  const RegionSpec* io = nullptr;
+  for (const auto& r : policy->regions)
+    if (r.base == 0x3f0) io = &r;
+  ASSERT_NE(io, nullptr);
+  EXPECT_EQ(io->space, RegionSpace::Io);
+  EXPECT_EQ(io->length, 8u);
+  const auto region = std::uint32_t(io - policy->regions.data());
+  // Writes: DOR (2), DSR (4), FIFO (5), CCR (7); FIFO command bytes the driver fixes, e.g. FD_DUMPREGS 0x0e
+  // and FD_SENSEI 0x08, are exact values.
+  std::set<std::uint64_t> write_offsets, fifo_values;
+  for (const auto& ch : policy->graphs[0].channels)
+    for (const auto& n : ch.nodes) {
+      if (n.region != region) continue;
+      write_offsets.insert(n.offset);
+      if (n.offset == 5 && n.value.kind == ValueKind::Exact) fifo_values.insert(n.value.a);
+      EXPECT_FALSE(n.provenance.function.empty());
+    }
+  EXPECT_TRUE(write_offsets.count(2));
+  EXPECT_TRUE(write_offsets.count(4));
+  EXPECT_TRUE(write_offsets.count(5));
+  EXPECT_TRUE(write_offsets.count(7));
+  EXPECT_TRUE(fifo_values.count(0x0e)) << "FD_DUMPREGS";
+  EXPECT_TRUE(fifo_values.count(0x08)) << "FD_SENSEI";
+  // Status (4), FIFO (5) and DIR (7) reads are stateless.
+  std::set<std::uint64_t> reads;
+  for (const auto& n : policy->graphs[0].anywhere)
+    if (n.region == region) reads.insert(n.offset);
+  EXPECT_TRUE(reads.count(4));
+  EXPECT_TRUE(reads.count(5));
+  EXPECT_TRUE(reads.count(7));
+  // Every write channel has a way in and a way out.
+  for (const auto& ch : policy->graphs[0].channels) {
+    EXPECT_FALSE(ch.entries.empty()) << ch.name;
+    EXPECT_FALSE(ch.exits.empty()) << ch.name;
+  }
+}
+
+TEST(RealModules, E1000ClaimsTheQemuNicAndWritesThroughItsBar) {
+  auto a = analyse("drivers/net/ethernet/intel/e1000/e1000.ko");
+  ASSERT_TRUE(a);
+  bool qemu_nic = false;
+  for (const auto& id : a->module.pci_ids) qemu_nic |= id.vendor == 0x8086 && id.device == 0x100e;
+  EXPECT_TRUE(qemu_nic) << "82540EM (QEMU's e1000) missing from the id table";
+  EXPECT_GT(a->module.pci_ids.size(), 20u);
+  bool ioremap_bar = false;
+  for (const auto& b : a->result.bases) ioremap_bar |= b.kind == DeviceBase::PciIoremapBar;
+  EXPECT_TRUE(ioremap_bar);
+}
+
+TEST(RealModules, SignedModulesCarryTheirSignatureAfterTheElf) {
+  std::ifstream in(modulePath("drivers/block/floppy.ko"), std::ios::binary);
+  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto sig = moduleSignatureSize(bytes);
+  ASSERT_TRUE(sig.has_value());
+  EXPECT_GT(*sig, 40u);
+}
+
+}  // namespace
+}  // namespace iof::analysis
