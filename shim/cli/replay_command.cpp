@@ -143,6 +143,15 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
   if (report->stopped_at_line) j["stopped_at_line"] = *report->stopped_at_line;
   if (report->first_refusal_line) j["first_refusal_line"] = *report->first_refusal_line;
   j["trigger_lines"] = report->trigger_lines;
+  // Which filtered devices the trigger accesses go to: a reproducer is only expected to be refused
+  // when its harmful access reaches a device some policy covers.
+  nlohmann::ordered_json trigger_devices = nlohmann::ordered_json::array();
+  for (const auto& s : report->steps) {
+    const TraceCommand& c = trace->commands[s.command];
+    if (c.trigger && engine && s.is_io && s.verdict.device >= 0)
+      trigger_devices.push_back(engine->device(std::size_t(s.verdict.device)).instance.name);
+  }
+  j["trigger_devices"] = trigger_devices;
   if (!report->trigger_lines.empty()) j["refused_before_trigger"] = report->refusedAtOrBeforeTrigger();
   j["qemu"] = fateJson(report->fate);
   j["notes"] = report->notes;
@@ -191,6 +200,7 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
     if (o.all_steps) {
       nlohmann::ordered_json js{{"line", s.line}, {"command", toQtest(c)}};
       if (s.is_io) js["verdict"] = s.verdict.forwarded() ? "forward" : std::string("refuse:") + toString(s.verdict.reason);
+      if (engine && s.is_io && s.verdict.device >= 0) js["device"] = engine->device(std::size_t(s.verdict.device)).instance.name;
       js["forwarded"] = s.forwarded;
       if (s.skipped) js["skipped"] = true;
       if (s.response) js["response"] = hex(*s.response);
@@ -282,8 +292,8 @@ int run(const ReplayOptions& o) {
 RunFn setup(CLI::App& app) {
   auto o = std::make_shared<ReplayOptions>();
   auto* sub = app.add_subcommand("replay", "Replay traces through the filter into a real QEMU device model (qtest)");
-  sub->add_option("--policy", o->policy_files, "Policy file (repeatable)")->check(CLI::ExistingFile);
-  sub->add_option("--policy-dir", o->policy_dirs, "Load every *.json below DIR")->check(CLI::ExistingDirectory);
+  sub->add_option("--policy", o->policy_files, "Policy file (repeatable)")->allow_extra_args(false)->check(CLI::ExistingFile);
+  sub->add_option("--policy-dir", o->policy_dirs, "Load every *.json below DIR")->allow_extra_args(false)->check(CLI::ExistingDirectory);
   sub->add_flag("--no-filter", o->no_filter, "Forward every request (QEMU's behaviour without the filter)");
   sub->add_option("--qemu-args", o->qemu_args, "QEMU machine arguments (default: the trace's '# qemu:' header)");
   sub->add_option("--qemu", o->qemu_binary, "QEMU binary (default: $IOREQ_FILTER_QEMU or qemu-system-x86_64)");
