@@ -80,7 +80,8 @@ std::vector<std::unique_ptr<Workload>> g_workloads;
 
 int registerTraces() {
   const std::string root = IOREQ_FILTER_SOURCE_DIR;
-  auto policies = loadPolicyDir(root + "/policies");
+  // The enforcement set: the specification baseline until binary-derived policies ship.
+  auto policies = loadPolicyDir(root + (std::getenv("IOREQ_FILTER_BENCH_POLICIES") ? std::string("/") + std::getenv("IOREQ_FILTER_BENCH_POLICIES") : std::string("/policies/datasheet")));
   if (!policies) {
     std::cerr << "bench: " << policies.error().message() << "\n";
     return 1;

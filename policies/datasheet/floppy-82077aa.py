@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Writes ../floppy-82077aa.json: the floppy controller's I/O sequence graph, written by hand from
+"""Writes floppy-82077aa.json (beside this script): the floppy controller's I/O sequence graph, written by hand from
 Intel's 82077AA CHMOS Single-Chip Floppy Disk Controller datasheet (order no. 290166), the
 specification-derived baseline (Nioh's approach) that binary-derived policies are compared with.
 
@@ -178,4 +178,4 @@ def main(out_path):
 
 if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))
-    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "floppy-82077aa.json"))
+    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "floppy-82077aa.json"))

@@ -43,7 +43,7 @@ std::string tmpFile(const std::string& name, const std::string& text) {
 }
 
 TEST(CheckEndToEnd, RealFloppyTraceIsForwarded) {
-  const auto r = cli("check --policy policies/floppy-82077aa.json --json tests/data/traces/floppy.qtest");
+  const auto r = cli("check --policy policies/datasheet/floppy-82077aa.json --json tests/data/traces/floppy.qtest");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const auto j = jsonOf(r)[0];
   EXPECT_EQ(j["refusals_total"], 0);
@@ -54,7 +54,7 @@ TEST(CheckEndToEnd, RealFloppyTraceIsForwarded) {
 class FloppyAttack : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(FloppyAttack, RefusedBeforeTheTriggerByTheGraph) {
-  const auto r = cli(std::string("check --policy policies/floppy-82077aa.json --json tests/data/attacks/") + GetParam());
+  const auto r = cli(std::string("check --policy policies/datasheet/floppy-82077aa.json --json tests/data/attacks/") + GetParam());
   ASSERT_EQ(r.exit_code, 3) << r.out;
   const auto j = jsonOf(r)[0];
   EXPECT_TRUE(j["refused_before_trigger"].get<bool>()) << j.dump(2);
@@ -67,7 +67,7 @@ INSTANTIATE_TEST_SUITE_P(Corpus, FloppyAttack,
                          ::testing::Values("fdc-venom-cve-2015-3456.qtest", "fdc-cve-2021-20196.qtest", "fdc-cve-2021-3507.qtest"));
 
 TEST(CheckEndToEnd, VenomIsRefusedByValueAtTheFirstPush) {
-  const auto r = cli("check --policy policies/floppy-82077aa.json tests/data/attacks/fdc-venom-cve-2015-3456.qtest --show 1");
+  const auto r = cli("check --policy policies/datasheet/floppy-82077aa.json tests/data/attacks/fdc-venom-cve-2015-3456.qtest --show 1");
   ASSERT_EQ(r.exit_code, 3) << r.out;
   EXPECT_NE(r.out.find("REFUSED tests/data/attacks/fdc-venom-cve-2015-3456.qtest:14"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("reason value"), std::string::npos) << r.out;
@@ -75,23 +75,23 @@ TEST(CheckEndToEnd, VenomIsRefusedByValueAtTheFirstPush) {
 }
 
 TEST(CheckEndToEnd, BindWithoutQemu) {
-  const auto r = cli("check --policy policies/floppy-82077aa.json --bind floppy=isa:0x3f0 tests/data/attacks/fdc-venom-cve-2015-3456.qtest");
+  const auto r = cli("check --policy policies/datasheet/floppy-82077aa.json --bind floppy=isa:0x3f0 tests/data/attacks/fdc-venom-cve-2015-3456.qtest");
   EXPECT_EQ(r.exit_code, 3) << r.out;
 }
 
 TEST(CheckEndToEnd, MonitorModeReportsButForwards) {
-  const auto r = cli("check --mode monitor --policy policies/floppy-82077aa.json --bind floppy=isa:0x3f0 "
+  const auto r = cli("check --mode monitor --policy policies/datasheet/floppy-82077aa.json --bind floppy=isa:0x3f0 "
                      "tests/data/attacks/fdc-venom-cve-2015-3456.qtest --show 1");
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("WOULD REFUSE"), std::string::npos) << r.out;
 }
 
 TEST(CheckEndToEnd, BadInputsExitTwoWithWhereAndWhy) {
-  auto r = cli("check --policy policies/floppy-82077aa.json /nonexistent.qtest");
+  auto r = cli("check --policy policies/datasheet/floppy-82077aa.json /nonexistent.qtest");
   EXPECT_EQ(r.exit_code, 2) << r.out;
 
   const auto bad_trace = tmpFile("bad.qtest", "# qemu: -machine pc\noutb 0x3f5\n");
-  r = cli("check --policy policies/floppy-82077aa.json " + bad_trace);
+  r = cli("check --policy policies/datasheet/floppy-82077aa.json " + bad_trace);
   EXPECT_EQ(r.exit_code, 2) << r.out;
   EXPECT_NE(r.out.find(bad_trace + ":2"), std::string::npos) << r.out;
 
@@ -104,26 +104,26 @@ TEST(CheckEndToEnd, BadInputsExitTwoWithWhereAndWhy) {
   EXPECT_EQ(r.exit_code, 2) << r.out;
   EXPECT_NE(r.out.find("no policies"), std::string::npos) << r.out;
 
-  r = cli("check --policy policies/floppy-82077aa.json --bind floppy=isa:zz tests/data/traces/floppy.qtest");
+  r = cli("check --policy policies/datasheet/floppy-82077aa.json --bind floppy=isa:zz tests/data/traces/floppy.qtest");
   EXPECT_EQ(r.exit_code, 2) << r.out;
   EXPECT_NE(r.out.find("--bind floppy=isa:zz"), std::string::npos) << r.out;
 
   const auto headerless = tmpFile("headerless.qtest", "outb 0x3f5 0x0a\n");
-  r = cli("check --policy policies/floppy-82077aa.json " + headerless);
+  r = cli("check --policy policies/datasheet/floppy-82077aa.json " + headerless);
   EXPECT_EQ(r.exit_code, 2) << r.out;
   EXPECT_NE(r.out.find("no '# qemu:' header"), std::string::npos) << r.out;
 
-  r = cli("check --policy policies/floppy-82077aa.json --qemu-args '-device no-such-device' tests/data/traces/floppy.qtest");
+  r = cli("check --policy policies/datasheet/floppy-82077aa.json --qemu-args '-device no-such-device' tests/data/traces/floppy.qtest");
   EXPECT_NE(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("no-such-device"), std::string::npos) << r.out;
 }
 
 TEST(PolicyCli, ValidateShowDot) {
-  auto r = cli("policy validate policies/floppy-82077aa.json");
+  auto r = cli("policy validate policies/datasheet/floppy-82077aa.json");
   EXPECT_EQ(r.exit_code, 0) << r.out;
-  r = cli("policy show policies/floppy-82077aa.json");
+  r = cli("policy show policies/datasheet/floppy-82077aa.json");
   EXPECT_NE(r.out.find("208 nodes"), std::string::npos) << r.out;
-  r = cli("policy dot policies/floppy-82077aa.json");
+  r = cli("policy dot policies/datasheet/floppy-82077aa.json");
   EXPECT_NE(r.out.find("digraph"), std::string::npos);
   const auto bad_policy = tmpFile("bad2.json", "{\"format\": \"ioreq-filter-policy\", \"version\": 1, \"device\": 5}");
   r = cli("policy validate " + bad_policy);

@@ -181,7 +181,7 @@ TEST(PolicyJson, DotDrawsEveryNode) {
 }
 
 TEST(PolicyJson, ShippedFloppyPolicyIsValid) {
-  auto p = loadPolicyFile(std::string(IOREQ_FILTER_SOURCE_DIR) + "/policies/floppy-82077aa.json");
+  auto p = loadPolicyFile(std::string(IOREQ_FILTER_SOURCE_DIR) + "/policies/datasheet/floppy-82077aa.json");
   ASSERT_TRUE(p.has_value()) << p.error().message();
   EXPECT_EQ(p->match.isa_kind, "isa-fdc");
 }
