@@ -4,11 +4,15 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/lib/common.s
 
 XEN_HOOKS_DIR="$IOREQ_FILTER_ROOT/xen-hooks"
 
-# series_key -> hash of everything that goes into the patched tree and its builds, so a
-# changed patch or harness file gets a fresh tree and an unchanged one reuses the cache.
+# series_key -> hash of everything that goes into the patched tree (the series and this file),
+# so a changed patch gets a fresh tree and an unchanged one reuses the cache. gate_corpus is
+# rebuilt inside the tree when its own sources change (see build-harness).
 series_key() {
-  (cd "$XEN_HOOKS_DIR" && cat patches/series $(sed 's/#.*//' patches/series) \
-     harness/gate_corpus.c harness/gate.mk scripts/lib.sh) | sha256sum | cut -c1-16
+  local files
+  files=$(awk '{sub(/#.*/, ""); gsub(/[[:space:]]/, "")} $0 != "" {print "patches/" $0}' \
+          "$XEN_HOOKS_DIR/patches/series") || die "cannot read patches/series"
+  # shellcheck disable=SC2086
+  (cd "$XEN_HOOKS_DIR" && cat patches/series $files scripts/lib.sh) | sha256sum | cut -c1-16
 }
 
 # patched_tree -> prints the directory of a copy of Debian's Xen source with the series
@@ -38,9 +42,10 @@ patched_tree() {
   printf '%s\n' "$dir"
 }
 
-# with_tree_lock DIR CMD... -> runs CMD holding DIR's lock: ctest runs tests in parallel
-# and two builds in one tree would corrupt each other.
+# with_tree_lock DIR NAME CMD... -> runs CMD holding DIR's NAME lock: ctest runs tests in
+# parallel and two runs of the same build in one tree would corrupt each other (the harness
+# under tools/ and the hypervisor under xen/ are independent and use different locks).
 with_tree_lock() {
-  local dir="$1"; shift
-  flock "$dir/.lock" "$@"
+  local dir="$1" name="$2"; shift 2
+  flock "$dir/.lock-$name" "$@"
 }
