@@ -107,7 +107,8 @@ lab_inputs_key() {
     for p in "${LAB_XEN_PACKAGES[@]}" "${LAB_OTHER_PACKAGES[@]}"; do lab_deb "$p"; done
     lab_kernel
     printf '%s\n' "${LAB_DOM0_MODULES[@]}"
-    sha256sum "$LAB_DIR/lib/lab.sh"
+    # The code that builds the image, not the whole file: other edits need no rebuild.
+    declare -f lab_build_base lab_copy_with_libs lab_write_cpio lab_module_closure
   } | sha256sum | cut -c1-16
 }
 
@@ -218,13 +219,13 @@ lab_build_linux_guest() {
   [ -f "$init" ] || die "linux guest init $init: no such file"
   read -r kdir kver < <(lab_kernel)
   bb="$(lab_deb busybox-static)/bin/busybox"
-  key=$( { sha256sum "$init" "$bb"; echo "$kver $*"; sha256sum "$LAB_DIR/lib/lab.sh"; } | sha256sum | cut -c1-16)
+  key=$( { sha256sum "$init" "$bb"; echo "$kver $*"; declare -f lab_build_linux_guest lab_write_cpio lab_module_closure; } | sha256sum | cut -c1-16)
   cached="$LAB_CACHE/linux-guest-$key.cpio.zst"
   if [ ! -e "$cached" ]; then
     root=$(mktemp -d "$LAB_CACHE/guest.XXXXXX")
     mkdir -p "$root"/{bin,dev,proc,sys,tmp,modules}
     cp "$bb" "$root/bin/busybox"
-    for applet in $("$bb" --list); do ln -s busybox "$root/bin/$applet"; done
+    for applet in $("$bb" --list); do [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"; done
     install -m 0755 "$init" "$root/init"
     : > "$root/modules/load-order"
     if [ $# -gt 0 ]; then
