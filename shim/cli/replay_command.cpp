@@ -94,7 +94,8 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
   auto q = qemu::QemuInstance::launch(launch);
   if (!q) {
     // QEMU rejecting the machine is bad input; failing to run QEMU at all is the environment's fault.
-    const bool bad_machine = q.error().what.find("before it was ready") != std::string::npos;
+    const bool bad_machine =
+        q.error().what.find("before it was ready") != std::string::npos || q.error().where == "qemu arguments";
     return complain(bad_machine ? kExitBadInput : kExitInternal, path + ": " + q.error().message());
   }
   qemu::QemuInstance& qemu = **q;

@@ -58,7 +58,7 @@ Result<std::unique_ptr<QemuInstance>> QemuInstance::launch(const LaunchOptions& 
   for (const auto& a : options.machine_args) {
     const std::string flag = a.starts_with("--") ? a.substr(1) : a;
     for (const char* reserved : {"-qtest", "-qtest-log", "-qmp", "-qmp-pretty", "-S", "-display", "-daemonize",
-                                 "-nographic", "-monitor", "-incoming", "-pidfile", "-runas", "-chroot"}) {
+                                 "-nographic", "-incoming", "-pidfile", "-runas", "-chroot"}) {
       if (flag == reserved) {
         return fail("qemu arguments", "'" + a + "' is set by ioreq-filter itself (QEMU runs paused under qtest with "
                                         "its own QMP socket); remove it from the machine arguments");
