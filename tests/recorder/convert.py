@@ -47,7 +47,7 @@ PIO_MARKER = re.compile(r"^iof_pio cpu (?P<cpu>\d+) (?P<dir>in|out) (?P<kind>b|v
 MMIO_MARKER = re.compile(r"^iof_mmio cpu (?P<cpu>\d+) (?P<dir>[rw]) 0x(?P<addr>[0-9a-f]+) "
                          r"(?P<size>1|2|4|8)$")
 MTREE_RANGE = re.compile(r"^\s+(?P<lo>[0-9a-f]+)-(?P<hi>[0-9a-f]+) \(prio -?\d+, (?P<kind>[^)]+)\): "
-                         r"(?P<name>\S+)")
+                         r"(?P<name>.*?)(?: @[0-9a-f]+)?$")  # names may contain spaces
 
 
 @dataclass

@@ -28,6 +28,8 @@ FlatView #1
   0000000000000000-000000000fffffff (prio 0, ram): pc.ram
   00000000febc0000-00000000febc00ff (prio 1, i/o): rtl8139
   00000000fed00000-00000000fed003ff (prio 0, i/o): hpet
+  00000000fed10000-00000000fed1001f (prio 0, i/o): usb3 port #1
+  00000000fed10020-00000000fed1002f (prio 0, i/o): usb3 @0000000000000020
 """
 
 PCI = [{"bus": 0, "devices": [
@@ -124,6 +126,14 @@ class ConvertTest(unittest.TestCase):
         self.assertEqual(commands, ["writel 0xfebc0010 0x5 # cpu 1",
                                     "readl 0xfebc0014 # cpu 0 ret 0x7"])
         self.assertEqual(stats.unpaired_ops_lines, 3)
+
+    def test_region_names_with_spaces_match_the_memory_map(self):
+        commands, _, _, _ = self.run_convert([
+            ops("read", 0, 0xFED10004, 0x1, 4, "usb3 port #1"), "iof_mmio cpu 0 r 0xfed10004 4",
+            ops("read", 0, 0xFED10020, 0x2, 4, "usb3"), "iof_mmio cpu 0 r 0xfed10020 4"],
+            regions=("usb3 port #1", "usb3"))
+        self.assertEqual(commands, ["readl 0xfed10004 # cpu 0 ret 0x1",
+                                    "readl 0xfed10020 # cpu 0 ret 0x2"])
 
     def test_interleaved_vcpus_are_paired_per_vcpu(self):
         commands, _, _, _ = self.run_convert([
