@@ -212,7 +212,9 @@ def scenarios() -> dict:
                         "intel-hda with hda-duplex: playback and capture through /dev/dsp",
             header_args=["-audiodev", "none,id=audio0", "-device", "intel-hda,id=hda0,addr=05.0",
                          "-device", "hda-duplex,audiodev=audio0,bus=hda0.0"],
-            modules=["snd-hda-intel", "snd-hda-codec-generic", "snd-pcm-oss"],
+            # The codec driver first: snd-hda-intel binds codecs asynchronously right after its
+            # probe and, without modprobe in the initramfs, cannot load one itself.
+            modules=["snd-hda-codec-generic", "snd-hda-intel", "snd-pcm-oss"],
             workload="check wait_for /dev/dsp 20\n" + AUDIO_WORKLOAD, pci=["00:05.0"]),
         Scenario(
             name="cirrus",
