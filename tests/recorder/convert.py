@@ -279,6 +279,10 @@ class Selection:
     regions: list
     pci: list                 # "BB:DD.F"
     bars: list = field(default_factory=list)   # (is_io, lo, hi) of the selected functions' BARs
+    # Regions the device maps in and out while it runs (the VGA window at 0xa0000 is I/O while
+    # the VGA BIOS plans it and RAM when the guest maps VRAM there): the final memory map
+    # cannot vouch for them, so they are not checked against it.
+    remapped: list = field(default_factory=list)
 
 
 def parse_bdf(text: str) -> tuple:
@@ -387,7 +391,8 @@ def convert(log_path: str, mtree_path: str, pci_path: str, selection: Selection,
                     out.append(command(access))
             continue
         if access.region in selection.regions or in_bars(selection, access.is_pio, access.addr):
-            check_against_mtree(spaces, access, log_path)
+            if access.region not in selection.remapped:
+                check_against_mtree(spaces, access, log_path)
             out.append(command(access))
         if index == last_fw_cfg:
             out.append("# phase kernel")
@@ -417,6 +422,8 @@ def main(argv=None) -> int:
     parser.add_argument("--region", action="append", default=[], help="QEMU region name to keep")
     parser.add_argument("--pci-function", action="append", default=[], metavar="BB:DD.F",
                         help="PCI function whose BARs and config space to keep")
+    parser.add_argument("--remapped", action="append", default=[], metavar="NAME",
+                        help="kept region that moves during the run: not checked against --mtree")
     parser.add_argument("--widening", action="append", default=[], metavar="NAME=SIZE",
                         help="region that implements only SIZE-byte accesses (QEMU widens smaller)")
     parser.add_argument("--header", action="append", default=[], help="header line (without '# ')")
@@ -429,7 +436,7 @@ def main(argv=None) -> int:
             if not name or size not in ("2", "4", "8"):
                 raise ConvertError(f"--widening {item!r}: expected NAME=2|4|8")
             widening[name] = int(size)
-        selection = Selection(args.region, args.pci_function)
+        selection = Selection(args.region, args.pci_function, remapped=args.remapped)
         text, stats, phases = convert(args.log, args.mtree, args.pci, selection,
                                       [f"# {h}" for h in args.header], widening)
         write_atomically(args.output, text)

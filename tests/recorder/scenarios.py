@@ -35,6 +35,7 @@ class Scenario:
     record_args: list | None = None   # default: header_args
     images: dict = field(default_factory=dict)  # node name -> size in bytes (pattern-filled file)
     tftp: bool = False
+    remapped: list = field(default_factory=list)  # kept regions QEMU maps in and out at run time
 
 
 def disk_swap(header_args: list, images: dict) -> list:
@@ -230,8 +231,7 @@ echo 1 > /sys/class/graphics/fb0/blank
 echo 0 > /sys/class/graphics/fb0/blank
 check dd if=/dev/fb0 of=/dev/null bs=4k count=64
 """,
-            regions=["cirrus-io", "vga", "vga-lowmem", "cirrus-low-memory", "cirrus-bitblt-mmio",
-                     "cirrus-mmio", "vbe", "vga ioports remapped", "bochs dispi interface"],
+            regions=["cirrus-io", "cirrus-low-memory"], remapped=["cirrus-low-memory"],
             pci=["00:05.0"]),
     ]
     return {s.name: s for s in items}

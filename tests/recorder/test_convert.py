@@ -191,6 +191,18 @@ class ConvertTest(unittest.TestCase):
         self.assert_error(["iof_pio cpu 0 in b", ops("read", 0, 0xC000, 0, 1, "ne2000")],
                           "trace.log:2:", "'rtl8139'")
 
+    def test_remapped_region_is_not_held_to_the_final_map(self):
+        log = self.write("trace.log", "\n".join([
+            ops("write", 0, 0xA0000, 0x7, 1, "cirrus-low-memory"),
+            "iof_mmio cpu 0 w 0xa0000 1"]) + "\n")
+        with self.assertRaises(convert.ConvertError):
+            convert.convert(log, self.mtree, self.pci,
+                            convert.Selection(["cirrus-low-memory"], []), [], {})
+        text, _, _ = convert.convert(log, self.mtree, self.pci,
+                                     convert.Selection(["cirrus-low-memory"], [],
+                                                       remapped=["cirrus-low-memory"]), [], {})
+        self.assertIn("writeb 0xa0000 0x7 # cpu 0", text)
+
     def test_phase_port_written_wider_than_a_byte(self):
         self.assert_error(["iof_pio cpu 0 out v66", ops("write", 0, 0x500, 0x4141, 2, "io")],
                           "trace.log:2:", "phase port written with size 2")
