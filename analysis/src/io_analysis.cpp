@@ -159,6 +159,13 @@ class Analyzer {
   std::map<std::tuple<CodeAddr, int, std::uint64_t, std::int64_t, std::uint64_t, bool>, std::uint32_t> access_index_;
   std::set<CodeAddr> site_insns_, pinned_insns_, foreign_insns_;
   int depth_ = 0;
+  struct FunctionLoops {
+    bool computed = false;
+    std::vector<std::int32_t> innermost;  // per block: index into ModuleAnalysis::loops, or -1
+    std::map<std::pair<std::uint32_t, std::uint32_t>, std::int32_t> back_edges;  // (from, header) -> loop
+  };
+  std::vector<FunctionLoops> loops_;
+  const FunctionLoops& loopsOf(std::uint32_t fn);
 
   std::uint32_t cellOf(std::uint32_t section, std::uint64_t offset) {
     const std::uint64_t key = codeAddr(section, offset);
@@ -813,11 +820,19 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
       if (std::find(dst.begin(), dst.end(), x) == dst.end()) dst.push_back(x), changed = true;
     return changed;
   };
-  auto connect = [&](const std::vector<std::uint32_t>& from, std::uint32_t to) {
+  const FunctionLoops& fl = loopsOf(fn);
+  // Positions that came around a loop's back edge: an edge from one of them is an iteration of that loop.
+  using Carried = std::vector<std::pair<std::uint32_t, std::int32_t>>;
+  std::vector<Carried> carried_in(nb);
+  auto connect = [&](const std::vector<std::uint32_t>& from, std::uint32_t to, const Carried& carried) {
     for (auto p : from) {
       if (p == kStart) first.insert(to);
       else if (p == kIdle) out_.break_entries.insert(to);
-      else out_.edges.emplace(p, to);
+      else {
+        out_.edges.emplace(p, to);
+        for (auto [cp, loop] : carried)
+          if (cp == p) out_.edge_loops[{p, to}].insert(std::uint32_t(loop));
+      }
     }
   };
   last_in[0] = {kStart};
@@ -831,6 +846,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     work.pop_back();
     queued[b] = 0;
     std::vector<std::uint32_t> cur = last_in[b];
+    Carried carried = carried_in[b], carried_choice;
     std::vector<std::uint32_t> before_choice;
     bool returned = false;
     for (const Item& it : items[b]) {
@@ -841,21 +857,23 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
             before_choice.clear();
             break;
           }
-          if (it.kind == Item::Position || before_choice.empty()) before_choice = cur, cur.clear();
-          connect(before_choice, it.index);
+          if (it.kind == Item::Position || before_choice.empty())
+            before_choice = cur, cur.clear(), carried_choice = std::move(carried), carried.clear();
+          connect(before_choice, it.index, carried_choice);
           result.reached.insert(it.index);
           if (std::find(cur.begin(), cur.end(), it.index) == cur.end()) cur.push_back(it.index);
           break;
         case Item::Call: {
           before_choice.clear();
           const Summary& callee = summaries_[it.index];
-          for (auto f0 : callee.first) connect(cur, f0);
+          for (auto f0 : callee.first) connect(cur, f0, carried);
           result.reached.insert(callee.reached.begin(), callee.reached.end());
           const bool nullable = std::find(callee.last.begin(), callee.last.end(), kStart) != callee.last.end();
           std::vector<std::uint32_t> next;
           for (auto l : callee.last)
             if (l != kStart) next.push_back(l);
           if (nullable) addAll(next, cur);
+          else carried.clear();
           cur = std::move(next);
           break;
         }
@@ -868,6 +886,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
           }
           next.push_back(kIdle);
           cur = std::move(next);
+          carried.clear();
           break;
         }
         case Item::Return:
@@ -882,6 +901,16 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
       bool changed = !seen[succ];
       seen[succ] = 1;
       changed |= addAll(last_in[succ], cur);
+      auto back = fl.back_edges.find({b, succ});
+      auto addCarried = [&](std::uint32_t pos, std::int32_t loop) {
+        auto& c = carried_in[succ];
+        if (std::find(c.begin(), c.end(), std::pair{pos, loop}) == c.end()) c.emplace_back(pos, loop), changed = true;
+      };
+      if (back != fl.back_edges.end()) {
+        for (auto p : cur)
+          if (p != kStart && p != kIdle) addCarried(p, back->second);
+      }
+      for (auto [p, loop] : carried) addCarried(p, loop);
       if (changed && !queued[succ]) queued[succ] = 1, work.push_back(succ);
     }
   }
@@ -892,6 +921,187 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
   out.ret = ret_set ? ret : Value::top();
   out.done = true;
   return sid;
+}
+
+// Natural loops (back edges to a dominating header) and their trip bounds where the code fixes one:
+//  - the exit test compares the induction register with a constant:  cmp $N, %reg ; jcc out
+//  - a down-counter initialised to a constant before the loop:        mov $N, %reg ... sub $1, %reg ; jne
+//  - the exit test compares with a byte/word (a u8/u16 count field):  cmp %reg, %r8b / movzbl then cmp
+const Analyzer::FunctionLoops& Analyzer::loopsOf(std::uint32_t fn) {
+  FunctionLoops& out = loops_[fn];
+  if (out.computed) return out;
+  out.computed = true;
+  const Function& f = d_.functions()[fn];
+  const std::size_t n = f.blocks.size();
+  out.innermost.assign(n, -1);
+  if (n == 0 || n > 4000) return out;
+  // Dominators (iterative bit sets over reverse post-order; functions are small).
+  std::vector<std::vector<std::uint32_t>> preds(n);
+  for (std::uint32_t b = 0; b < n; ++b)
+    for (auto s2 : f.blocks[b].succs) preds[s2].push_back(b);
+  std::vector<std::uint32_t> order;
+  {
+    std::vector<char> seen(n, 0);
+    std::vector<std::pair<std::uint32_t, std::size_t>> st{{0, 0}};
+    seen[0] = 1;
+    while (!st.empty()) {
+      auto& [v, i] = st.back();
+      if (i < f.blocks[v].succs.size()) {
+        auto w = f.blocks[v].succs[i++];
+        if (!seen[w]) seen[w] = 1, st.emplace_back(w, 0);
+      } else {
+        order.push_back(v);
+        st.pop_back();
+      }
+    }
+    std::reverse(order.begin(), order.end());
+  }
+  const std::size_t words = (n + 63) / 64;
+  std::vector<std::uint64_t> dom(n * words, ~0ull);
+  auto D = [&](std::uint32_t b) { return dom.data() + b * words; };
+  std::fill(D(0), D(0) + words, 0ull);
+  D(0)[0] = 1;
+  std::vector<char> reachable(n, 0);
+  for (auto b : order) reachable[b] = 1;
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (auto b : order) {
+      if (b == 0) continue;
+      std::vector<std::uint64_t> nd(words, ~0ull);
+      for (auto p : preds[b])
+        if (reachable[p])
+          for (std::size_t w = 0; w < words; ++w) nd[w] &= D(p)[w];
+      nd[b / 64] |= 1ull << (b % 64);
+      if (!std::equal(nd.begin(), nd.end(), D(b))) std::copy(nd.begin(), nd.end(), D(b)), changed = true;
+    }
+  }
+  auto dominates = [&](std::uint32_t a, std::uint32_t b) { return (D(b)[a / 64] >> (a % 64)) & 1; };
+  // One loop per header: the union of its back edges' bodies.
+  std::map<std::uint32_t, std::vector<char>> bodies;
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> back_edge_list;
+  for (auto b : order)
+    for (auto h : f.blocks[b].succs)
+      if (reachable[h] && dominates(h, b)) {
+        auto& body = bodies[h];
+        if (body.empty()) body.assign(n, 0);
+        back_edge_list.emplace_back(b, h);
+        body[h] = 1;
+        std::vector<std::uint32_t> work{b};
+        while (!work.empty()) {
+          auto x = work.back();
+          work.pop_back();
+          if (body[x]) continue;
+          body[x] = 1;
+          for (auto p : preds[x]) work.push_back(p);
+        }
+      }
+  // Innermost = smallest body containing the block.
+  std::vector<std::size_t> size_of(n, ~std::size_t(0));
+  for (auto& [h, body] : bodies) {
+    const std::size_t size = std::size_t(std::count(body.begin(), body.end(), 1));
+    LoopInfo info;
+    info.function = fn;
+    info.header = f.insns[f.blocks[h].first].addr;
+    // Bound from an exit test.
+    auto regDef = [&](std::uint32_t before, std::uint8_t gpr) -> const Insn* {
+      for (std::uint32_t i = before; i-- > 0;) {
+        const Insn& in = f.insns[i];
+        if (in.op_count >= 1 && in.ops[0].kind == Operand::Reg && in.ops[0].reg.gpr == gpr && in.id != X86_INS_CMP &&
+            in.id != X86_INS_TEST && in.id != X86_INS_PUSH)
+          return &in;
+      }
+      return nullptr;
+    };
+    std::optional<std::uint64_t> best;
+    std::string why;
+    auto consider = [&](std::uint64_t b, std::string reason) {
+      if (!best || b < *best) best = b, why = std::move(reason);
+    };
+    for (std::uint32_t b = 0; b < n; ++b) {
+      if (!body[b]) continue;
+      bool exits = false;
+      for (auto s2 : f.blocks[b].succs) exits |= !body[s2];
+      if (!exits) continue;
+      const std::uint32_t last = f.blocks[b].last;
+      if (f.insns[last].flow != Flow::CondJump || last == 0) continue;
+      const Insn& test = f.insns[last - 1];
+      if (test.id == X86_INS_CMP && test.op_count == 2) {
+        const Operand& x = test.ops[0];
+        const Operand& y = test.ops[1];
+        auto induction = [&](std::uint8_t gpr) {
+          for (std::uint32_t bb = 0; bb < n; ++bb) {
+            if (!body[bb]) continue;
+            for (std::uint32_t i = f.blocks[bb].first; i <= f.blocks[bb].last; ++i) {
+              const Insn& in = f.insns[i];
+              if (in.op_count < 1 || in.ops[0].kind != Operand::Reg || in.ops[0].reg.gpr != gpr) continue;
+              if (in.id == X86_INS_INC || in.id == X86_INS_DEC) return true;
+              if ((in.id == X86_INS_ADD || in.id == X86_INS_SUB) && in.op_count == 2 && in.ops[1].kind == Operand::Imm &&
+                  (in.ops[1].imm == 1 || in.ops[1].imm == -1))
+                return true;
+            }
+          }
+          return false;
+        };
+        // Only a counter stepping by one bounds the loop; a status value compared with a constant does not.
+        const bool counter = x.kind == Operand::Reg && x.reg.gpr != NoReg && induction(x.reg.gpr);
+        const bool counter_y = y.kind == Operand::Reg && y.reg.gpr != NoReg && induction(y.reg.gpr);
+        if (y.kind == Operand::Imm && counter && y.imm > 0 && y.imm < (1 << 24)) {
+          consider(std::uint64_t(y.imm) + 1, "counter compared with " + std::to_string(y.imm));
+        } else if ((counter || counter_y) && ((x.kind == Operand::Mem && x.size == 1) || (y.kind == Operand::Mem && y.size == 1))) {
+          consider(256, "counter compared with a byte-sized count");
+        } else if (counter || counter_y) {
+          const Operand& other = counter ? y : x;
+          if (other.kind == Operand::Reg && other.reg.gpr != NoReg) {
+            const Insn* def = regDef(last - 1, other.reg.gpr);
+            if (def && def->id == X86_INS_MOVZX && def->ops[1].size == 1) consider(256, "counter compared with a byte-sized count");
+            else if (def && def->id == X86_INS_MOVZX && def->ops[1].size == 2) consider(65536, "counter compared with a 16-bit count");
+          }
+        }
+      }
+      // A flag register only ever set to constants inside the loop (`for (i = 0; i < 2; i++)` unrolled to
+      // `test %ebx,%ebx; jne out; mov $1,%ebx; jmp head`): it can change value only that many times.
+      if ((test.id == X86_INS_TEST || test.id == X86_INS_CMP) && test.op_count == 2 && test.ops[0].kind == Operand::Reg &&
+          test.ops[0].reg.gpr != NoReg) {
+        const std::uint8_t gpr = test.ops[0].reg.gpr;
+        std::size_t defs = 0;
+        bool only_constants = true;
+        for (std::uint32_t bb = 0; bb < n && only_constants; ++bb) {
+          if (!body[bb]) continue;
+          for (std::uint32_t i = f.blocks[bb].first; i <= f.blocks[bb].last; ++i) {
+            const Insn& in = f.insns[i];
+            const bool call_clobbers = (in.flow == Flow::Call || in.flow == Flow::IndirectCall) &&
+                                       (gpr == RAX || gpr == RCX || gpr == RDX || gpr == RSI || gpr == RDI || gpr == R8 ||
+                                        gpr == R9 || gpr == R10 || gpr == R11);
+            if (call_clobbers) { only_constants = false; break; }
+            if (in.op_count < 1 || in.ops[0].kind != Operand::Reg || in.ops[0].reg.gpr != gpr || in.id == X86_INS_CMP ||
+                in.id == X86_INS_TEST || in.id == X86_INS_PUSH)
+              continue;
+            const bool constant = (in.id == X86_INS_MOV && in.ops[1].kind == Operand::Imm) ||
+                                  (in.id == X86_INS_XOR && in.ops[1].kind == Operand::Reg && in.ops[1].reg.gpr == gpr);
+            if (!constant) { only_constants = false; break; }
+            ++defs;
+          }
+        }
+        if (only_constants && defs > 0) consider(defs + 2, "flag register set to constants " + std::to_string(defs) + " time(s) in the loop");
+      }
+      if ((test.id == X86_INS_SUB || test.id == X86_INS_DEC) && test.ops[0].kind == Operand::Reg &&
+                 (test.id == X86_INS_DEC || (test.ops[1].kind == Operand::Imm && test.ops[1].imm == 1))) {
+        // Down-counter: its initial constant, set before the header.
+        const Insn* init = regDef(f.blocks[h].first, test.ops[0].reg.gpr);
+        if (init && init->id == X86_INS_MOV && init->ops[1].kind == Operand::Imm && init->ops[1].imm > 0)
+          consider(std::uint64_t(init->ops[1].imm), "down-counter from " + std::to_string(init->ops[1].imm));
+      }
+    }
+    info.bound = best;
+    info.why = best ? why : "no exit test against a constant or a byte/word count";
+    const auto id = std::int32_t(out_.loops.size());
+    out_.loops.push_back(std::move(info));
+    for (std::uint32_t b = 0; b < n; ++b)
+      if (body[b] && size < size_of[b]) size_of[b] = size, out.innermost[b] = id;
+    for (auto [from, to] : back_edge_list)
+      if (to == h) out.back_edges[{from, to}] = id;
+  }
+  return out;
 }
 
 bool isMetadataSection(std::string_view name) {
@@ -905,6 +1115,7 @@ bool isMetadataSection(std::string_view name) {
 void Analyzer::run() {
   const auto& fns = d_.functions();
   contexts_per_function_.assign(fns.size(), 0);
+  loops_.assign(fns.size(), {});
   // Entry points: what the kernel calls without a direct call from this module.
   std::vector<std::string> why(fns.size());
   std::vector<char> called(fns.size(), 0);
@@ -953,6 +1164,9 @@ void Analyzer::run() {
       out_.accesses.clear();
       access_index_.clear();
       out_.edges.clear();
+      out_.edge_loops.clear();
+      out_.loops.clear();
+      loops_.assign(fns.size(), {});
       out_.break_entries.clear();
       out_.break_exits.clear();
       out_.roots.clear();

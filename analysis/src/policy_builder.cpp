@@ -1,5 +1,7 @@
 #include "ioreq_filter/analysis/policy_builder.h"
 
+#include <elf.h>
+
 #include <algorithm>
 #include <functional>
 #include <map>
@@ -96,19 +98,67 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
   DevicePolicy p;
   p.name = opt.device_name.empty() ? m.name : opt.device_name;
 
+  // ISA port bases: the values the module gives each (constants it stores, the variable's initializer).
+  auto portDefaults = [&](const DeviceBase& b) {
+    std::set<std::uint64_t> d;
+    for (auto cell : b.cells) {
+      const Cell& c = a.cells[cell];
+      d.insert(c.constants.begin(), c.constants.end());
+      const Section& sec = m.sections[c.section];
+      if (c.offset >= sec.bytes.size()) continue;
+      const Symbol* sym = m.symbolCovering(c.section, c.offset, STT_OBJECT);
+      std::uint64_t width = sym ? std::min<std::uint64_t>(8, sym->value + sym->size - c.offset) : 0;
+      width = std::min<std::uint64_t>(width, sec.bytes.size() - c.offset);
+      if (width != 2 && width != 4 && width != 8) continue;
+      std::uint64_t v = 0;
+      for (std::uint64_t i = 0; i < width; ++i) v |= std::uint64_t(sec.bytes[c.offset + i]) << (8 * i);
+      d.insert(v);
+    }
+    std::erase_if(d, [](std::uint64_t v) { return v == 0 || v > 0xffff; });
+    return d;
+  };
+  // The controller this policy is for: the port base used most. Bases the module initialises to the
+  // same port are the same controller (floppy's virtual_dma_port); bases that default elsewhere are
+  // other instances (floppy's FDC2 = 0x370) and are left out.
+  std::map<std::uint32_t, std::size_t> uses;
+  for (const Access& x : a.accesses)
+    if (x.where == Access::Where::BaseOffset && a.bases[x.base].kind == DeviceBase::PortCell) ++uses[x.base];
+  std::optional<std::uint32_t> primary;
+  for (auto [base, n] : uses)
+    if (!primary || n > uses[*primary]) primary = base;
+  std::optional<std::uint64_t> primary_port;
+  std::map<std::uint32_t, std::uint32_t> canonical_base;  // base -> base whose region it shares
+  std::set<std::uint32_t> other_instance;
+  if (primary) {
+    auto d = portDefaults(a.bases[*primary]);
+    if (!d.empty()) primary_port = *d.begin();
+    for (auto [base, n] : uses) {
+      if (base == *primary) continue;
+      auto other = portDefaults(a.bases[base]);
+      if (primary_port && other.count(*primary_port)) canonical_base[base] = *primary;
+      else if (!other.empty()) other_instance.insert(base);
+    }
+    for (std::uint32_t base : other_instance)
+      a.coverage.unresolved.push_back("accesses relative to " + a.bases[base].name +
+                                      " belong to another controller (the module gives it other ports): left out");
+  }
+  auto canonical = [&](std::uint32_t base) {
+    auto it = canonical_base.find(base);
+    return it == canonical_base.end() ? base : it->second;
+  };
+
   // Regions: one per device base (and one for the device's fixed ports, if any).
   std::map<std::uint32_t, std::uint32_t> region_of_base;
-  std::map<std::uint32_t, std::uint64_t> extent;  // base -> bytes used
+  std::map<std::uint32_t, std::uint64_t> extent;  // canonical base -> bytes used
   std::uint64_t port_lo = ~0ull, port_hi = 0;
   auto deviceAccess = [&](const Access& x) {
-    if (x.where == Access::Where::BaseOffset) return x.offset >= 0 && x.offset_exact;
-    return x.where == Access::Where::FixedPort && (x.position || x.dir == Dir::Read) && !x.why_unresolved.size() &&
-           x.position;  // fixed ports count only when the options declared them the device's
+    if (x.where == Access::Where::BaseOffset) return x.offset >= 0 && x.offset_exact && !other_instance.count(x.base);
+    return x.where == Access::Where::FixedPort && x.position;  // fixed ports only when declared the device's
   };
   for (const Access& x : a.accesses) {
     if (!deviceAccess(x)) continue;
     if (x.where == Access::Where::BaseOffset) {
-      auto& e = extent[x.base];
+      auto& e = extent[canonical(x.base)];
       e = std::max<std::uint64_t>(e, std::uint64_t(x.offset) + std::max<std::uint8_t>(x.size, 1));
     } else {
       port_lo = std::min(port_lo, x.port);
@@ -122,14 +172,8 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
     r.length = roundUpPow2(bytes);
     if (b.kind == DeviceBase::PortCell) {
       r.space = RegionSpace::Io;
-      // The base the module itself stores there (floppy: 0x3f0 in init_module); the first element's.
-      std::vector<std::uint32_t> cells = b.cells;
-      std::sort(cells.begin(), cells.end(), [&](auto x, auto y) { return a.cells[x].offset < a.cells[y].offset; });
-      for (auto cell : cells)
-        if (!a.cells[cell].constants.empty()) {
-          r.base = *a.cells[cell].constants.begin();
-          break;
-        }
+      auto d = portDefaults(b);
+      if (!d.empty()) r.base = *d.begin();
       r.name = "io";
     } else {
       r.space = b.kind == DeviceBase::PciIomap ? RegionSpace::Io : RegionSpace::Mem;
@@ -141,6 +185,8 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
     region_of_base[base] = std::uint32_t(p.regions.size());
     p.regions.push_back(r);
   }
+  for (auto [base, to] : canonical_base)
+    if (region_of_base.count(to)) region_of_base[base] = region_of_base[to];
   std::optional<std::uint32_t> port_region;
   if (port_lo <= port_hi) {
     port_region = std::uint32_t(p.regions.size());
@@ -246,6 +292,50 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
     // Loops: every cycle of write positions. Bounds are inferred only where the code fixes them;
     // otherwise the loop is marked unbounded and reported.
     std::set<std::uint32_t> entry_set(ch.entries.begin(), ch.entries.end());
+    // The cycle's bound: iterations of the CFG loops that made its edges, plus the straight-line
+    // edges that close it (two call sites merged by context-insensitive composition).
+    auto addLoop = [&](ChannelSpec& chan, std::uint32_t header, const std::vector<std::uint32_t>& comp,
+                       const std::set<std::uint32_t>& in_comp) {
+      LoopSpec l;
+      l.id = chan.name + ".loop" + std::to_string(chan.loops.size());
+      l.header = header;
+      l.members = comp;
+      l.provenance = chan.nodes[header].provenance;
+      ++loops;
+      std::set<std::uint32_t> cfg_loops;
+      std::uint64_t straight = 0;
+      for (auto [from, to] : a.edges) {
+        auto f = node_of.find(from), t = node_of.find(to);
+        if (f == node_of.end() || t == node_of.end() || !in_comp.count(f->second) || !in_comp.count(t->second)) continue;
+        auto tags = a.edge_loops.find({from, to});
+        if (tags == a.edge_loops.end()) ++straight;
+        else cfg_loops.insert(tags->second.begin(), tags->second.end());
+      }
+      std::optional<std::uint64_t> bound = straight + 1;
+      std::string why;
+      for (auto li : cfg_loops) {
+        const LoopInfo& info = a.loops[li];
+        if (!info.bound) {
+          bound.reset();
+          why = "loop at " + a.where(info.header) + ": " + info.why;
+          break;
+        }
+        *bound += *info.bound;
+      }
+      if (bound && *bound > 0xffffff) bound.reset(), why = "bound too large";
+      if (bound) {
+        l.max_iterations = std::uint32_t(*bound);
+        ++bounded;
+        l.provenance.source += " (bound " + std::to_string(*bound) + ": " + std::to_string(cfg_loops.size()) + " CFG loop(s), " +
+                               std::to_string(straight) + " straight-line edge(s))";
+      } else {
+        l.unbounded = true;
+        a.coverage.unbounded.push_back(l.id + " header " + chan.nodes[header].provenance.source + " (" +
+                                       chan.nodes[header].provenance.function + "), " + std::to_string(comp.size()) +
+                                       " write site(s): " + why);
+      }
+      chan.loops.push_back(std::move(l));
+    };
     for (auto& comp : stronglyConnected(adj)) {
       const bool self = comp.size() == 1 && std::find(adj[comp[0]].begin(), adj[comp[0]].end(), comp[0]) != adj[comp[0]].end();
       if (comp.size() < 2 && !self) continue;
@@ -261,16 +351,12 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
           break;
         }
       }
-      LoopSpec l;
-      l.id = ch.name + ".loop" + std::to_string(ch.loops.size());
-      l.header = header;
-      l.members = comp;
-      l.unbounded = true;
-      l.provenance = ch.nodes[header].provenance;
-      ++loops;
-      a.coverage.unbounded.push_back(l.id + " header " + ch.nodes[header].provenance.source + " (" + ch.nodes[header].provenance.function +
-                                     "), " + std::to_string(comp.size()) + " write site(s): no trip count inferred");
-      ch.loops.push_back(std::move(l));
+      addLoop(ch, header, comp, in_comp);
+      // A node that repeats itself inside a larger cycle (a FIFO written in a loop) gets its own,
+      // tighter bound: the outer cycle may be unbounded (a request loop) while the burst is not.
+      if (comp.size() > 1)
+        for (auto v : comp)
+          if (std::find(adj[v].begin(), adj[v].end(), v) != adj[v].end() && v != header) addLoop(ch, v, {v}, {v});
     }
     g.channels.push_back(std::move(ch));
   }

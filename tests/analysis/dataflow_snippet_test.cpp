@@ -289,7 +289,7 @@ TEST(DataFlow, UnknownPortIsReportedUnresolved) {
   EXPECT_NE(a->result.coverage.unresolved[0].find(".text+0x2"), std::string::npos);
 }
 
-TEST(DataFlow, LoopOverADataRegisterBecomesAnUnboundedLoop) {
+TEST(DataFlow, DownCounterBoundsALoopOfWrites) {
   auto a = analyse({
       0xb9, 0x10, 0, 0, 0,  //  0: mov ecx, 16
       0xe6, 0xf5,           //  5: out 0xf5, al
@@ -304,8 +304,42 @@ TEST(DataFlow, LoopOverADataRegisterBecomesAnUnboundedLoop) {
   ASSERT_EQ(policy->graphs[0].channels.size(), 1u);
   const auto& ch = policy->graphs[0].channels[0];
   ASSERT_EQ(ch.loops.size(), 1u);
+  EXPECT_FALSE(ch.loops[0].unbounded);
+  EXPECT_EQ(ch.loops[0].max_iterations, 17u);  // 16 trips, plus one for the way in
+  EXPECT_EQ(a->result.coverage.loops_bounded, 1u);
+}
+
+TEST(DataFlow, LoopUntilTheDeviceAnswersIsUnbounded) {
+  // A status poll is not a counter: nothing in the code bounds how often the write repeats.
+  auto a = analyse({
+      0xe6, 0xf5,           //  0: out 0xf5, al
+      0xe4, 0xf4,           //  2: in al, 0xf4
+      0x84, 0xc0,           //  4: test al, al
+      0x79, 0xf8,           //  6: jns 0
+      0xc3,                 //  8: ret
+  }, {}, {}, AnalysisOptions{{{0xf0, 0xf7}}});
+  PolicyOptions isa;
+  isa.isa_kind = "isa-test";
+  auto policy = buildPolicy(a->result, isa);
+  ASSERT_TRUE(policy) << policy.error().message();
+  const auto& ch = policy->graphs[0].channels[0];
+  ASSERT_EQ(ch.loops.size(), 1u);
   EXPECT_TRUE(ch.loops[0].unbounded);
-  EXPECT_EQ(a->result.coverage.loops, 1u);
+  ASSERT_EQ(a->result.coverage.unbounded.size(), 1u);
+  EXPECT_NE(a->result.coverage.unbounded[0].find("no exit test"), std::string::npos);
+}
+
+TEST(DataFlow, CounterComparedWithAConstantBoundsTheLoop) {
+  auto a = analyse({
+      0x31, 0xdb,           //  0: xor ebx, ebx
+      0xe6, 0xf5,           //  2: out 0xf5, al
+      0x83, 0xc3, 0x01,     //  4: add ebx, 1
+      0x83, 0xfb, 0x08,     //  7: cmp ebx, 8
+      0x75, 0xf6,           // 10: jne 2
+      0xc3,                 // 12: ret
+  }, {}, {}, AnalysisOptions{{{0xf0, 0xf7}}});
+  ASSERT_EQ(a->result.loops.size(), 1u);
+  EXPECT_EQ(a->result.loops[0].bound, 9u);
 }
 
 }  // namespace

@@ -81,6 +81,15 @@ TEST(RealModules, FloppyPortsAreTheControllerBasePlusRegister) {
   EXPECT_TRUE(reads.count(4));
   EXPECT_TRUE(reads.count(5));
   EXPECT_TRUE(reads.count(7));
+  // One controller: FDC2 (0x370) is another instance and left out; virtual_dma_port (initialised to
+  // 0x3f0) is the same controller.
+  EXPECT_EQ(policy->regions.size(), 1u);
+  // The FIFO burst of a command (setup_rw_floppy's loop over a u8 count) is bounded.
+  bool fifo_burst_bounded = false;
+  for (const auto& ch : policy->graphs[0].channels)
+    for (const auto& l : ch.loops)
+      if (ch.nodes[l.header].offset == 5 && l.members.size() == 1 && !l.unbounded) fifo_burst_bounded = true;
+  EXPECT_TRUE(fifo_burst_bounded);
   // Every write channel has a way in and a way out.
   for (const auto& ch : policy->graphs[0].channels) {
     EXPECT_FALSE(ch.entries.empty()) << ch.name;

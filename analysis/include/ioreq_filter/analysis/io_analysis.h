@@ -101,10 +101,11 @@ struct RootSummary {
   std::set<std::uint32_t> reached;  // every position reachable from this root (for channel grouping)
 };
 
+// A natural loop of a function's CFG that sequences device writes (directly or through calls).
 struct LoopInfo {
-  std::vector<std::uint32_t> members;  // access indices of positions forming a cycle
-  std::uint32_t header = 0;
-  std::optional<std::uint32_t> bound;  // iterations, when inferred
+  std::uint32_t function = 0;
+  CodeAddr header = 0;                 // first instruction of the loop's header block
+  std::optional<std::uint64_t> bound;  // iterations, when inferred
   std::string why;                     // how the bound was found, or why not
 };
 
@@ -131,9 +132,11 @@ struct ModuleAnalysis {
   std::vector<Cell> cells;
   std::vector<Access> accesses;  // one per (instruction, resolved address, value)
   std::set<std::pair<std::uint32_t, std::uint32_t>> edges;  // position -> position
+  // For each edge: the CFG loops (indices into `loops`) whose body created it; no entry = straight-line.
+  std::map<std::pair<std::uint32_t, std::uint32_t>, std::set<std::uint32_t>> edge_loops;
   std::set<std::uint32_t> break_entries, break_exits;        // around indirect calls
   std::vector<RootSummary> roots;
-  std::vector<LoopInfo> loops;
+  std::vector<LoopInfo> loops;  // CFG loops that created sequence edges
   CoverageReport coverage;
 
   std::string describeAccess(const Access& a) const;
