@@ -223,6 +223,7 @@ struct Daemon::Impl {
   void detach() {
     if (!proxy) return;
     drainRefusals();
+    event("final-stats", {{"stats", stats()}});
     real_sd.reset();
     shadow_sd.reset();
     proxy.reset();  // ports unbound: filtered requests wait in their slots for the next daemon

@@ -1,6 +1,7 @@
 #include "ioreq_filter/interposer/interposer.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cerrno>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -241,6 +242,7 @@ long Interposer::pending() noexcept {
       // Refused and completed here: QEMU never hears of it.
       (void)events_->notify(Port(p));
       (void)events_->unmask(Port(p));
+      reportRefusal(unsigned(v));
       continue;
     }
     return p;  // READY in the shadow slot (or spurious: QEMU finds nothing READY and moves on)
@@ -266,6 +268,23 @@ int Interposer::notify(Port port) noexcept {
   const Step s = relay_->onShadowEvent(unsigned(v));
   if (s.notify_shadow) kick(port);  // the next rep of a split request waits in the shadow slot
   return s.notify_real ? events_->notify(port) : 0;
+}
+
+void Interposer::reportRefusal(unsigned v) noexcept {
+  // QEMU's log is the only channel inline mode has: the 1st, 2nd, 4th, 8th... refusal, so a guest
+  // cannot flood it. No allocation: a stack buffer and write(2).
+  const std::uint64_t n = relay_->counters().refused.load(std::memory_order_relaxed);
+  if (n == 0 || (n & (n - 1)) != 0) return;
+  const IoreqSlot& r = shadow_->journal().entry[v].request;
+  char line[200];
+  const int len = std::snprintf(line, sizeof line,
+                                "ioreq-interposer: refused %llu so far; latest: type %u %s addr 0x%llx size %u data 0x%llx "
+                                "vcpu %u (forwarded %llu)\n",
+                                static_cast<unsigned long long>(n), unsigned(r.type), r.dir ? "read" : "write",
+                                static_cast<unsigned long long>(r.addr), unsigned(r.size),
+                                static_cast<unsigned long long>(r.data), v,
+                                static_cast<unsigned long long>(relay_->counters().forwarded.load()));
+  if (len > 0) (void)!write(2, line, std::size_t(std::min(len, int(sizeof line) - 1)));
 }
 
 void Interposer::closeEvents() {

@@ -68,6 +68,7 @@ class Interposer {
  private:
   int vcpuOf(xen::Port local) const noexcept;
   void kick(xen::Port port) noexcept;  // make QEMU come back for `port`
+  void reportRefusal(unsigned vcpu) noexcept;
   void log(const std::string& s) const {
     if (cfg_.log) cfg_.log(s);
   }
