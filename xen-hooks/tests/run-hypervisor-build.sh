@@ -5,10 +5,11 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 xen=$("$XEN_HOOKS_DIR/scripts/build-hypervisor")
 [ -s "$xen" ] && [ -s "$xen.gz" ] || die "no hypervisor image at $xen(.gz)"
-file "$xen" | grep -q 'ELF 64-bit' || die "$xen is not an ELF image"
+file "$xen" | grep -q 'ELF 32-bit.*executable' || die "$xen is not the multiboot ELF image Xen builds"
 syms="$(dirname "$xen")/xen-syms"
+symbols=$(nm "$syms")  # not piped into grep -q: nm would die of SIGPIPE under pipefail
 for s in x86emul_gate_check hvm_emul_gate_permits; do
-  nm "$syms" | grep -qw "$s" || die "$syms lacks $s: the series is not in the build"
+  grep -qw "$s" <<<"$symbols" || die "$syms lacks $s: the series is not in the build"
 done
 grep -a -q 'emul-gate: %s %s' "$syms" || die "$syms lacks the gate's log message"
 log "PASS: patched hypervisor built: $xen ($(stat -c %s "$xen.gz") bytes gzipped)"
