@@ -3,6 +3,9 @@
 namespace iof::qemu {
 namespace {
 
+// A guest-RAM read of one byte: no device sees it.
+constexpr const char* kSettleProbe = "read 0x0 0x1";
+
 // How QEMU ended up when a command got no proper answer.
 Fate fateAfterFailure(QemuInstance& qemu, const ChannelError& failure, const std::string& command) {
   if (failure.kind == ChannelFailure::Closed) {
@@ -104,10 +107,18 @@ Result<ReplayReport> replayTrace(const Trace& trace, QemuInstance& qemu, Request
       break;
     }
   }
-  if (report.completed || !report.stopped_at_line) {
-    Fate now = qemu.poll();
-    if (report.fate.kind == FateKind::Running) report.fate = now;
+  if (report.completed) {
+    // Devices finish work in bottom halves after the reply (DMA completions, timers): a couple of
+    // harmless round trips through QEMU's main loop let a late crash surface in this replay.
+    for (int probe = 0; probe < 2 && report.fate.kind == FateKind::Running; ++probe) {
+      auto reply = qemu.qtest().command(kSettleProbe);
+      if (!reply) {
+        report.fate = fateAfterFailure(qemu, reply.error(), kSettleProbe);
+        report.notes.push_back("QEMU " + std::string(toString(report.fate.kind)) + " after the last command");
+      }
+    }
   }
+  if (report.fate.kind == FateKind::Running) report.fate = qemu.poll();
   return report;
 }
 
