@@ -43,9 +43,10 @@ OPS_LINE = re.compile(
     r"^memory_region_ops_(?P<dir>read|write) cpu (?P<cpu>-?\d+) mr 0x[0-9a-f]+ "
     r"addr 0x(?P<addr>[0-9a-f]+) value 0x(?P<value>[0-9a-f]+) size (?P<size>\d+) "
     r"name '(?P<name>[^']*)'$")
-PIO_MARKER = re.compile(r"^iof_pio cpu (?P<cpu>\d+) (?P<dir>in|out) (?P<kind>b|v|v66)$")
+PIO_MARKER = re.compile(r"^iof_pio cpu (?P<cpu>\d+) (?P<dir>in|out) (?P<kind>b|v|v66)"
+                        r"(?P<low> low)?$")
 MMIO_MARKER = re.compile(r"^iof_mmio cpu (?P<cpu>\d+) (?P<dir>[rw]) 0x(?P<addr>[0-9a-f]+) "
-                         r"(?P<size>1|2|4|8)$")
+                         r"(?P<size>1|2|4|8)(?P<low> low)?$")
 MTREE_RANGE = re.compile(r"^\s+(?P<lo>[0-9a-f]+)-(?P<hi>[0-9a-f]+) \(prio -?\d+, (?P<kind>[^)]+)\): "
                          r"(?P<name>.*?)(?: @[0-9a-f]+)?$")  # names may contain spaces
 
@@ -72,6 +73,7 @@ class Access:
     size: int
     value: int
     region: str
+    low: bool = False      # issued by code below 1 MiB (BIOS, option ROMs)
 
 
 @dataclass
@@ -79,6 +81,7 @@ class PendingPio:
     lineno: int
     is_write: bool
     kind: str
+    low: bool
     lines: list = field(default_factory=list)
 
     def bytes_seen(self) -> int:
@@ -114,12 +117,13 @@ def parse_log_line(path: str, lineno: int, text: str):
         m = PIO_MARKER.match(text)
         if not m:
             raise ConvertError(f"{path}:{lineno}: malformed port-instruction marker: {text!r}")
-        return ("pio", int(m["cpu"]), m["dir"] == "out", m["kind"])
+        return ("pio", int(m["cpu"]), m["dir"] == "out", m["kind"], bool(m["low"]))
     if text.startswith("iof_mmio"):
         m = MMIO_MARKER.match(text)
         if not m:
             raise ConvertError(f"{path}:{lineno}: malformed MMIO marker: {text!r}")
-        return ("mmio", int(m["cpu"]), m["dir"] == "w", int(m["addr"], 16), int(m["size"]))
+        return ("mmio", int(m["cpu"]), m["dir"] == "w", int(m["addr"], 16), int(m["size"]),
+                bool(m["low"]))
     raise ConvertError(f"{path}:{lineno}: not a memory_region_ops trace line or recorder marker: "
                        f"{text[:120]!r}")
 
@@ -169,7 +173,7 @@ def pair_accesses(path: str, widening_regions: dict, stats: Stats) -> list:
             stats.restored_size += 1
         accesses.append(Access(first.lineno, cpu, True, pending.is_write, first.addr, size,
                                join_lines(pending.lines, first.addr, size),
-                               first.name))
+                               first.name, pending.low))
 
     def take_mmio_lines(waiting: list, is_write: bool, addr: int, size: int) -> list:
         """The ops lines of the MMIO access a marker closes. Lines from device code that ran on
@@ -218,12 +222,12 @@ def pair_accesses(path: str, widening_regions: dict, stats: Stats) -> list:
                     continue
                 unclaimed.setdefault(item.cpu, []).append(item)
             elif item[0] == "pio":
-                _, cpu, is_write, kind = item
+                _, cpu, is_write, kind, low = item
                 finish_pio(cpu)
                 drop_unclaimed(cpu)
-                pio[cpu] = PendingPio(lineno, is_write, kind)
+                pio[cpu] = PendingPio(lineno, is_write, kind, low)
             else:
-                _, cpu, is_write, addr, size = item
+                _, cpu, is_write, addr, size, low = item
                 finish_pio(cpu)
                 lines = take_mmio_lines(unclaimed.pop(cpu, []), is_write, addr, size)
                 if not lines:
@@ -234,7 +238,7 @@ def pair_accesses(path: str, widening_regions: dict, stats: Stats) -> list:
                 if len(lines) > 1 or first.size != size:
                     stats.restored_size += 1
                 accesses.append(Access(first.lineno, cpu, False, is_write, addr, size,
-                                       join_lines(lines, first.addr, size), first.name))
+                                       join_lines(lines, first.addr, size), first.name, low))
     for cpu in list(pio):
         finish_pio(cpu)
     for cpu in list(unclaimed):
@@ -353,14 +357,33 @@ def convert(log_path: str, mtree_path: str, pci_path: str, selection: Selection,
 
     last_fw_cfg = max((i for i, a in enumerate(accesses) if a.region in FW_CFG_REGIONS), default=-1)
     out = list(header)
-    out.append("# phase firmware")
-    phases = ["firmware"]
+    phases: list = []
+    guest_phase = "firmware"   # phase by the hand-over rule and the guest's own marks
+    written = None             # the phase the last '# phase' line named
+
+    def write_phase(name: str):
+        nonlocal written
+        if name != written:
+            out.append(f"# phase {name}")
+            phases.append(name)
+            written = name
+
+    def emit(access: Access, line: str):
+        # After the hand-over, code below 1 MiB is the BIOS serving the OS loader (INT 13h
+        # for Linux's EDD probe): its accesses are firmware accesses, wherever they fall.
+        write_phase("firmware" if guest_phase != "firmware" and access.low else guest_phase)
+        out.append(line)
+
+    write_phase("firmware")
     phase_chars = ""
     selected_functions = {parse_bdf(b) for b in selection.pci}
     cf8_value = None       # last value the guest wrote to CF8
     cf8_cpu = 0
     cf8_emitted = None     # last CF8 value written into the trace
     for index, access in enumerate(accesses):
+        if index == last_fw_cfg + 1 and last_fw_cfg >= 0:
+            guest_phase = "kernel"
+            write_phase(guest_phase)
         if access.is_pio and access.addr == PHASE_PORT and access.is_write:
             if access.size != 1:
                 raise ConvertError(f"{log_path}:{access.lineno}: phase port written with size "
@@ -369,8 +392,8 @@ def convert(log_path: str, mtree_path: str, pci_path: str, selection: Selection,
             if ch == "\n":
                 if not re.fullmatch(r"[a-z0-9_.-]+", phase_chars):
                     raise ConvertError(f"{log_path}:{access.lineno}: bad phase name {phase_chars!r}")
-                out.append(f"# phase {phase_chars}")
-                phases.append(phase_chars)
+                guest_phase = phase_chars
+                write_phase(guest_phase)
                 phase_chars = ""
             else:
                 phase_chars += ch
@@ -386,17 +409,14 @@ def convert(log_path: str, mtree_path: str, pci_path: str, selection: Selection,
                 bdf = ((cf8_value >> 16) & 0xFF, (cf8_value >> 11) & 0x1F, (cf8_value >> 8) & 0x7)
                 if bdf in selected_functions:
                     if cf8_emitted != cf8_value:
-                        out.append(f"outl {PCI_CONFIG_ADDRESS:#x} {cf8_value:#x} # cpu {cf8_cpu}")
+                        emit(access, f"outl {PCI_CONFIG_ADDRESS:#x} {cf8_value:#x} # cpu {cf8_cpu}")
                         cf8_emitted = cf8_value
-                    out.append(command(access))
+                    emit(access, command(access))
             continue
         if access.region in selection.regions or in_bars(selection, access.is_pio, access.addr):
             if access.region not in selection.remapped:
                 check_against_mtree(spaces, access, log_path)
-            out.append(command(access))
-        if index == last_fw_cfg:
-            out.append("# phase kernel")
-            phases.append("kernel")
+            emit(access, command(access))
     if phase_chars:
         raise ConvertError(f"{log_path}: phase name {phase_chars!r} was never terminated")
     return "\n".join(out) + "\n", stats, phases

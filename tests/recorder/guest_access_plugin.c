@@ -8,10 +8,17 @@
  * enabled with `-d plugin`), so the converter can pair each marker with the ops lines it caused
  * and restore the guest's own size and address:
  *
- *   iof_pio cpu N out|in b|v|v66     before a port instruction runs (b = byte; v = word/dword
- *                                    operand, v66 = with an operand-size prefix; the port is in a
- *                                    register the plugin cannot read, the ops lines carry it)
- *   iof_mmio cpu N w|r ADDR SIZE     after an access to a non-RAM page (guest physical address)
+ *   iof_pio cpu N out|in b|v|v66 [low]   before a port instruction runs (b = byte; v =
+ *                                    word/dword operand, v66 = with an operand-size prefix; the
+ *                                    port is in a register the plugin cannot read, the ops lines
+ *                                    carry it)
+ *   iof_mmio cpu N w|r ADDR SIZE [low]   after an access to a non-RAM page (guest physical
+ *                                    address)
+ *
+ * `low`: the instruction's linear address is below 1 MiB, where the BIOS and option ROMs run.
+ * After Linux has taken over, that marks BIOS services the OS loader still calls (Linux's
+ * real-mode setup code reads disk signatures through INT 13h for EDD, so SeaBIOS drives the
+ * disk controller once more).
  *
  * Markers and trace lines only interleave correctly with `-accel tcg,thread=single`.
  * Built at record time against the qemu-plugin.h of Debian's own QEMU source (not committed).
@@ -24,29 +31,31 @@
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
-enum { PIO_INSN = 1, PIO_IN = 2, PIO_BYTE = 4, PIO_OPSIZE_PREFIX = 8 };
+enum { PIO_INSN = 1, PIO_IN = 2, PIO_BYTE = 4, PIO_OPSIZE_PREFIX = 8, INSN_LOW = 16 };
+
+#define LOW_MEMORY_END 0x100000u
 
 static void on_port_insn(unsigned int vcpu, void *udata)
 {
     uintptr_t kind = (uintptr_t)udata;
     char line[64];
-    snprintf(line, sizeof line, "iof_pio cpu %u %s %s\n", vcpu, (kind & PIO_IN) ? "in" : "out",
-             (kind & PIO_BYTE) ? "b" : ((kind & PIO_OPSIZE_PREFIX) ? "v66" : "v"));
+    snprintf(line, sizeof line, "iof_pio cpu %u %s %s%s\n", vcpu, (kind & PIO_IN) ? "in" : "out",
+             (kind & PIO_BYTE) ? "b" : ((kind & PIO_OPSIZE_PREFIX) ? "v66" : "v"),
+             (kind & INSN_LOW) ? " low" : "");
     qemu_plugin_outs(line);
 }
 
 static void on_memory_access(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr,
                              void *udata)
 {
-    (void)udata;
     struct qemu_plugin_hwaddr *hw = qemu_plugin_get_hwaddr(info, vaddr);
     if (!hw || !qemu_plugin_hwaddr_is_io(hw)) {
         return;
     }
     char line[96];
-    snprintf(line, sizeof line, "iof_mmio cpu %u %c 0x%" PRIx64 " %u\n", vcpu,
+    snprintf(line, sizeof line, "iof_mmio cpu %u %c 0x%" PRIx64 " %u%s\n", vcpu,
              qemu_plugin_mem_is_store(info) ? 'w' : 'r', qemu_plugin_hwaddr_phys_addr(hw),
-             1u << qemu_plugin_mem_size_shift(info));
+             1u << qemu_plugin_mem_size_shift(info), ((uintptr_t)udata & INSN_LOW) ? " low" : "");
     qemu_plugin_outs(line);
 }
 
@@ -84,10 +93,12 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     size_t n = qemu_plugin_tb_n_insns(tb);
     for (size_t i = 0; i < n; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        uintptr_t low = qemu_plugin_insn_vaddr(insn) < LOW_MEMORY_END ? INSN_LOW : 0;
         qemu_plugin_register_vcpu_mem_cb(insn, on_memory_access, QEMU_PLUGIN_CB_NO_REGS,
-                                         QEMU_PLUGIN_MEM_RW, NULL);
+                                         QEMU_PLUGIN_MEM_RW, (void *)low);
         uintptr_t kind = classify_port_insn(qemu_plugin_insn_data(insn), qemu_plugin_insn_size(insn));
         if (kind) {
+            kind |= low;
             qemu_plugin_register_vcpu_insn_exec_cb(insn, on_port_insn, QEMU_PLUGIN_CB_NO_REGS,
                                                    (void *)kind);
         }

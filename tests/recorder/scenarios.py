@@ -146,6 +146,7 @@ def scenarios() -> dict:
         nic("e1000e", "e1000e", ["e1000e"], {"e1000e-mmio": 4, "e1000e-io": 4}),
         nic("rtl8139", "rtl8139", ["8139cp"]),
         nic("e100", "i82557b", ["e100"]),
+        nic("vmxnet3", "vmxnet3", ["vmxnet3"]),
         Scenario(
             name="es1370",
             description="snd-ens1370 (+ OSS emulation) on QEMU ES1370: playback and capture "
@@ -181,6 +182,24 @@ def scenarios() -> dict:
             workload=BLOCK_WORKLOAD.format(dev="/dev/mmcblk0", mkfs_opts=""),
             pci=["00:05.0"]),
     ]
+    for name, device, driver, modules in (
+            ("am53c974", "am53c974", "am53c974 (esp_scsi)", ["am53c974"]),
+            ("lsi53c895a", "lsi53c895a", "sym53c8xx", ["sym53c8xx"]),
+            ("virtio_scsi", "virtio-scsi-pci", "virtio_pci + virtio_scsi",
+             ["virtio_pci", "virtio_scsi"])):
+        header = (null_disk("hd0", DISK_BYTES)
+                  + ["-device", f"{device},id=scsi0,addr=05.0",
+                     "-device", "scsi-hd,drive=hd0,bus=scsi0.0,channel=0,scsi-id=0,lun=0"])
+        items.append(Scenario(
+            name=name,
+            description=f"{driver} + sd_mod on QEMU {device} with a scsi-hd: read, write + "
+                        f"read back, mkdosfs, mount/write/remount/read",
+            header_args=header, record_args=disk_swap(header, {"hd0": DISK_BYTES}),
+            images={"hd0": DISK_BYTES},
+            modules=modules + ["sd_mod", "vfat", "nls_cp437", "nls_ascii"],
+            workload="check wait_for /dev/sda 30\n"
+                     + BLOCK_WORKLOAD.format(dev="/dev/sda", mkfs_opts=""),
+            pci=["00:05.0"]))
     for controller, device, modules in (
             ("uhci", "piix3-usb-uhci", ["uhci-hcd"]),
             ("ehci", "usb-ehci", ["ehci-pci"]),

@@ -158,6 +158,22 @@ class ConvertTest(unittest.TestCase):
         self.assertEqual(phases, ["firmware", "kernel", "probe"])
         self.assertEqual(commands, ["inb 0x3f4 # cpu 1 ret 0x80"])
 
+    def test_bios_code_after_the_hand_over_is_firmware_again(self):
+        # Linux's real-mode setup calls INT 13h (EDD): SeaBIOS, below 1 MiB, drives the disk.
+        lines = (["iof_pio cpu 0 out v66 low", ops("write", 0, 0x518, 0x19, 4, "fwcfg.dma"),
+                  "iof_pio cpu 0 in b low", ops("read", 0, 0x3F4, 0x80, 1, "fdc"),
+                  "iof_pio cpu 0 in b", ops("read", 0, 0x3F4, 0x80, 1, "fdc")]
+                 + phase_lines("probe")
+                 + ["iof_pio cpu 0 in b", ops("read", 0, 0x3F5, 0x1, 1, "fdc")])
+        log = self.write("trace.log", "\n".join(lines) + "\n")
+        text, _, phases = convert.convert(log, self.mtree, self.pci,
+                                          convert.Selection(["fdc"], []), [], {})
+        self.assertEqual(phases, ["firmware", "kernel", "firmware", "kernel", "probe"])
+        self.assertEqual(text.splitlines(), [
+            "# phase firmware", "# phase kernel", "# phase firmware",
+            "inb 0x3f4 # cpu 0 ret 0x80", "# phase kernel", "inb 0x3f4 # cpu 0 ret 0x80",
+            "# phase probe", "inb 0x3f5 # cpu 0 ret 0x1"])
+
     def test_pci_config_kept_only_for_selected_functions_with_its_cf8(self):
         commands, _, _, _ = self.run_convert([
             "iof_pio cpu 0 out v", ops("write", 0, 0xCF8, 0x80000800, 4, "pci-conf-idx"),

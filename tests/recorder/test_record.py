@@ -78,7 +78,8 @@ class ScenarioTest(unittest.TestCase):
             for arg in scenario.header_args:
                 if arg.startswith(("e1000", "ne2k_pci", "pcnet", "rtl8139", "i8255", "ES1370",
                                    "AC97", "intel-hda", "ahci", "megasas", "sdhci-pci",
-                                   "piix3-usb-uhci", "usb-ehci", "qemu-xhci", "cirrus-vga")):
+                                   "piix3-usb-uhci", "usb-ehci", "qemu-xhci", "cirrus-vga", "am53c974",
+                                   "lsi53c895a", "virtio-scsi-pci", "vmxnet3")):
                     self.assertIn("addr=", arg, scenario.name)
 
     def test_every_scenario_keeps_something(self):
