@@ -1,6 +1,9 @@
 // The QEMU backend against the real QEMU 7.2: discovery, replay, and each fate of QEMU.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
+
+#include <cstdio>
 
 #include <algorithm>
 #include <functional>
@@ -268,6 +271,33 @@ TEST(QemuLaunch, ArgumentsThatFightTheControlChannelsAreRefused) {
   EXPECT_EQ(q.error().message(),
             "qemu arguments: '-qmp' is set by ioreq-filter itself (QEMU runs paused under qtest with its own QMP "
             "socket); remove it from the machine arguments");
+}
+
+TEST(QemuLaunch, AQemuThatNeverOpensItsSocketsIsKilledAfterTheStartupTimeout) {
+  // Stands in for a QEMU stuck before creating its sockets.
+  const std::string script = testing::TempDir() + "/stuck-qemu.sh";
+  {
+    std::FILE* f = std::fopen(script.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("#!/bin/sh\necho \"$$\" > \"$0.pid\"\nexec sleep 60\n", f);
+    std::fclose(f);
+    ASSERT_EQ(::chmod(script.c_str(), 0755), 0);
+  }
+  LaunchOptions o;
+  o.binary = script;
+  o.startup_timeout = 300ms;
+  auto q = QemuInstance::launch(o);
+  ASSERT_FALSE(q);
+  EXPECT_NE(q.error().what.find("QEMU did not open its qtest/QMP sockets within 300 ms"), std::string::npos)
+      << q.error().message();
+  // The failed launch did not leave the process behind (on a very loaded machine it may have been
+  // killed before it wrote its pid, which proves the same).
+  if (std::FILE* pidfile = std::fopen((script + ".pid").c_str(), "r")) {
+    int pid = 0;
+    const int got = std::fscanf(pidfile, "%d", &pid);
+    std::fclose(pidfile);
+    if (got == 1 && pid > 0) EXPECT_NE(::kill(pid, 0), 0);
+  }
 }
 
 TEST(QemuLaunch, MissingBinaryIsAClearError) {
