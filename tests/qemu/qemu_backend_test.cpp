@@ -296,7 +296,9 @@ TEST(QemuLaunch, AQemuThatNeverOpensItsSocketsIsKilledAfterTheStartupTimeout) {
     int pid = 0;
     const int got = std::fscanf(pidfile, "%d", &pid);
     std::fclose(pidfile);
-    if (got == 1 && pid > 0) EXPECT_NE(::kill(pid, 0), 0);
+    if (got == 1 && pid > 0) {
+      EXPECT_NE(::kill(pid, 0), 0);
+    }
   }
 }
 
