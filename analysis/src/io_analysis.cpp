@@ -20,7 +20,8 @@ constexpr std::uint32_t kIdle = 0xfffffffeu;   // sequence marker: control may h
 std::uint64_t maskFor(unsigned bytes) noexcept { return bytes >= 8 ? ~0ull : ((1ull << (bytes * 8)) - 1); }
 
 bool isSymbolic(const Value& v) noexcept {
-  return v.kind == Value::GlobalAddr || v.kind == Value::Cell || v.kind == Value::Base || v.kind == Value::Stack;
+  return v.kind == Value::GlobalAddr || v.kind == Value::Cell || v.kind == Value::Base || v.kind == Value::Stack ||
+         v.kind == Value::Holder;
 }
 
 Value join(const Value& a, const Value& b) noexcept {
@@ -56,6 +57,7 @@ Value maskAll(Value v, std::uint64_t mask) noexcept {
 
 Value addOffset(const Value& v, std::int64_t delta) noexcept {
   if (v.kind == Value::Const && v.known < 8) return Value::top();
+  if (v.kind == Value::Holder) delta = -delta;  // the field gets closer as the pointer moves up
   if (v.kind == Value::Const || isSymbolic(v)) {
     Value r = v;
     r.off = std::int64_t(std::uint64_t(r.off) + std::uint64_t(delta));
@@ -360,6 +362,10 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
         if (item) *item = Item{Item::Position, idx};
         return Value::top();
       }
+      if (a.kind == Value::Holder && !indexed && single(a)) {
+        if (a.off == 0 && width == 8) return Value{Value::Base, 8, a.id, 0};
+        return Value::top();
+      }
       if (op.base.gpr != NoReg && !op.base.rip && op.index.gpr == NoReg && in.ref.kind == Reference::None) {
         auto it = field_base_.find(op.disp);
         if (it != field_base_.end() && width == 8) return Value{Value::Base, 8, it->second, 0};
@@ -425,8 +431,12 @@ void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& 
     recordAccess(acc, a, v, record, items);
     return;
   }
-  if (v.kind == Value::Base && dst.size == 8 && dst.base.gpr != NoReg && !dst.base.rip && dst.index.gpr == NoReg && record)
-    field_base_.try_emplace(dst.disp, v.id);
+  if (v.kind == Value::Base && dst.size == 8 && dst.base.gpr != NoReg && !dst.base.rip && dst.index.gpr == NoReg) {
+    if (record) field_base_.try_emplace(dst.disp, v.id);
+    // From here on the pointer is known to hold the base at +disp (and so is what it is passed to).
+    Value& holder = s.reg[dst.base.gpr];
+    if (holder.kind == Value::Top) holder = Value{Value::Holder, 8, v.id, dst.disp};
+  }
 }
 
 void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record, bool tail) {

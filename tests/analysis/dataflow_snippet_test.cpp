@@ -209,6 +209,27 @@ TEST(DataFlow, BaseKeptInAStructFieldIsFollowed) {
   EXPECT_EQ(w[0]->value, 2u);
 }
 
+TEST(DataFlow, PointerToTheStructureHoldingTheBaseIsFollowedIntoCallees) {
+  // adapter->hw.hw_addr = pci_ioremap_bar(pdev, 0); hw_fn(&adapter->hw) { writel(0x1c8, hw->hw_addr + 0x10); }
+  auto a = analyse({
+      0x48, 0x89, 0xfb,                          //  0: mov rbx, rdi                (adapter)
+      0x31, 0xf6,                                //  3: xor esi, esi
+      0xe8, 0, 0, 0, 0,                          //  5: call pci_ioremap_bar
+      0x48, 0x89, 0x83, 0x08, 0x0e, 0, 0,        // 10: mov [rbx+0xe08], rax
+      0x48, 0x8d, 0xbb, 0x08, 0x0e, 0, 0,        // 17: lea rdi, [rbx+0xe08]         (&adapter->hw)
+      0xe8, 0x01, 0, 0, 0,                       // 24: call hw_fn (30)
+      0xc3,                                      // 29: ret
+      0x48, 0x8b, 0x07,                          // 30: mov rax, [rdi]               (hw_fn: hw->hw_addr)
+      0xc7, 0x40, 0x10, 0xc8, 0x01, 0, 0,        // 33: mov dword [rax+0x10], 0x1c8
+      0xc3,                                      // 40: ret
+  }, {external("pci_ioremap_bar"), function("hw_fn", 30, 11)}, {plt32(6, 2)});
+  auto w = accessesAt(a->result, 33);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(w[0]->offset, 0x10);
+  EXPECT_EQ(w[0]->value, 0x1c8u);
+}
+
 TEST(DataFlow, ArgumentsAreFollowedPerCallingContext) {
   // output_byte(0x10); output_byte(0x20): two write nodes with exact values, in order.
   auto a = analyse({

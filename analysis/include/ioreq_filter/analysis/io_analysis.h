@@ -30,7 +30,9 @@
 namespace iof::analysis {
 
 struct Value {
-  enum Kind : std::uint8_t { Top, Const, GlobalAddr, Cell, Base, Stack };
+  // Holder: a pointer to a structure whose field at +off holds device base `id` (e1000's adapter after
+  // `adapter->hw.hw_addr = pci_ioremap_bar(...)`; `&adapter->hw` is the same holder with a smaller off).
+  enum Kind : std::uint8_t { Top, Const, GlobalAddr, Cell, Base, Stack, Holder };
   Kind kind = Top;
   std::uint8_t known = 8;   // Const: how many low bytes are known
   std::uint32_t id = 0;     // GlobalAddr: section; Cell: cell index; Base: base index
