@@ -220,6 +220,7 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
     if (!trace->qemu_args.empty() || !o.qemu_args.empty())
       std::cout << "  machine: " << (o.qemu_args.empty() ? trace->qemu_args : o.qemu_args) << "\n";
     if (engine) {
+      if (engine->deviceCount() == 0) std::cout << "  filtered: none (no policy matches a device of this machine)\n";
       for (std::size_t d = 0; d < engine->deviceCount(); ++d)
         std::cout << "  filtered: " << engine->device(d).instance.name << " <- " << engine->device(d).policy.source << "\n";
     } else {
