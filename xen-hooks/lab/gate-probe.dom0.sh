@@ -4,6 +4,9 @@
 # raise #UD only when enforcing, and every one is counted per context by the hypervisor.
 . /lab/lib.sh
 
+# --bin installs into /usr/local/bin, which is not on dom0's PATH.
+gate_tool=/usr/local/bin/xen-emul-gate
+
 cat > /tmp/gate-probe.cfg <<CFG
 name = "gate-probe"
 type = "hvm"
@@ -26,7 +29,7 @@ run_probe() {
         return 1
     fi
     domid=$(lab_domid gate-probe)
-    if xen-emul-gate "$domid" "$mode" > "/lab/out/gate-$mode-set.txt" 2>&1; then
+    if "$gate_tool" "$domid" "$mode" > "/lab/out/gate-$mode-set.txt" 2>&1; then
         lab_pass "gate.$mode.param-set"
     else
         lab_fail "gate.$mode.param-set" "$(cat "/lab/out/gate-$mode-set.txt")"
@@ -38,7 +41,7 @@ run_probe() {
         lab_fail "gate.$mode.guest-finished" "no GATE-PROBE-DONE within 180 s"
     fi
     lab_guest_log "$domid" > "/lab/out/gate-$mode-guest.log"
-    xen-emul-gate "$domid" status > "/lab/out/gate-$mode-status.txt" 2>&1 || true
+    "$gate_tool" "$domid" status > "/lab/out/gate-$mode-status.txt" 2>&1 || true
     cat "/lab/out/gate-$mode-status.txt"
     sed -n 's/^TINY gate-/  verdict /p' "/lab/out/gate-$mode-guest.log"
     lab_xl 30 destroy gate-probe
