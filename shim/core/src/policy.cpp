@@ -7,17 +7,6 @@
 
 namespace iof {
 
-bool ValueConstraint::matches(std::uint64_t v) const noexcept {
-  switch (kind) {
-    case ValueKind::Any: return true;
-    case ValueKind::Exact: return v == a;
-    case ValueKind::Mask: return (v & a) == b;
-    case ValueKind::Range: return v >= a && v <= b;
-    case ValueKind::Set: return std::binary_search(set.begin(), set.end(), v);
-  }
-  return false;
-}
-
 bool AccessPattern::matches(std::uint32_t reg, std::uint64_t offset, std::uint8_t sz, Dir d,
                             std::uint64_t v) const noexcept {
   if (reg != region || offset < offset_low || offset > offset_high) return false;

@@ -3,6 +3,7 @@
 // (docs/policy-format.md); compile() turns it into the flat tables the engine runs on.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -35,7 +36,17 @@ struct ValueConstraint {
   std::uint64_t b = 0;  // Mask: (value & a) == b; Range: high (inclusive)
   std::vector<std::uint64_t> set;  // Set: allowed values, sorted
 
-  bool matches(std::uint64_t value) const noexcept;
+  // Inline: called for every candidate node of every request.
+  bool matches(std::uint64_t value) const noexcept {
+    switch (kind) {
+      case ValueKind::Any: return true;
+      case ValueKind::Exact: return value == a;
+      case ValueKind::Mask: return (value & a) == b;
+      case ValueKind::Range: return value >= a && value <= b;
+      case ValueKind::Set: return std::binary_search(set.begin(), set.end(), value);
+    }
+    return false;
+  }
 };
 
 // Where a node or rule came from, so a refusal can be explained.
