@@ -21,7 +21,7 @@ std::uint64_t maskFor(unsigned bytes) noexcept { return bytes >= 8 ? ~0ull : ((1
 
 bool isSymbolic(const Value& v) noexcept {
   return v.kind == Value::GlobalAddr || v.kind == Value::Cell || v.kind == Value::Base || v.kind == Value::Stack ||
-         v.kind == Value::Holder;
+         v.kind == Value::Holder || v.kind == Value::Ptr;
 }
 
 Value join(const Value& a, const Value& b) noexcept {
@@ -157,6 +157,17 @@ class Analyzer {
   std::vector<std::uint32_t> contexts_per_function_;
   std::unordered_map<std::uint64_t, std::uint32_t> cell_index_;
   std::map<std::int64_t, std::uint32_t> field_base_;  // struct field offset -> device base stored there
+  std::map<CodeAddr, std::uint32_t> ptr_ids_;                           // call instruction -> pointer identity
+  std::map<std::pair<std::uint32_t, std::int64_t>, std::uint32_t> ptr_holds_;  // (pointer, offset) -> base
+  std::map<std::pair<std::uint32_t, int>, std::pair<std::uint32_t, std::int64_t>> param_holder_;  // (fn, arg) -> (base, field)
+  // Resolves a pointer to "holds base b at +d" if it is known to.
+  std::optional<Value> asHolder(const Value& v) const {
+    if (v.kind == Value::Holder) return v;
+    if (v.kind != Value::Ptr || !single(v)) return std::nullopt;
+    auto it = ptr_holds_.lower_bound({v.id, v.off});
+    if (it == ptr_holds_.end() || it->first.first != v.id || it->first.second - v.off > 0x10000) return std::nullopt;
+    return Value{Value::Holder, 8, it->second, it->first.second - v.off};
+  }
   std::map<std::pair<int, int>, std::uint32_t> base_index_;
   std::map<std::tuple<CodeAddr, int, std::uint64_t, std::int64_t, std::uint64_t, bool>, std::uint32_t> access_index_;
   std::set<CodeAddr> site_insns_, pinned_insns_, foreign_insns_;
@@ -362,6 +373,11 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
         if (item) *item = Item{Item::Position, idx};
         return Value::top();
       }
+      if (a.kind == Value::Ptr && !indexed && single(a)) {
+        auto it = ptr_holds_.find({a.id, a.off});
+        if (it != ptr_holds_.end() && width == 8) return Value{Value::Base, 8, it->second, 0};
+        return Value::top();
+      }
       if (a.kind == Value::Holder && !indexed && single(a)) {
         if (a.off == 0 && width == 8) return Value{Value::Base, 8, a.id, 0};
         return Value::top();
@@ -436,6 +452,7 @@ void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& 
     // From here on the pointer is known to hold the base at +disp (and so is what it is passed to).
     Value& holder = s.reg[dst.base.gpr];
     if (holder.kind == Value::Top) holder = Value{Value::Holder, 8, v.id, dst.disp};
+    if (holder.kind == Value::Ptr && single(holder)) ptr_holds_.try_emplace({holder.id, holder.off + dst.disp}, v.id);
   }
 }
 
@@ -489,6 +506,10 @@ void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
     } else if (n == "ioremap" || n == "ioremap_uc" || n == "ioremap_wc" || n == "ioremap_cache" || n == "devm_ioremap" ||
                n == "devm_ioremap_uc" || n == "devm_ioremap_wc" || n == "ioremap_nocache") {
       s.reg[RAX] = Value{Value::Base, 8, baseFor(DeviceBase::Ioremap, -1, 0, name, out_.where(in.addr)), 0};
+    } else {
+      // Anything else an external call returns may be the driver's private structure (alloc_etherdev…).
+      auto [it, inserted] = ptr_ids_.try_emplace(in.addr, std::uint32_t(ptr_ids_.size()));
+      s.reg[RAX] = Value{Value::Ptr, 8, it->second, 0};
     }
     return;
   }
@@ -766,6 +787,16 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
 }
 
 std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
+  // Parameter types: a parameter once seen pointing at the structure that holds a base always does.
+  for (int i = 0; i < 6; ++i) {
+    if (auto h = asHolder(args[std::size_t(i)])) {
+      param_holder_.try_emplace({fn, i}, std::pair{h->id, h->off});
+      args[std::size_t(i)] = *h;
+    } else if (args[std::size_t(i)].kind == Value::Top) {
+      auto it = param_holder_.find({fn, i});
+      if (it != param_holder_.end()) args[std::size_t(i)] = Value{Value::Holder, 8, it->second.first, it->second.second};
+    }
+  }
   if (contexts_per_function_[fn] >= opt_.max_contexts_per_function) args.fill(Value::top());
   ContextKey key{fn, args};
   if (auto it = memo_.find(key); it != memo_.end()) return it->second;
@@ -1165,7 +1196,7 @@ void Analyzer::run() {
   // Two rounds: the first learns which globals and struct fields hold device bases, the second uses them.
   for (int round = 0; round < 2; ++round) {
     if (round == 1) {
-      bool learned = !field_base_.empty();
+      bool learned = !field_base_.empty() || !param_holder_.empty();
       for (const Cell& c : out_.cells) learned |= c.base.has_value() || c.alias.has_value();
       if (!learned) break;
       memo_.clear();

@@ -32,7 +32,9 @@ namespace iof::analysis {
 struct Value {
   // Holder: a pointer to a structure whose field at +off holds device base `id` (e1000's adapter after
   // `adapter->hw.hw_addr = pci_ioremap_bar(...)`; `&adapter->hw` is the same holder with a smaller off).
-  enum Kind : std::uint8_t { Top, Const, GlobalAddr, Cell, Base, Stack, Holder };
+  // Ptr: an otherwise unknown pointer with an identity (id: the call that returned it), so that what is
+  // stored through one copy (probe's `adapter->hw.hw_addr = ...`) is found through another.
+  enum Kind : std::uint8_t { Top, Const, GlobalAddr, Cell, Base, Stack, Holder, Ptr };
   Kind kind = Top;
   std::uint8_t known = 8;   // Const: how many low bytes are known
   std::uint32_t id = 0;     // GlobalAddr: section; Cell: cell index; Base: base index
