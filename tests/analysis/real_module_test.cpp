@@ -107,6 +107,18 @@ TEST(RealModules, E1000ClaimsTheQemuNicAndWritesThroughItsBar) {
   bool ioremap_bar = false;
   for (const auto& b : a->result.bases) ioremap_bar |= b.kind == DeviceBase::PciIoremapBar;
   EXPECT_TRUE(ioremap_bar);
+  // hw->hw_addr is reached from every entry point (parameter types learned from probe's calls):
+  // the EEPROM bit-banging of e1000_shift_out_ee_bits writes EECD (0x10) through it.
+  bool eecd_in_shift_out = false;
+  std::size_t mmio = 0;
+  for (const auto& x : a->result.accesses) {
+    if (x.form != Access::Form::MmioMov || x.where != Access::Where::BaseOffset) continue;
+    ++mmio;
+    if (x.dir == Dir::Write && x.offset == 0x10 && a->dis.functions()[x.function].name == "e1000_shift_out_ee_bits")
+      eecd_in_shift_out = true;
+  }
+  EXPECT_TRUE(eecd_in_shift_out);
+  EXPECT_GT(mmio, 300u);
 }
 
 TEST(RealModules, SignedModulesCarryTheirSignatureAfterTheElf) {
