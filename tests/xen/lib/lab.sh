@@ -22,13 +22,34 @@ LAB_DOM0_MODULES=(xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xenfs)
 declare -A LAB_DEB_DIR=()
 LAB_KERNEL=""
 lab_resolve_packages() {
-  local p
+  local p memo key line
+  # Asking apt for ~20 candidate versions takes 10-40 s on a busy machine, so the answer is kept
+  # until apt's package lists change (apt-get update rewrites them).
+  key=$( { printf '%s\n' "${LAB_XEN_PACKAGES[@]}" "${LAB_OTHER_PACKAGES[@]}";
+           stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* /etc/apt/preferences* 2>/dev/null; } |
+         sha256sum | cut -c1-16)
+  memo="$LAB_CACHE/resolved-$key"
+  if [ -f "$memo" ]; then
+    while read -r p line; do
+      [ "$p" = "@kver" ] && continue
+      [ -e "$line/.extracted" ] || { LAB_DEB_DIR=(); LAB_KERNEL=""; break; }
+      if [ "$p" = "@kernel" ]; then LAB_KERNEL="$line $(sed -n 's/^@kver //p' "$memo")"
+      else LAB_DEB_DIR[$p]=$line; fi
+    done < "$memo"
+  fi
   for p in "${LAB_XEN_PACKAGES[@]}" "${LAB_OTHER_PACKAGES[@]}"; do
     [ -n "${LAB_DEB_DIR[$p]:-}" ] && continue
     # apt-get download as root warns about the _apt sandbox on every call; that is noise here.
     LAB_DEB_DIR[$p]=$(fetch_deb "$p" 2> >(grep -v -e 'unsandboxed as root' -e '^$' >&2)) || exit 2
   done
-  [ -n "$LAB_KERNEL" ] || LAB_KERNEL=$(fetch_kernel 2> >(grep -v -e 'unsandboxed as root' >&2)) || exit 2
+  if [ -z "$LAB_KERNEL" ] || [ ! -e "${LAB_KERNEL% *}/.extracted" ]; then
+    LAB_KERNEL=$(fetch_kernel 2> >(grep -v -e 'unsandboxed as root' >&2)) || exit 2
+  fi
+  if [ ! -f "$memo" ]; then
+    { for p in "${!LAB_DEB_DIR[@]}"; do printf '%s %s\n' "$p" "${LAB_DEB_DIR[$p]}"; done
+      printf '@kernel %s\n@kver %s\n' "${LAB_KERNEL% *}" "${LAB_KERNEL##* }"; } > "$memo.tmp.$$"
+    mv -f "$memo.tmp.$$" "$memo"
+  fi
 }
 
 # lab_deb PKG -> where PKG was extracted (one of LAB_*_PACKAGES).
