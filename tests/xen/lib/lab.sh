@@ -208,6 +208,9 @@ lab_build_base() {
   ldconfig -r "$root" 2>/dev/null || true
   lab_write_cpio "$root" "$out"
   rm -rf "$root"
+  # Superseded images (~13 MB each) pile up as inputs change; a day's grace for runs still using one.
+  find "$LAB_CACHE" -maxdepth 1 \( -name 'dom0-base-*.cpio.zst' -o -name 'linux-guest-*.cpio.zst' \) \
+    -mtime +1 -delete 2>/dev/null || true
   printf '%s\n' "$out"
 }
 
