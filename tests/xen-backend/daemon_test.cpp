@@ -50,6 +50,7 @@ struct DaemonFixture : ::testing::Test {
   void SetUp() override {
     std::filesystem::create_directories(run_dir);
     id = hv.createServer(dom, xen::BufioreqMode::Atomic).value();
+    (void)hv.mapIoreqPages(dom, id);  // QEMU maps before enabling: that allocates the pages
     ASSERT_TRUE(hv.mapIoRange(dom, id, xen::RangeKind::Pio, 0x3f0, 0x3f7));
     ASSERT_TRUE(hv.setServerState(dom, id, true));
     startDaemon();

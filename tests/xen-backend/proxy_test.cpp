@@ -36,6 +36,7 @@ struct ProxiedGuest {
 
   explicit ProxiedGuest(RequestFilter* filter, unsigned n = 2, bool start = true) : vcpus(n), dom(hv.createDomain({.vcpus = n})) {
     id = hv.createServer(dom, xen::BufioreqMode::Atomic).value();
+    (void)hv.mapIoreqPages(dom, id);  // QEMU maps before enabling: that allocates the pages
     EXPECT_TRUE(hv.mapIoRange(dom, id, xen::RangeKind::Pio, 0x3f0, 0x3f7));
     EXPECT_TRUE(hv.mapIoRange(dom, id, xen::RangeKind::Pio, 0xcf8, 0xcff));
     EXPECT_TRUE(hv.mapIoRange(dom, id, xen::RangeKind::Mmio, 0xa0000, 0xbffff));
@@ -310,6 +311,7 @@ TEST(Proxy, JournalOfAnotherDomainIsRefusedWithAClearError) {
   other.createDomain({.vcpus = 1});
   const auto dom = other.createDomain({.vcpus = 1});  // domid 2: the journal is domid 1's
   const auto id = other.createServer(dom, xen::BufioreqMode::Atomic).value();
+  (void)other.mapIoreqPages(dom, id);
   ASSERT_TRUE(other.setServerState(dom, id, true));
   xen::ProxyOptions o;
   o.domid = dom;

@@ -28,6 +28,7 @@ struct OneServer {
 
   explicit OneServer(std::uint64_t lo = 0x3f0, std::uint64_t hi = 0x3f7) {
     id = hv.createServer(dom, xen::BufioreqMode::Atomic).value();
+    (void)hv.mapIoreqPages(dom, id);  // allocates the pages, as QEMU's first mapping does
     EXPECT_TRUE(hv.mapIoRange(dom, id, xen::RangeKind::Pio, lo, hi));
     EXPECT_TRUE(hv.setServerState(dom, id, true));
     qemu = QemuModel::direct(hv, dom, id, 2, echoAddress).value();
@@ -51,6 +52,7 @@ TEST(SimRules, HighestEnabledServerWinsOverlappingRanges) {
   const auto early = hv.createServer(dom, xen::BufioreqMode::Off).value();  // id 0: a filter created first
   const auto late = hv.createServer(dom, xen::BufioreqMode::Off).value();   // id 1: QEMU's
   for (auto id : {early, late}) {
+    (void)hv.mapIoreqPages(dom, id);
     ASSERT_TRUE(hv.mapIoRange(dom, id, xen::RangeKind::Pio, 0x3f0, 0x3f7));
     ASSERT_TRUE(hv.setServerState(dom, id, true));
   }
@@ -115,6 +117,15 @@ TEST(SimRules, VpEportIsWrittenOnlyWhenTheServerIsEnabled) {
   EXPECT_NE(xen::pagesOf(pages).sync->vcpu[1].vp_eport, xen::pagesOf(pages).sync->vcpu[0].vp_eport);
 }
 
+TEST(SimRules, VpEportStaysZeroWhenTheServerIsEnabledBeforeItsPagesExist) {
+  SimHypervisor hv;
+  const auto dom = hv.createDomain({.vcpus = 1});
+  const auto id = hv.createServer(dom, xen::BufioreqMode::Atomic).value();
+  ASSERT_TRUE(hv.setServerState(dom, id, true));
+  auto pages = hv.mapIoreqPages(dom, id).value();  // first mapping allocates cleared pages
+  EXPECT_EQ(xen::pagesOf(pages).sync->vcpu[0].vp_eport, 0u);
+}
+
 TEST(SimRules, VcpuBlocksUntilTheDeviceModelAnswers) {
   OneServer s;
   auto r = s.hv.guestIo(s.dom, 1, pio(0x3f4, Dir::Read), 50ms);
@@ -131,6 +142,7 @@ TEST(SimRules, SlotStateMovingBackwardsCrashesTheDomain) {
   SimHypervisor hv;
   const auto dom = hv.createDomain({.vcpus = 1});
   const auto id = hv.createServer(dom, xen::BufioreqMode::Off).value();
+  (void)hv.mapIoreqPages(dom, id);  // allocates the pages, as QEMU's first mapping does
   ASSERT_TRUE(hv.mapIoRange(dom, id, xen::RangeKind::Pio, 0x3f0, 0x3f7));
   ASSERT_TRUE(hv.setServerState(dom, id, true));
   xen::SessionOptions o;
@@ -154,6 +166,7 @@ TEST(SimRules, OnlyDataTravelsBackToTheVcpu) {
   SimHypervisor hv;
   const auto dom = hv.createDomain({.vcpus = 1});
   const auto id = hv.createServer(dom, xen::BufioreqMode::Off).value();
+  (void)hv.mapIoreqPages(dom, id);  // allocates the pages, as QEMU's first mapping does
   ASSERT_TRUE(hv.mapIoRange(dom, id, xen::RangeKind::Pio, 0x3f0, 0x3f7));
   ASSERT_TRUE(hv.setServerState(dom, id, true));
   xen::SessionOptions o;
@@ -218,6 +231,7 @@ TEST(SimRules, ClosingAHandleReturnsPortsToUnboundAndRebindingMarksThemPending) 
   SimHypervisor hv;
   const auto dom = hv.createDomain({.vcpus = 1});
   const auto id = hv.createServer(dom, xen::BufioreqMode::Off).value();
+  (void)hv.mapIoreqPages(dom, id);  // allocates the pages, as QEMU's first mapping does
   ASSERT_TRUE(hv.setServerState(dom, id, true));
   auto pages = hv.mapIoreqPages(dom, id).value();
   const auto remote = xen::pagesOf(pages).sync->vcpu[0].vp_eport;

@@ -236,6 +236,10 @@ struct Daemon::Impl {
     sd.async_wait(asio::posix::stream_descriptor::wait_read, [this, &sd](const boost::system::error_code& ec) {
       if (ec || !proxy) return;
       proxy->handleEvents();
+      // Bounded: a request arriving within the budget skips a sleep/wake-up pair.
+      if (o.poll_us)
+        while (proxy->pollFor(std::chrono::microseconds(o.poll_us))) {
+        }
       arm(sd);
     });
   }
@@ -291,6 +295,7 @@ struct Daemon::Impl {
                   {"pause_unavailable", c.pause_unavailable.load()}, {"spurious", c.spurious.load()}};
     j["log"] = {{"refusals_suppressed", refusals.suppressed_total()}, {"ring_lost", recorder ? recorder->lost() : 0}};
     j["reloads"] = reloads;
+    j["polling"] = {{"budget_us", o.poll_us}, {"spent_ns", proxy->pollNanoseconds()}, {"hits", proxy->pollHits()}};
     if (auto* e = engine()) {
       json devs = json::array();
       for (std::size_t i = 0; i < e->deviceCount(); ++i) {

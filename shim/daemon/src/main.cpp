@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   app.add_option("--mode", mode, "enforce | monitor | learn")->check(CLI::IsMember({"enforce", "monitor", "learn"}));
   app.add_option("--dm-uid", o.dm_uid, "uid QEMU runs as under dm_restrict (may attach)");
   app.add_option("--refusals-per-second", o.refusals_per_second, "refusal log lines per second");
+  app.add_option("--poll-us", o.poll_us, "adaptive polling budget after each wake-up, microseconds (CPU for latency)");
   app.add_flag("--restrict", o.restrict_after_attach, "restrict Xen handles to the domain once attached");
   app.add_option("--user", o.drop_to_user, "drop to this user once attached");
   CLI11_PARSE(app, argc, argv);

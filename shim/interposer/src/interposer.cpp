@@ -76,6 +76,13 @@ void* Interposer::mapResource(DomId domid, ServerId id, unsigned long frame, uns
     shadow_ = std::make_unique<ShadowFile>(std::move(*sh));
     initJournal(shadow_->journal(), domid, id, vcpus_, true);
   } else {
+    // Xen allocates the ioreq pages on their first mapping and writes vp_eport at enable only into
+    // pages that exist (ioreq.c:810, 353): map once now, so the daemon finds the ports after enable.
+    if (auto real = hv_.mapIoreqPages(domid, id); !real) {
+      log(real.error().message());
+      *err = EIO;
+      return nullptr;
+    }
     auto sh = ShadowFile::open(daemon::shadowPath(cfg_.run_dir, domid));
     if (!sh) {
       log(sh.error().message());

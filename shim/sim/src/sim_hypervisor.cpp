@@ -11,7 +11,9 @@
 //  R6 bad size: unhandleable (hvm/emulate.c:178-182).
 //  R7 ioreq_send: the slot must be NONE and vp_eport must match, then the request is written with
 //     state NONE, state set READY last and the port notified (ioreq.c:1267-1305).
-//  R8 vp_eport is written only when the server is enabled (ioreq.c:348-358, 538-554).
+//  R8 the ioreq pages are allocated (cleared) by the first map_resource (ioreq.c:810, 467-478,
+//     261-300), and vp_eport is written when the server is enabled, only into pages that already
+//     exist (ioreq.c:348-358, 538-554): enable before the first mapping and vp_eport stays 0.
 //  R9 the vCPU blocks: READY/INPROCESS wait for an event; IORESP_READY -> NONE and data is taken;
 //     a state that moves backwards or is unknown crashes the domain (ioreq.c:154-209).
 //  R10 only data travels back, and only when ioreq_needs_completion (ioreq.c:202-204,
@@ -85,6 +87,7 @@ struct Server {
   BufioreqMode mode = BufioreqMode::Off;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges[3];  // PIO, MMIO, PCI (SBDF)
   std::shared_ptr<Pages> pages;
+  bool allocated = false;  // R8: by the first mapping
   std::vector<Port> vcpu_port;
   Port buf_port = 0;
 };
@@ -445,6 +448,7 @@ GuestResult SimHypervisor::guestIo(DomId domid, unsigned vcpu, const IoRequest& 
   }
   Server& s = *d->servers[target];
   // R7
+  if (!s.allocated) return {GuestStatus::DeviceModelError, 0, target};
   IoreqSlot& slot = s.pages->sync()->vcpu[vcpu];
   if (loadState(slot) != SlotState::None) return {GuestStatus::DeviceModelError, 0, target};
   if (slot.vp_eport != s.vcpu_port[vcpu]) return {GuestStatus::DeviceModelError, 0, target};
@@ -655,7 +659,7 @@ Result<void> SimHypervisor::setServerState(DomId domid, ServerId id, bool enable
   SIM_CHECK_RESTRICT("xendevicemodel_set_ioreq_server_state", domid);
   Server* s = state_->server(domid, id);
   if (!s) return std::unexpected(callError("xendevicemodel_set_ioreq_server_state(domid " + std::to_string(domid) + ", server " + std::to_string(id) + ")", ENOENT));
-  if (enabled && !s->enabled)
+  if (enabled && !s->enabled && s->allocated)
     for (unsigned v = 0; v < s->vcpu_port.size(); ++v) s->pages->sync()->vcpu[v].vp_eport = s->vcpu_port[v];  // R8
   s->enabled = enabled;
   return {};
@@ -709,6 +713,10 @@ Result<Mapping> SimHypervisor::mapIoreqPages(DomId domid, ServerId id) {
   SIM_CHECK_RESTRICT("xenforeignmemory_map_resource", domid);
   Server* s = state_->server(domid, id);
   if (!s) return std::unexpected(callError("xenforeignmemory_map_resource(domid " + std::to_string(domid) + ", server " + std::to_string(id) + ")", ENOENT));
+  if (!s->allocated) {  // R8
+    std::memset(s->pages->base, 0, 2 * kPageSize);
+    s->allocated = true;
+  }
   auto keep = s->pages;
   return Mapping(keep->base, 2, [keep](void*, std::size_t) {});
 }

@@ -101,6 +101,34 @@ bool ProxyEndpoint::handleShadowEvents() noexcept {
   return any;
 }
 
+bool ProxyEndpoint::pollFor(std::chrono::nanoseconds budget) noexcept {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  const IoreqPages real = session_->pages();
+  const IoreqPages sh = shadow_.pages();
+  const unsigned n = relay_->vcpus();
+  for (;;) {
+    bool found = false;
+    for (unsigned v = 0; v < n; ++v) {
+      if (loadState(real.sync->vcpu[v]) == SlotState::Ready) {
+        apply(v, relay_->onRealEvent(v));
+        found = true;
+      }
+      if (loadState(sh.sync->vcpu[v]) == SlotState::RespReady) {
+        apply(v, relay_->onShadowEvent(v));
+        found = true;
+      }
+    }
+    const auto spent = Clock::now() - t0;
+    if (found || spent >= budget) {
+      poll_ns_ += std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(spent).count());
+      if (found) ++poll_hits_;
+      return found;
+    }
+    __builtin_ia32_pause();
+  }
+}
+
 void ProxyEndpoint::handleEvents() noexcept {
   // Bounded so a guest that keeps its vCPUs busy cannot starve the control socket and signals.
   for (int round = 0; round < 64 && (handleRealEvents() | handleShadowEvents()); ++round) {

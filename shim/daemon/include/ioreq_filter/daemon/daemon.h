@@ -36,6 +36,7 @@ struct DaemonOptions {
   Mode mode = Mode::Enforce;
   uid_t dm_uid = 0;          // besides root, this uid (QEMU under dm_restrict) may send "attach"
   unsigned refusals_per_second = 20;
+  unsigned poll_us = 0;      // adaptive polling budget after each wake-up (0: sleep at once)
   bool restrict_after_attach = false;  // xentoolcore_restrict_all(domid) once attached
   std::string drop_to_user;            // setuid after attaching (empty: stay)
   std::function<void(const std::string&)> log;  // one JSON object per line; default stderr

@@ -1,0 +1,57 @@
+#!/bin/sh
+# ioreq-filter-dm-wrapper keeps QEMU's argv and inherited fds, sets up the interposer, starts the
+# daemon first in proxy mode, and refuses to start QEMU it cannot place behind the filter.
+# A fake QEMU records what it was exec'd with; a fake daemon only creates its socket.
+set -eu
+wrapper=$1
+tmp=$(mktemp -d)
+trap 'kill $(cat "$tmp/daemon.pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+cat > "$tmp/qemu" <<'SH'
+#!/bin/sh
+printf '%s\n' "$@" > "$OUT/argv"
+printf '%s\n' "$LD_PRELOAD" > "$OUT/preload"
+printf '%s %s\n' "$IOREQ_FILTER_MODE" "${IOREQ_FILTER_DEVICES:-}" > "$OUT/env"
+if [ -e /proc/self/fd/7 ]; then echo inherited > "$OUT/fd7"; fi
+SH
+cat > "$tmp/daemon" <<'SH'
+#!/bin/sh
+printf '%s\n' "$@" > "$OUT/daemon-argv"
+echo $$ > "$OUT/daemon.pid"
+exec /usr/bin/python3 -c 'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1); time.sleep(30)' "$RUN/dom7.sock"
+SH
+chmod +x "$tmp/qemu" "$tmp/daemon"
+cat > "$tmp/conf" <<CONF
+IOREQ_FILTER_QEMU=$tmp/qemu
+IOREQ_FILTER_INTERPOSER=/lib/x86_64-linux-gnu/libdl.so.2
+IOREQ_FILTER_LOG_DIR=$tmp/log
+IOREQ_FILTER_DAEMON=$tmp/daemon
+IOREQ_FILTER_RUN_DIR=$tmp/run
+IOREQ_FILTER_DEVICES=/etc/iof/dom%d.json
+CONF
+export OUT="$tmp" RUN="$tmp/run" IOREQ_FILTER_WRAPPER_CONF="$tmp/conf"
+
+# inline: argv untouched, fd 7 inherited, interposer first in LD_PRELOAD
+LD_PRELOAD=/lib/x86_64-linux-gnu/libm.so.6 IOREQ_FILTER_MODE=inline "$wrapper" -xen-domid 7 -chardev 'socket,id=libxl-cmd,path=/x,server=on,wait=off' \
+    -mon chardev=libxl-cmd,mode=control -no-shutdown 7<"$tmp/conf"
+printf '%s\n' -xen-domid 7 -chardev 'socket,id=libxl-cmd,path=/x,server=on,wait=off' -mon chardev=libxl-cmd,mode=control \
+    -no-shutdown > "$tmp/expected"
+cmp -s "$tmp/argv" "$tmp/expected" || fail "inline: argv changed: $(cat "$tmp/argv")"
+[ "$(cat "$tmp/preload")" = "/lib/x86_64-linux-gnu/libdl.so.2:/lib/x86_64-linux-gnu/libm.so.6" ] || fail "LD_PRELOAD: $(cat "$tmp/preload")"
+[ "$(cat "$tmp/env")" = "inline /etc/iof/dom7.json" ] || fail "env: $(cat "$tmp/env")"
+[ -e "$tmp/fd7" ] || fail "inherited fd 7 was not passed on"
+
+# no domid: QEMU must not run at all
+rm -f "$tmp/argv"
+if IOREQ_FILTER_MODE=inline "$wrapper" -name x 2>/dev/null; then fail "ran without -xen-domid"; fi
+[ ! -e "$tmp/argv" ] || fail "QEMU was started without a domid"
+
+# proxy: daemon first (domid, policy, devices), a second QMP socket for it, argv otherwise intact
+IOREQ_FILTER_MODE=proxy "$wrapper" -xen-domid 7 -runas 1234:1234 -no-shutdown
+grep -qx -- "--domid" "$tmp/daemon-argv" || fail "daemon args: $(cat "$tmp/daemon-argv")"
+grep -qx -- "--dm-uid" "$tmp/daemon-argv" && grep -qx 1234 "$tmp/daemon-argv" || fail "daemon did not get QEMU's uid"
+grep -qx -- "/etc/iof/dom7.json" "$tmp/daemon-argv" || fail "daemon did not get the device list"
+printf '%s\n' -xen-domid 7 -runas 1234:1234 -no-shutdown -qmp "unix:$tmp/run/dom7.qmp,server=on,wait=off" > "$tmp/expected"
+cmp -s "$tmp/argv" "$tmp/expected" || fail "proxy: argv: $(cat "$tmp/argv")"
+echo "PASS"
