@@ -5,7 +5,8 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 xen=$("$XEN_HOOKS_DIR/scripts/build-hypervisor")
 [ -s "$xen" ] && [ -s "$xen.gz" ] || die "no hypervisor image at $xen(.gz)"
-file "$xen" | grep -q 'ELF 32-bit.*executable' || die "$xen is not the multiboot ELF image Xen builds"
+header=$(readelf -h "$xen") || die "$xen is not an ELF image"
+grep -Eq 'Class: +ELF32' <<<"$header" && grep -Eq 'Type: +EXEC' <<<"$header" || die "$xen is not the 32-bit multiboot ELF Xen builds"
 syms="$(dirname "$xen")/xen-syms"
 symbols=$(nm "$syms")  # not piped into grep -q: nm would die of SIGPIPE under pipefail
 for s in x86emul_gate_check hvm_emul_gate_permits; do
