@@ -52,7 +52,8 @@ Result<DeviceBus> DeviceBus::create(std::vector<BusDevice> devices) {
         config_region = std::uint32_t(r);
         continue;
       }
-      (reg.space == RegionSpace::Io ? io_capacity : mem_capacity)++;
+      // A fixed region may be split where the instance does not decode (see rebuildRanges()).
+      (reg.space == RegionSpace::Io ? io_capacity : mem_capacity) += std::max<std::size_t>(1, dev.instance.isa_ports.size());
       if (reg.bar >= 0) {
         if (!pci) return fail(where, "BAR region on a device that is not PCI");
         const auto& bar = dev.instance.bars[std::size_t(reg.bar)];
@@ -124,22 +125,36 @@ void DeviceBus::rebuildRanges() noexcept {
       if (base == ~0ull) continue;
       auto& table = reg.space == RegionSpace::Io ? io_ : mem_;
       auto& count = reg.space == RegionSpace::Io ? io_count_ : mem_count_;
-      const Range range{base, base + reg.length - 1, std::int32_t(d), r};
-      // Insertion into a sorted array; a range that would overlap one already placed is not decoded
-      // (the guest moved a BAR onto another device) and counted, never trusted.
-      std::size_t pos = 0;
-      while (pos < count && table[pos].start < range.start) ++pos;
-      const bool overlaps_prev = pos > 0 && table[pos - 1].end >= range.start;
-      const bool overlaps_next = pos < count && table[pos].start <= range.end;
-      if (overlaps_prev || overlaps_next) {
-        ++bar_conflicts_;
+      const auto& ports = devices_[d].instance.isa_ports;
+      if (reg.bar < 0 && reg.space == RegionSpace::Io && !ports.empty()) {
+        // Claim only the ports the instance really decodes: a policy region drawn wider than the device
+        // (0x3f0+8 for a floppy controller) must not take the IDE control port 0x3f6 from its owner.
+        for (const auto& p : ports) {
+          const std::uint64_t lo = std::max(base, p.base), hi = std::min(base + reg.length, p.base + p.length);
+          if (lo < hi) insertRange(table, count, Range{lo, hi - 1, std::int32_t(d), r, base});
+        }
         continue;
       }
-      for (std::size_t i = count; i > pos; --i) table[i] = table[i - 1];
-      table[pos] = range;
-      ++count;
+      insertRange(table, count, Range{base, base + reg.length - 1, std::int32_t(d), r, base});
     }
   }
+}
+
+// Insertion into a sorted array; a range that would overlap one already placed is not decoded (the
+// guest moved a BAR onto another device) and counted, never trusted.
+bool DeviceBus::insertRange(std::vector<Range>& table, std::size_t& count, const Range& range) noexcept {
+  std::size_t pos = 0;
+  while (pos < count && table[pos].start < range.start) ++pos;
+  const bool overlaps_prev = pos > 0 && table[pos - 1].end >= range.start;
+  const bool overlaps_next = pos < count && table[pos].start <= range.end;
+  if (overlaps_prev || overlaps_next || count >= table.size()) {
+    ++bar_conflicts_;
+    return false;
+  }
+  for (std::size_t i = count; i > pos; --i) table[i] = table[i - 1];
+  table[pos] = range;
+  ++count;
+  return true;
 }
 
 const DeviceBus::Range* DeviceBus::find(const Range* begin, std::size_t count, std::uint64_t addr) const noexcept {
@@ -211,7 +226,7 @@ BusTarget DeviceBus::route(const IoRequest& request) noexcept {
         return routeConfig(std::uint32_t(config.addr >> 32), std::uint32_t(config.addr), config);
       const Range* hit = find(io_.data(), io_count_, request.addr);
       if (!hit) return {};
-      return BusTarget{hit->device, hit->region, request.addr - hit->start, false, request.addr + request.size - 1 > hit->end};
+      return BusTarget{hit->device, hit->region, request.addr - hit->region_base, false, request.addr + request.size - 1 > hit->end};
     }
     case IoType::Copy: {
       const Range* hit = find(mem_.data(), mem_count_, request.addr);
@@ -220,7 +235,7 @@ BusTarget DeviceBus::route(const IoRequest& request) noexcept {
       const std::uint64_t span = std::uint64_t(request.size) * request.count;
       const bool crosses = request.df ? request.addr + request.size < hit->start + span
                                       : request.addr + span - 1 > hit->end;
-      return BusTarget{hit->device, hit->region, request.addr - hit->start, false, crosses};
+      return BusTarget{hit->device, hit->region, request.addr - hit->region_base, false, crosses};
     }
     case IoType::PciConfig:
       return routeConfig(std::uint32_t(request.addr >> 32), std::uint32_t(request.addr & 0xffffffffu), request);

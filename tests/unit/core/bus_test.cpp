@@ -170,3 +170,23 @@ TEST(Bus, MmioRepMustStayInsideTheRegion) {
 
 }  // namespace
 }  // namespace iof
+
+namespace iof {
+namespace {
+
+TEST(Bus, FixedRegionsClaimOnlyThePortsTheInstanceDecodes) {
+  // A policy drawing the floppy controller as 0x3f0+8 must not take 0x3f6 (IDE's control port):
+  // QEMU's isa-fdc decodes 0x3f0-0x3f5 and 0x3f7 only.
+  auto p = testing::fifoDevice();
+  p.regions[0] = RegionSpec{"io", RegionSpace::Io, -1, 0x3f0, 8};
+  DeviceInstance d = testing::isaInstance("toy", 0x3f0, 6);
+  d.isa_ports.push_back(PortRange{0x3f7, 1});
+  auto e = testing::makeEngine(p, d);
+  EXPECT_EQ(e->onRequest(testing::pio(0x3f6, Dir::Write, 0)).reason, Reason::Unclaimed);
+  EXPECT_EQ(e->onRequest(testing::pio(0x3f4, Dir::Read)).device, 0);
+  EXPECT_EQ(e->onRequest(testing::pio(0x3f7, Dir::Read)).device, 0);  // offset 7 of the same region
+  EXPECT_EQ(e->onRequest(testing::pio(0x3f5, Dir::Read, 0, 0, 2)).malformation, Malformation::CrossesRegion);
+}
+
+}  // namespace
+}  // namespace iof

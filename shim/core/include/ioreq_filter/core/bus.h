@@ -60,7 +60,9 @@ class DeviceBus {
     std::uint64_t start = 0, end = 0;  // inclusive
     std::int32_t device = -1;
     std::uint32_t region = 0;
+    std::uint64_t region_base = 0;     // offsets are relative to this (a range may be part of a region)
   };
+  bool insertRange(std::vector<Range>& table, std::size_t& count, const Range& range) noexcept;
   struct PciState {
     std::array<std::uint32_t, 6> bar_raw{};
     std::uint16_t command = 0;
