@@ -97,6 +97,7 @@ class Stats:
     restored_size: int = 0         # widened or split by QEMU, written at the guest's size
     restored_address: int = 0      # traced under an alias's address
     io_delay_writes: int = 0
+    untraced_mmio: int = 0         # guest MMIO with a marker but no ops line (ioeventfd, unassigned)
 
 
 def mask(size: int) -> int:
@@ -148,8 +149,10 @@ def pio_guest_size(pending: PendingPio, first: OpsLine, widening_regions: dict) 
     return 2 if pending.bytes_seen() <= 2 else 4
 
 
-def pair_accesses(path: str, widening_regions: dict, stats: Stats) -> list:
-    """Reads the log and returns the guest's accesses in log order."""
+def pair_accesses(path: str, widening_regions: dict, stats: Stats, untraced: list | None = None) -> list:
+    """Reads the log and returns the guest's accesses in log order. MMIO accesses the plugin
+    saw but QEMU did not trace (a write QEMU turned into an ioeventfd signal never reaches the
+    device's ops) are appended to UNTRACED as (lineno, addr, size, is_write)."""
     accesses: list = []
     pio: dict = {}       # cpu -> PendingPio
     unclaimed: dict = {}  # cpu -> ops lines waiting for an MMIO marker
@@ -231,7 +234,10 @@ def pair_accesses(path: str, widening_regions: dict, stats: Stats) -> list:
                 finish_pio(cpu)
                 lines = take_mmio_lines(unclaimed.pop(cpu, []), is_write, addr, size)
                 if not lines:
-                    continue  # e.g. a read of a page QEMU treats as I/O but no device backs
+                    stats.untraced_mmio += 1
+                    if untraced is not None:
+                        untraced.append((lineno, addr, size, is_write))
+                    continue
                 first = lines[0]
                 if addr != first.addr:
                     stats.restored_address += 1
@@ -353,7 +359,14 @@ def convert(log_path: str, mtree_path: str, pci_path: str, selection: Selection,
     stats = Stats()
     spaces = parse_mtree(mtree_path)
     load_bars(pci_path, selection)
-    accesses = pair_accesses(log_path, widening_regions, stats)
+    untraced: list = []
+    accesses = pair_accesses(log_path, widening_regions, stats, untraced)
+    for lineno, addr, size, is_write in untraced:
+        if in_bars(selection, False, addr):
+            raise ConvertError(f"{log_path}:{lineno}: the guest's {size}-byte MMIO "
+                               f"{'write' if is_write else 'read'} at {addr:#x} reached the "
+                               f"selected device without a memory_region_ops line (QEMU served "
+                               f"it by ioeventfd?); record the device with ioeventfd=off")
 
     last_fw_cfg = max((i for i, a in enumerate(accesses) if a.region in FW_CFG_REGIONS), default=-1)
     out = list(header)

@@ -185,7 +185,9 @@ def scenarios() -> dict:
     for name, device, driver, modules in (
             ("am53c974", "am53c974", "am53c974 (esp_scsi)", ["am53c974"]),
             ("lsi53c895a", "lsi53c895a", "sym53c8xx", ["sym53c8xx"]),
-            ("virtio_scsi", "virtio-scsi-pci", "virtio_pci + virtio_scsi",
+            # ioeventfd=off: QEMU would turn queue notifications into eventfd signals that
+            # never reach memory_region_ops, so the trace would miss the guest's writes.
+            ("virtio_scsi", "virtio-scsi-pci,ioeventfd=off", "virtio_pci + virtio_scsi",
              ["virtio_pci", "virtio_scsi"])):
         header = (null_disk("hd0", DISK_BYTES)
                   + ["-device", f"{device},id=scsi0,addr=05.0",

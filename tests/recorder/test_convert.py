@@ -219,6 +219,9 @@ class ConvertTest(unittest.TestCase):
                                                        remapped=["cirrus-low-memory"]), [], {})
         self.assertIn("writeb 0xa0000 0x7 # cpu 0", text)
 
+    def test_selected_device_access_without_trace_line_is_an_error(self):
+        self.assert_error(["iof_mmio cpu 0 w 0xfebc0010 2"], "trace.log:1:", "ioeventfd")
+
     def test_phase_port_written_wider_than_a_byte(self):
         self.assert_error(["iof_pio cpu 0 out v66", ops("write", 0, 0x500, 0x4141, 2, "io")],
                           "trace.log:2:", "phase port written with size 2")
