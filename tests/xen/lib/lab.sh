@@ -117,8 +117,9 @@ lab_copy_with_libs() {
 lab_write_cpio() {
   local dir="$1" out="$2"
   (cd "$dir" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |
-    zstd -q -T2 -10 -o "$out.tmp" -f || die "cannot write $out"
-  mv -f "$out.tmp" "$out"
+    zstd -q -T2 -10 -o "$out.tmp.$$" -f || die "cannot write $out"
+  # Per-process temporary name: two lab runs may build the same cached image at once.
+  mv -f "$out.tmp.$$" "$out"
 }
 
 # lab_inputs_key -> hash of everything the base dom0 image is built from.
@@ -225,8 +226,8 @@ lab_hypervisor() {
   if gzip -t "$src" 2>/dev/null; then
     out="$LAB_CACHE/xen-$(sha256sum "$src" | cut -c1-16)"
     if [ ! -e "$out" ]; then
-      gzip -dc "$src" > "$out.tmp" || die "cannot gunzip $src"
-      mv -f "$out.tmp" "$out"
+      gzip -dc "$src" > "$out.tmp.$$" || die "cannot gunzip $src"
+      mv -f "$out.tmp.$$" "$out"
     fi
     printf '%s\n' "$out"
   else
