@@ -58,7 +58,7 @@ void tiny_main(void)
     tiny_printf("TINY fdc-msr-after-reset=%02x\n", inb(FDC_MSR));
     tiny_printf("TINY fdc-version=%02x\n", fdc_version());
 
-    /* VENOM (CVE-2015-3456): a command, then far more FIFO bytes than the controller's 512-byte
+    /* VENOM (CVE-2015-3456): a command, then twice as many FIFO bytes as the controller's 512-byte
      * FIFO; an unfixed QEMU wrote past its buffer. The controller must still answer afterwards. */
     tiny_printf("TINY venom-start\n");
     outb(FDC_FIFO, 0x0a);
