@@ -21,7 +21,7 @@ std::uint64_t maskFor(unsigned bytes) noexcept { return bytes >= 8 ? ~0ull : ((1
 
 bool isSymbolic(const Value& v) noexcept {
   return v.kind == Value::GlobalAddr || v.kind == Value::Cell || v.kind == Value::Base || v.kind == Value::Stack ||
-         v.kind == Value::Holder || v.kind == Value::Ptr;
+         v.kind == Value::Holder || v.kind == Value::Ptr || v.kind == Value::FieldVal;
 }
 
 Value join(const Value& a, const Value& b) noexcept {
@@ -128,6 +128,9 @@ struct ContextKey {
       if (a.id != b.id) return a.id < b.id;
       if (a.off != b.off) return a.off < b.off;
       if (a.known != b.known) return a.known < b.known;
+      if (a.field != b.field) return a.field < b.field;
+      if (a.alts != b.alts) return a.alts < b.alts;
+      if (a.alt != b.alt) return a.alt < b.alt;
     }
     return false;
   }
@@ -157,6 +160,8 @@ class Analyzer {
   std::vector<std::uint32_t> contexts_per_function_;
   std::unordered_map<std::uint64_t, std::uint32_t> cell_index_;
   std::map<std::int64_t, std::uint32_t> field_base_;  // struct field offset -> device base stored there
+  std::map<std::int64_t, std::set<std::uint64_t>> field_consts_;  // struct field displacement -> constants stored
+  bool field_offsets_used_ = false;
   std::map<CodeAddr, std::uint32_t> ptr_ids_;                           // call instruction -> pointer identity
   std::map<std::pair<std::uint32_t, std::int64_t>, std::uint32_t> ptr_holds_;  // (pointer, offset) -> base
   std::map<std::pair<std::uint32_t, int>, std::pair<std::uint32_t, std::int64_t>> param_holder_;  // (fn, arg) -> (base, field)
@@ -238,7 +243,10 @@ Value Analyzer::address(const State& s, const Insn& in, const Operand& op, bool*
   if (op.index.gpr != NoReg) {
     const bool was_indexed = *indexed;
     const Value& ix = s.reg[op.index.gpr];
-    if (ix.kind == Value::Const && ix.known == 8 && single(ix)) {
+    if (ix.kind == Value::FieldVal && v.kind == Value::Base && v.field == Value::kNoField && op.scale == 1 && single(v) && single(ix)) {
+      v.off += ix.off;
+      v.field = ix.field;
+    } else if (ix.kind == Value::Const && ix.known == 8 && single(ix)) {
       v = addOffset(v, ix.off * op.scale);
     } else if (v.kind == Value::Const) {
       v = Value::top();
@@ -255,6 +263,30 @@ std::uint32_t Analyzer::recordAccess(const Access& a, const Value& addr, std::op
   if (!record) return kStart;
   std::uint32_t first = kStart;
   bool alternative = false;
+  if (addr.kind == Value::Base && addr.field != Value::kNoField) {
+    field_offsets_used_ = true;
+    auto it = field_consts_.find(addr.field);
+    // Register offsets kept in a field are small; larger constants stored at the same displacement
+    // belong to other structures.
+    std::vector<std::uint64_t> offsets;
+    if (it != field_consts_.end())
+      for (std::uint64_t c : it->second)
+        if (c <= 0xffff) offsets.push_back(c);
+    if (!offsets.empty() && offsets.size() <= 4 && single(addr)) {
+      Value expanded = addr;
+      expanded.field = Value::kNoField;
+      expanded.alts = 0;
+      int i = 0;
+      for (std::uint64_t c : offsets) {
+        if (i == 0) expanded.off = addr.off + std::int64_t(c);
+        else expanded.alt[std::size_t(i - 1)] = addr.off + std::int64_t(c), expanded.alts = std::uint8_t(i);
+        ++i;
+      }
+      return recordAccess(a, expanded, value, record, items);
+    }
+    Access u = a;
+    return recordOne(u, Value::top(), value, record);  // offset read from a field whose values are unknown
+  }
   addr.forEach([&](std::int64_t ao) {
     Value one_addr = addr;
     one_addr.off = ao;
@@ -373,20 +405,33 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
         if (item) *item = Item{Item::Position, idx};
         return Value::top();
       }
+      const bool plain_field = op.base.gpr != NoReg && !op.base.rip && op.index.gpr == NoReg && in.ref.kind == Reference::None;
+      auto fieldValue = [&] {
+        if (!plain_field || width < 2 || a.kind == Value::Base) return Value::top();
+        Value v{Value::FieldVal, 8, 0, 0};
+        v.field = op.disp;
+        return v;
+      };
       if (a.kind == Value::Ptr && !indexed && single(a)) {
         auto it = ptr_holds_.find({a.id, a.off});
         if (it != ptr_holds_.end() && width == 8) return Value{Value::Base, 8, it->second, 0};
-        return Value::top();
+        return fieldValue();
       }
       if (a.kind == Value::Holder && !indexed && single(a)) {
-        if (a.off == 0 && width == 8) return Value{Value::Base, 8, a.id, 0};
-        return Value::top();
+        if (a.off == 0 && width == 8) {
+          // The displacement the driver uses to reach the base from its main structure also reaches it
+          // where that structure arrives untyped (a callback's argument). Small displacements are too
+          // common to generalise (hw->hw_addr at 0 is every first field).
+          if (record && plain_field && op.disp >= 0x40) field_base_.try_emplace(op.disp, a.id);
+          return Value{Value::Base, 8, a.id, 0};
+        }
+        return fieldValue();
       }
-      if (op.base.gpr != NoReg && !op.base.rip && op.index.gpr == NoReg && in.ref.kind == Reference::None) {
+      if (plain_field) {
         auto it = field_base_.find(op.disp);
         if (it != field_base_.end() && width == 8) return Value{Value::Base, 8, it->second, 0};
       }
-      return Value::top();
+      return fieldValue();
     }
     default: return Value::top();
   }
@@ -406,7 +451,10 @@ void Analyzer::writeReg(State& s, const RegRef& r, std::uint8_t width, Value v) 
     return;
   }
   // 8/16-bit writes keep the upper bytes of the register.
-  if (v.kind == Value::Const && v.known >= width && single(v) && single(dst)) {
+  if (v.kind == Value::Const && v.known >= width && !(single(v) && single(dst))) {
+    dst = maskAll(v, maskFor(width));  // only the written low bytes are known
+    dst.known = width;
+  } else if (v.kind == Value::Const && v.known >= width && single(v) && single(dst)) {
     if (dst.kind == Value::Const)
       dst = Value::constant((std::uint64_t(dst.off) & ~maskFor(width)) | (std::uint64_t(v.off) & maskFor(width)), dst.known);
     else
@@ -446,6 +494,11 @@ void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& 
     acc.offset_exact = !indexed;
     recordAccess(acc, a, v, record, items);
     return;
+  }
+  if (record && v.kind == Value::Const && v.known >= dst.size && dst.size >= 2 && dst.base.gpr != NoReg && !dst.base.rip &&
+      dst.index.gpr == NoReg && in.ref.kind == Reference::None) {
+    auto& consts = field_consts_[dst.disp];
+    if (consts.size() < 16) v.forEach([&](std::int64_t x) { consts.insert(std::uint64_t(x) & maskFor(dst.size)); });
   }
   if (v.kind == Value::Base && dst.size == 8 && dst.base.gpr != NoReg && !dst.base.rip && dst.index.gpr == NoReg) {
     if (record) field_base_.try_emplace(dst.disp, v.id);
@@ -649,7 +702,27 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       }
       Value r = Value::top();
       const bool bc = b.kind == Value::Const && b.known >= w && single(b);
-      if (a.kind == Value::Const && a.known >= w && bc && single(a)) {
+      if (a.kind == Value::Const && a.known >= w && bc && !single(a)) {
+        // Each alternative through the operation (branchless selects: sbb; and; add).
+        Value acc;
+        bool any = false;
+        a.forEach([&](std::int64_t xa) {
+          Value one = Value::constant(std::uint64_t(xa));
+          const std::uint64_t x = std::uint64_t(xa), y = std::uint64_t(b.off);
+          std::uint64_t z = 0;
+          switch (in.id) {
+            case X86_INS_ADD: z = x + y; break;
+            case X86_INS_SUB: z = x - y; break;
+            case X86_INS_AND: z = x & y; break;
+            case X86_INS_OR: z = x | y; break;
+            case X86_INS_XOR: z = x ^ y; break;
+            default: z = x; any = true; break;  // shifts/multiplies of alternatives: give up below
+          }
+          one = Value::constant(z & maskFor(w));
+          acc = acc.kind == Value::Top && !any ? one : join(acc, one);
+        });
+        r = any ? Value::top() : acc;
+      } else if (a.kind == Value::Const && a.known >= w && bc && single(a)) {
         const std::uint64_t x = std::uint64_t(a.off), y = std::uint64_t(b.off);
         std::uint64_t z = 0;
         switch (in.id) {
@@ -670,6 +743,14 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
         r = addOffset(b, a.off);
       } else if (in.id == X86_INS_SUB && bc && isSymbolic(a)) {
         r = addOffset(a, -std::int64_t(b.off));
+      } else if (in.id == X86_INS_ADD && w == 8 && single(a) && single(b) &&
+                 ((a.kind == Value::Base && a.field == Value::kNoField && b.kind == Value::FieldVal) ||
+                  (b.kind == Value::Base && b.field == Value::kNoField && a.kind == Value::FieldVal))) {
+        const Value& base = a.kind == Value::Base ? a : b;
+        const Value& fv = a.kind == Value::Base ? b : a;
+        r = base;
+        r.off = base.off + fv.off;
+        r.field = fv.field;
       } else if (in.id == X86_INS_ADD && w == 8 && ((a.kind == Value::GlobalAddr && b.kind == Value::Top) || (b.kind == Value::GlobalAddr && a.kind == Value::Top))) {
         // array + index*size: keep the array (its first element stands for every element).
         r = a.kind == Value::GlobalAddr ? a : b;
@@ -748,6 +829,14 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
     case X86_INS_PAUSE:
     case X86_INS_ENDBR64:
       return;
+    case X86_INS_SBB:
+      if (in.op_count == 2 && o[0].kind == Operand::Reg && o[1].kind == Operand::Reg && o[0].reg.gpr == o[1].reg.gpr &&
+          !o[0].reg.high8) {
+        // sbb %r,%r: 0 or all ones, by the carry flag.
+        writeReg(s, o[0].reg, w0(), join(Value::constant(0), Value::constant(maskFor(w0()))));
+        return;
+      }
+      break;
     case X86_INS_CDQ:
     case X86_INS_CQO:
     case X86_INS_CWD:
@@ -787,6 +876,8 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
 }
 
 std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
+  for (auto& a : args)
+    if (a.kind == Value::FieldVal) a = Value::top();  // keeps the number of contexts down
   // Parameter types: a parameter once seen pointing at the structure that holds a base always does.
   for (int i = 0; i < 6; ++i) {
     if (auto h = asHolder(args[std::size_t(i)])) {
@@ -1196,7 +1287,7 @@ void Analyzer::run() {
   // Two rounds: the first learns which globals and struct fields hold device bases, the second uses them.
   for (int round = 0; round < 2; ++round) {
     if (round == 1) {
-      bool learned = !field_base_.empty() || !param_holder_.empty();
+      bool learned = !field_base_.empty() || !param_holder_.empty() || field_offsets_used_;
       for (const Cell& c : out_.cells) learned |= c.base.has_value() || c.alias.has_value();
       if (!learned) break;
       memo_.clear();

@@ -34,7 +34,9 @@ struct Value {
   // `adapter->hw.hw_addr = pci_ioremap_bar(...)`; `&adapter->hw` is the same holder with a smaller off).
   // Ptr: an otherwise unknown pointer with an identity (id: the call that returned it), so that what is
   // stored through one copy (probe's `adapter->hw.hw_addr = ...`) is found through another.
-  enum Kind : std::uint8_t { Top, Const, GlobalAddr, Cell, Base, Stack, Holder, Ptr };
+  // FieldVal: a value loaded from a structure field at displacement `field` (+ off); a Base with
+  // `field` set is base + such a value (e1000's `writel(i, hw_addr + tx_ring->tdt)`).
+  enum Kind : std::uint8_t { Top, Const, GlobalAddr, Cell, Base, Stack, Holder, Ptr, FieldVal };
   Kind kind = Top;
   std::uint8_t known = 8;   // Const: how many low bytes are known
   std::uint32_t id = 0;     // GlobalAddr: section; Cell: cell index; Base: base index
@@ -42,6 +44,8 @@ struct Value {
   // Up to three alternatives to `off` where paths merge (a tail-merged `out` for DOR or DSR).
   std::uint8_t alts = 0;
   std::array<std::int64_t, 3> alt{};
+  static constexpr std::int64_t kNoField = INT64_MIN;
+  std::int64_t field = kNoField;
   friend bool operator==(const Value&, const Value&) = default;
   template <typename F>
   void forEach(F&& f) const {
