@@ -883,7 +883,9 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     if (auto h = asHolder(args[std::size_t(i)])) {
       param_holder_.try_emplace({fn, i}, std::pair{h->id, h->off});
       args[std::size_t(i)] = *h;
-    } else if (args[std::size_t(i)].kind == Value::Top) {
+    } else if (args[std::size_t(i)].kind == Value::Top || args[std::size_t(i)].kind == Value::Ptr) {
+      // A pointer identity only matters where it was made; passing it on would multiply contexts.
+      args[std::size_t(i)] = Value::top();
       auto it = param_holder_.find({fn, i});
       if (it != param_holder_.end()) args[std::size_t(i)] = Value{Value::Holder, 8, it->second.first, it->second.second};
     }
