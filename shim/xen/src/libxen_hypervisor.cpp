@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <fcntl.h>
 #include <sys/mman.h>
 
 #include "ioreq_filter/xen/libxen_calls.h"
@@ -51,7 +52,13 @@ std::string domId(DomId d, ServerId id) { return dom(d) + ", server " + std::to_
 
 class LibxenEventChannel final : public EventChannel {
  public:
-  LibxenEventChannel(const LibxenCalls* c, xenevtchn_handle* h) : c_(c), h_(h, EvtchnClose{c}) {}
+  LibxenEventChannel(const LibxenCalls* c, xenevtchn_handle* h) : c_(c), h_(h, EvtchnClose{c}) {
+    // libxenevtchn's fd blocks in read(): xenevtchn_pending() would then wait for the guest's next
+    // event. Non-blocking, pending() returns -1/EAGAIN when nothing is pending, as the seam promises.
+    const int fd = c_->xenevtchn_fd(h);
+    const int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) (void)fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  }
   int fd() const noexcept override { return c_->xenevtchn_fd(h_.get()); }
   Result<Port> bindInterdomain(DomId remote, Port remotePort) override {
     const auto p = c_->xenevtchn_bind_interdomain(h_.get(), remote, remotePort);

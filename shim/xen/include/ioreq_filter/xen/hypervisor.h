@@ -67,7 +67,9 @@ class EventChannel {
   virtual Result<void> restrictTo(DomId domid) = 0;
   // Data plane.
   virtual int notify(Port local) noexcept = 0;
-  virtual std::int64_t pending() noexcept = 0;  // a local port, or -1 with errno EAGAIN when none
+  // A local port, or -1 with errno EAGAIN when none. Never blocks (the libxen implementation makes
+  // its fd non-blocking: a blocking read would wait for the guest's next event).
+  virtual std::int64_t pending() noexcept = 0;
   virtual int unmask(Port local) noexcept = 0;
 };
 
