@@ -63,12 +63,15 @@ int runBatch(const AnalyzeOptions& o) {
   const bool tty = isatty(2);
   std::size_t failed = 0, with_io = 0, written = 0, insns = 0, sites = 0;
   const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::pair<double, std::string>> slowest;
   for (std::size_t i = 0; i < files.size(); ++i) {
     if (tty && (i % 16 == 0 || i + 1 == files.size())) {
       const int width = 40, filled = int(width * (i + 1) / files.size());
       std::fprintf(stderr, "\r[%.*s%*s] %zu/%zu", filled, "########################################", width - filled, "", i + 1, files.size());
     }
+    const auto m0 = std::chrono::steady_clock::now();
     auto a = analyseFile(files[i]);
+    slowest.emplace_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - m0).count(), files[i]);
     if (!a) {
       ++failed;
       std::cerr << (tty ? "\n" : "") << "skipped: " << a.error().message() << "\n";
@@ -89,6 +92,8 @@ int runBatch(const AnalyzeOptions& o) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr, "%s%zu modules in %.1f s: %zu instructions, %zu I/O sites, %zu with pinned device accesses, %zu policies written, %zu failed\n",
                tty ? "\n" : "", files.size(), secs, insns, sites, with_io, written, failed);
+  std::sort(slowest.begin(), slowest.end(), std::greater<>());
+  for (std::size_t i = 0; i < slowest.size() && i < 5; ++i) std::fprintf(stderr, "  slowest: %.3f s %s\n", slowest[i].first, slowest[i].second.c_str());
   return kExitOk;
 }
 
