@@ -8,6 +8,8 @@ dd if=/dev/urandom of=/tmp/fd.img bs=1024 count=1440 2>/dev/null
 want=$(md5sum /tmp/fd.img | cut -d' ' -f1)
 serial=/lab/out/floppy-md5-guest-serial.log
 
+# pci=noearly: the kernel's early AMD GART aperture probe walks PCI config space before the PCI
+# subsystem is up; through QEMU-xen under TCG that took 23 of the 36 s to reach init.
 cat > /tmp/floppy-md5.cfg <<CFG
 name = "floppy-md5"
 type = "hvm"
@@ -15,7 +17,7 @@ memory = 256
 vcpus = 1
 kernel = "/lab/linux-guest/vmlinuz"
 ramdisk = "/lab/linux-guest/initrd.zst"
-cmdline = "console=ttyS0 quiet panic=-1"
+cmdline = "console=ttyS0 quiet panic=-1 pci=noearly"
 vga = "none"
 vnc = 0
 serial = "file:$serial"
