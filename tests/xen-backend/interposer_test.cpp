@@ -72,6 +72,8 @@ struct FakeQemu {
     const int rc = xenevtchn_bind_interdomain(xce, domid, buf_remote);
     if (rc == -1) return -6;
     buf_local = evtchn_port_t(rc);
+    // The VM starts running: xen_hvm_change_state_handler enables the server once more.
+    if (xendevicemodel_set_ioreq_server_state(dmod, domid, id, 1) != 0) return -7;
     return 0;
   }
 

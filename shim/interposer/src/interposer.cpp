@@ -106,7 +106,8 @@ int Interposer::setServerState(DomId domid, ServerId id, bool enabled) {
     log(ok.error().message());
     return -EIO;
   }
-  if (!enabled || relay_ || !shadow_) return 0;
+  // QEMU enables again on every run-state change (xen_hvm_change_state_handler): set up only once.
+  if (!enabled || relay_ || proxy_attached_ || !shadow_) return 0;
   auto ev = hv_.openEventChannel();
   if (!ev) return -EIO;
   events_ = std::move(*ev);
@@ -138,6 +139,7 @@ int Interposer::setServerState(DomId domid, ServerId id, bool enabled) {
     events_.reset();
     return -EIO;  // QEMU exits: the guest never runs unfiltered
   }
+  proxy_attached_ = true;
   log("proxy attached by ioreq-filterd");
   return 0;
 }

@@ -77,6 +77,7 @@ class Interposer {
   InterposerConfig cfg_;
   xen::DomId domid_ = 0;
   int server_ = -1;
+  bool proxy_attached_ = false;
   unsigned vcpus_ = 0;
   xen::Mapping real_pages_;
   std::unique_ptr<xen::ShadowFile> shadow_;
