@@ -134,6 +134,7 @@ int run(const CheckOptions& o) {
     Engine& e = **engine;
     std::vector<Refusal> refusals;
     std::size_t total_refusals = 0, monitored = 0;
+    std::optional<std::size_t> first_refusal;
     for (const auto& cmd : trace->commands) {
       auto req = toIoRequest(cmd);
       if (!req) continue;
@@ -145,6 +146,7 @@ int run(const CheckOptions& o) {
         // Monitor/learn mode: reported, not refused.
       }
       ++total_refusals;
+      if (!first_refusal) first_refusal = cmd.line;
       if (refusals.size() < o.show || o.json) {
         Refusal r;
         r.line = cmd.line;
@@ -160,8 +162,6 @@ int run(const CheckOptions& o) {
       }
     }
     const auto triggers = trace->triggerLines();
-    std::optional<std::size_t> first_refusal;
-    if (!refusals.empty()) first_refusal = refusals.front().line;
     any_refused |= total_refusals > 0;
 
     nlohmann::ordered_json jt;
@@ -242,8 +242,7 @@ int run(const CheckOptions& o) {
 RunFn setup(CLI::App& app) {
   auto o = std::make_shared<CheckOptions>();
   auto* sub = app.add_subcommand("check", "Run traces through the filter with the machine's real device layout (no device model)");
-  sub->add_option("--policy", o->policy_files, "Policy file (repeatable)")->allow_extra_args(false)->check(CLI::ExistingFile);
-  sub->add_option("--policy-dir", o->policy_dirs, "Load every *.json below DIR")->allow_extra_args(false)->check(CLI::ExistingDirectory);
+  addPolicyOptions(*sub, o->policy_files, o->policy_dirs);
   sub->add_option("--qemu-args", o->qemu_args, "QEMU machine arguments (default: the trace's '# qemu:' header)");
   sub->add_option("--bind", o->bindings, "NAME=isa:BASE or NAME=pci:BB:DD.F: bind a policy without starting QEMU")->allow_extra_args(false);
   sub->add_option("--mode", o->mode, "enforce (default), monitor or learn");

@@ -149,8 +149,7 @@ int run(const PermissivenessOptions& o) {
 RunFn setup(CLI::App& app) {
   auto o = std::make_shared<PermissivenessOptions>();
   auto* sub = app.add_subcommand("permissiveness", "Share of random request sequences within a device's ranges that a policy refuses");
-  sub->add_option("--policy", o->policy_files, "Policy file (repeatable)")->allow_extra_args(false)->check(CLI::ExistingFile);
-  sub->add_option("--policy-dir", o->policy_dirs, "Every *.json below DIR")->allow_extra_args(false)->check(CLI::ExistingDirectory);
+  addPolicyOptions(*sub, o->policy_files, o->policy_dirs);
   sub->add_option("--samples", o->samples, "Random sequences per device (default 2000)");
   sub->add_option("--length", o->length, "Requests per sequence (default 4)");
   sub->add_option("--seed", o->seed, "Random seed (default 1; results are reproducible)");

@@ -294,8 +294,7 @@ int run(const ReplayOptions& o) {
 RunFn setup(CLI::App& app) {
   auto o = std::make_shared<ReplayOptions>();
   auto* sub = app.add_subcommand("replay", "Replay traces through the filter into a real QEMU device model (qtest)");
-  sub->add_option("--policy", o->policy_files, "Policy file (repeatable)")->allow_extra_args(false)->check(CLI::ExistingFile);
-  sub->add_option("--policy-dir", o->policy_dirs, "Load every *.json below DIR")->allow_extra_args(false)->check(CLI::ExistingDirectory);
+  addPolicyOptions(*sub, o->policy_files, o->policy_dirs);
   sub->add_flag("--no-filter", o->no_filter, "Forward every request (QEMU's behaviour without the filter)");
   sub->add_option("--qemu-args", o->qemu_args, "QEMU machine arguments (default: the trace's '# qemu:' header)");
   sub->add_option("--qemu", o->qemu_binary, "QEMU binary (default: $IOREQ_FILTER_QEMU or qemu-system-x86_64)");

@@ -132,3 +132,12 @@ TEST(PolicyCli, ValidateShowDot) {
 }
 
 }  // namespace
+
+namespace {
+TEST(CheckEndToEnd, TriggerVerdictDoesNotDependOnHowManyRefusalsArePrinted) {
+  const auto r = cli("check --policy policies/datasheet/floppy-82077aa.json --bind floppy=isa:0x3f0 --show 0 "
+                     "tests/data/attacks/fdc-venom-cve-2015-3456.qtest");
+  EXPECT_EQ(r.exit_code, 3) << r.out;
+  EXPECT_NE(r.out.find("refused before it (first refusal at line 14)"), std::string::npos) << r.out;
+}
+}  // namespace

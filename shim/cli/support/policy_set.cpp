@@ -1,5 +1,7 @@
 #include "policy_set.h"
 
+#include <CLI/CLI.hpp>
+
 #include <array>
 #include <cerrno>
 #include <cstdio>
@@ -10,6 +12,11 @@
 #include "ioreq_filter/policy/policy_json.h"
 
 namespace iof::cli {
+
+void addPolicyOptions(CLI::App& sub, std::vector<std::string>& files, std::vector<std::string>& dirs) {
+  sub.add_option("--policy", files, "Policy file (repeatable)")->allow_extra_args(false)->check(CLI::ExistingFile);
+  sub.add_option("--policy-dir", dirs, "Load every *.json below DIR (repeatable)")->allow_extra_args(false)->check(CLI::ExistingDirectory);
+}
 
 Result<std::vector<DevicePolicy>> loadPolicies(const std::vector<std::string>& files, const std::vector<std::string>& dirs) {
   std::vector<DevicePolicy> out;

@@ -8,7 +8,14 @@
 #include "ioreq_filter/core/error.h"
 #include "ioreq_filter/core/policy.h"
 
+namespace CLI {
+class App;
+}
+
 namespace iof::cli {
+
+// --policy FILE (repeatable, one value each) and --policy-dir DIR, as every policy-taking command spells them.
+void addPolicyOptions(CLI::App& sub, std::vector<std::string>& files, std::vector<std::string>& dirs);
 
 Result<std::vector<DevicePolicy>> loadPolicies(const std::vector<std::string>& files, const std::vector<std::string>& dirs);
 
