@@ -88,7 +88,7 @@ kill_and_restart() {
         return
     fi
     domid=$(lab_domid io-probe-restart)
-    pid=$(pgrep -f "ioreq-filterd --domid $domid " | head -n 1)
+    pid=$(ps -o pid,args | grep "[i]oreq-filterd --domid $domid " | awk "{print \$1}" | head -n 1)
     [ -n "$pid" ] && kill -9 "$pid"
     lab_step restart.daemon-killed "pid=$pid"
     xl unpause "$domid"
