@@ -105,14 +105,22 @@ struct CompiledDevice {
 };
 
 // Mutable per-device state; sized once.
+// What a device's cursor remembers between requests. Copy-assigning one of these onto another of the
+// same device never allocates (the vectors have equal sizes), which REP rollback relies on.
+struct CursorState {
+  std::vector<Word> state;                // per channel: current nodes
+  std::vector<std::uint8_t> idle;         // per channel
+  std::vector<std::uint32_t> counters;    // per loop
+  std::vector<std::uint8_t> alive;        // per graph
+  std::vector<std::uint8_t> armed;        // per stop-gap rule
+  std::vector<std::uint32_t> rule_count;  // per stop-gap rule
+};
+
 struct Cursor {
-  std::vector<Word> state, next, reach, backup_state;
-  std::vector<std::uint8_t> idle, backup_idle;
-  std::vector<std::uint32_t> counters, pending, backup_counters;
-  std::vector<std::uint8_t> alive, backup_alive;
-  std::vector<std::uint8_t> armed, backup_armed;
-  std::vector<std::uint32_t> rule_count, backup_rule_count;
-  // Scratch per graph for one step.
+  CursorState live, saved;
+  // Scratch for one step.
+  std::vector<Word> next, reach;
+  std::vector<std::uint32_t> pending;
   std::vector<std::uint8_t> accepted, reset_hit;
 };
 
@@ -286,21 +294,16 @@ CompiledDevice compile(const DevicePolicy& p) {
 
 Cursor makeCursor(const CompiledDevice& c, std::size_t rules) {
   Cursor k;
-  k.state.assign(c.state_words, 0);
+  k.live.state.assign(c.state_words, 0);
+  k.live.idle.assign(c.channels.size(), 1);
+  k.live.counters.assign(c.loops.size(), 0);
+  k.live.alive.assign(c.graphs.size(), 1);
+  k.live.armed.assign(rules, 0);
+  k.live.rule_count.assign(rules, 0);
+  k.saved = k.live;
   k.next.assign(c.state_words, 0);
   k.reach.assign(c.state_words, 0);
-  k.backup_state.assign(c.state_words, 0);
-  k.idle.assign(c.channels.size(), 1);
-  k.backup_idle = k.idle;
-  k.counters.assign(c.loops.size(), 0);
   k.pending.assign(c.loops.size(), 0);
-  k.backup_counters = k.counters;
-  k.alive.assign(c.graphs.size(), 1);
-  k.backup_alive = k.alive;
-  k.armed.assign(rules, 0);
-  k.backup_armed = k.armed;
-  k.rule_count.assign(rules, 0);
-  k.backup_rule_count = k.rule_count;
   k.accepted.assign(c.graphs.size(), 0);
   k.reset_hit.assign(c.graphs.size(), 0);
   return k;
@@ -332,10 +335,10 @@ struct Engine::Impl {
     const auto& c = compiled[d];
     auto& k = cursors[d];
     for (const auto& ch : c.channels)
-      for (std::uint32_t w = 0; w < ch.words; ++w) k.state[ch.state + w] = c.pool[ch.all + w];
-    std::fill(k.idle.begin(), k.idle.end(), 1);
-    std::fill(k.counters.begin(), k.counters.end(), 0);
-    std::fill(k.alive.begin(), k.alive.end(), 1);
+      for (std::uint32_t w = 0; w < ch.words; ++w) k.live.state[ch.state + w] = c.pool[ch.all + w];
+    std::fill(k.live.idle.begin(), k.live.idle.end(), 1);
+    std::fill(k.live.counters.begin(), k.live.counters.end(), 0);
+    std::fill(k.live.alive.begin(), k.live.alive.end(), 1);
   }
 
   void resetGraph(std::size_t d, std::uint32_t g) noexcept {
@@ -343,11 +346,11 @@ struct Engine::Impl {
     auto& k = cursors[d];
     for (auto ch = c.graphs[g].channels_begin; ch < c.graphs[g].channels_end; ++ch) {
       const auto& cc = c.channels[ch];
-      std::fill_n(k.state.begin() + cc.state, cc.words, 0);
-      k.idle[ch] = 1;
-      for (auto l = cc.loops_begin; l < cc.loops_end; ++l) k.counters[l] = 0;
+      std::fill_n(k.live.state.begin() + cc.state, cc.words, 0);
+      k.live.idle[ch] = 1;
+      for (auto l = cc.loops_begin; l < cc.loops_end; ++l) k.live.counters[l] = 0;
     }
-    k.alive[g] = 1;
+    k.live.alive[g] = 1;
   }
 
   struct StepResult {
@@ -382,18 +385,18 @@ struct Engine::Impl {
       const Candidate* group = cand;
       while (cand != cands_end && cand->graph == g) ++cand;
       const Candidate* group_end = cand;
-      const bool alive = k.alive[g] != 0;
+      const bool alive = k.live.alive[g] != 0;
       bool accepted = false, saw_value_fail = false, saw_count_fail = false;
       std::int32_t accepted_name = -1;
       if (h) {
         const auto& ch = c.channels[h->channel];
-        const Word* S = &k.state[ch.state];
+        const Word* S = &k.live.state[ch.state];
         Word* next = &k.next[ch.state];
         Word* reach = &k.reach[ch.state];
         const Word* mask = &c.pool[h->mask];
         std::fill_n(next, ch.words, 0);
         std::fill_n(reach, ch.words, 0);
-        const bool idle_able = k.idle[h->channel] || intersects(S, &c.pool[ch.exits], ch.words);
+        const bool idle_able = k.live.idle[h->channel] || intersects(S, &c.pool[ch.exits], ch.words);
         if (alive) {
           // Successors of where the channel stands (one or two nodes, except right after attach).
           for (std::uint32_t w = 0; w < ch.words; ++w)
@@ -434,7 +437,7 @@ struct Engine::Impl {
           if (!test(next, loop.header)) continue;
           const bool fresh = reset_matched || (idle_able && test(&c.pool[ch.entries], loop.header)) ||
                              intersects(&c.pool[loop.pred_out], S, ch.words);
-          const std::uint32_t count = fresh ? 1 : k.counters[l] + 1;
+          const std::uint32_t count = fresh ? 1 : k.live.counters[l] + 1;
           if (!loop.unbounded && count > loop.max) {
             clear(next, loop.header);
             saw_count_fail = true;
@@ -487,8 +490,8 @@ struct Engine::Impl {
     for (std::uint32_t g = 0; g < c.graphs.size(); ++g) {
       const RegisterHit* h = hit != hits_end && hit->graph == g ? hit++ : nullptr;
       if (k.accepted[g] == 0) {
-        if (k.alive[g]) {
-          k.alive[g] = 0;
+        if (k.live.alive[g]) {
+          k.live.alive[g] = 0;
           ++counters[d].graph_deaths;
         }
         continue;
@@ -499,46 +502,31 @@ struct Engine::Impl {
         for (auto other = c.graphs[g].channels_begin; other < c.graphs[g].channels_end; ++other) {
           if (other == h->channel) continue;
           const auto& oc = c.channels[other];
-          std::fill_n(k.state.begin() + oc.state, oc.words, 0);
-          k.idle[other] = 1;
-          for (auto l = oc.loops_begin; l < oc.loops_end; ++l) k.counters[l] = 0;
+          std::fill_n(k.live.state.begin() + oc.state, oc.words, 0);
+          k.live.idle[other] = 1;
+          for (auto l = oc.loops_begin; l < oc.loops_end; ++l) k.live.counters[l] = 0;
         }
-        k.alive[g] = 1;
+        k.live.alive[g] = 1;
         ++counters[d].resyncs;
       }
       const auto& cc = c.channels[h->channel];
-      Word* S = &k.state[cc.state];
+      Word* S = &k.live.state[cc.state];
       const Word* next = &k.next[cc.state];
       for (auto l = cc.loops_begin; l < cc.loops_end; ++l) {
         if (test(next, c.loops[l].header))
-          k.counters[l] = k.pending[l];
+          k.live.counters[l] = k.pending[l];
         else if (!intersects(next, &c.pool[c.loops[l].members], cc.words))
-          k.counters[l] = 0;
+          k.live.counters[l] = 0;
       }
       std::copy_n(next, cc.words, S);
-      k.idle[h->channel] = 0;
+      k.live.idle[h->channel] = 0;
     }
     return result;
   }
 
-  void backup(std::size_t d) noexcept {
-    auto& k = cursors[d];
-    k.backup_state = k.state;  // same sizes: no allocation
-    k.backup_idle = k.idle;
-    k.backup_counters = k.counters;
-    k.backup_alive = k.alive;
-    k.backup_armed = k.armed;
-    k.backup_rule_count = k.rule_count;
-  }
-  void restore(std::size_t d) noexcept {
-    auto& k = cursors[d];
-    k.state = k.backup_state;
-    k.idle = k.backup_idle;
-    k.counters = k.backup_counters;
-    k.alive = k.backup_alive;
-    k.armed = k.backup_armed;
-    k.rule_count = k.backup_rule_count;
-  }
+  // Around REP requests only: a refused REP must leave the cursor as it was.
+  void backup(std::size_t d) noexcept { cursors[d].saved = cursors[d].live; }
+  void restore(std::size_t d) noexcept { cursors[d].live = cursors[d].saved; }
 
   // Stop-gap rules for one access; updates rule state. Returns the index of a refusing rule or -1.
   std::int32_t rules(std::size_t d, std::uint32_t region, std::uint64_t offset, std::uint8_t size, Dir dir,
@@ -558,12 +546,12 @@ struct Engine::Impl {
         return p->matches(region, offset, size, dir, value);
       };
       if (matches(rule.deny)) return std::int32_t(r);
-      if (k.armed[r] && matches(rule.then)) {
-        if (k.rule_count[r] + 1 > rule.max) return std::int32_t(r);
-        ++k.rule_count[r];
+      if (k.live.armed[r] && matches(rule.then)) {
+        if (k.live.rule_count[r] + 1 > rule.max) return std::int32_t(r);
+        ++k.live.rule_count[r];
       }
-      if (matches(rule.until)) k.armed[r] = 0, k.rule_count[r] = 0;
-      if (matches(rule.after)) k.armed[r] = 1, k.rule_count[r] = 0;
+      if (matches(rule.until)) k.live.armed[r] = 0, k.live.rule_count[r] = 0;
+      if (matches(rule.after)) k.live.armed[r] = 1, k.live.rule_count[r] = 0;
     }
     return -1;
   }
@@ -604,10 +592,10 @@ struct Engine::Impl {
     if (const Register* reg = lookup(c, region, offset, dir))
       for (auto h = reg->hits_begin; h < reg->hits_end; ++h)
         if (c.hits[h].graph == std::uint32_t(std::max(r.graph, 0))) e.channel = std::int32_t(c.hits[h].channel);
-    if (e.channel >= 0 && !k.idle[std::size_t(e.channel)]) {
+    if (e.channel >= 0 && !k.live.idle[std::size_t(e.channel)]) {
       const auto& ch = c.channels[std::size_t(e.channel)];
       for (std::uint32_t n = 0; n < ch.nodes; ++n)
-        if (test(&k.state[ch.state], n)) {
+        if (test(&k.live.state[ch.state], n)) {
           e.previous_node = std::int32_t(n);
           break;
         }
@@ -763,11 +751,11 @@ std::string Engine::expectedNext(std::size_t d, std::size_t limit) const {
   std::string out;
   std::size_t shown = 0, total = 0;
   for (std::uint32_t g = 0; g < c.graphs.size(); ++g) {
-    if (!k.alive[g]) continue;
+    if (!k.live.alive[g]) continue;
     for (auto ch = c.graphs[g].channels_begin; ch < c.graphs[g].channels_end; ++ch) {
       const auto& cc = c.channels[ch];
-      const Word* S = &k.state[cc.state];
-      const bool idle_able = k.idle[ch] || intersects(S, &c.pool[cc.exits], cc.words);
+      const Word* S = &k.live.state[cc.state];
+      const bool idle_able = k.live.idle[ch] || intersects(S, &c.pool[cc.exits], cc.words);
       for (std::uint32_t n = 0; n < cc.nodes; ++n) {
         const bool reachable = (idle_able && test(&c.pool[cc.entries], n)) || intersects(&c.pool[cc.pred + n * cc.words], S, cc.words);
         if (!reachable) continue;
