@@ -15,25 +15,9 @@ IOREQ_FILTER_INTERPOSER=/usr/local/lib/libioreq-interposer.so
 IOREQ_FILTER_DAEMON=/usr/local/bin/ioreq-filterd
 CONF
 
-dd if=/dev/urandom of=/tmp/fd.img bs=1024 count=1440 2>/dev/null
-want=$(md5sum /tmp/fd.img | cut -d' ' -f1)
 serial=/lab/out/floppy-filtered-guest-serial.log
-cat > /tmp/floppy-filtered.cfg <<CFG
-name = "floppy-filtered"
-type = "hvm"
-memory = 256
-vcpus = 1
-kernel = "/lab/linux-guest/vmlinuz"
-ramdisk = "/lab/linux-guest/initrd.zst"
-cmdline = "console=ttyS0 quiet panic=-1 pci=noearly"
-vga = "none"
-vnc = 0
-serial = "file:$serial"
-on_reboot = "destroy"
-on_crash = "destroy"
-device_model_override = "/usr/local/bin/ioreq-filter-dm-wrapper"
-device_model_args_hvm = [ "-drive", "file=/tmp/fd.img,if=floppy,format=raw" ]
-CFG
+want=$(lab_linux_floppy_guest floppy-filtered "$serial" \
+    'device_model_override = "/usr/local/bin/ioreq-filter-dm-wrapper"')
 
 lab_step xl-create
 if ! lab_xl 60 create /tmp/floppy-filtered.cfg; then

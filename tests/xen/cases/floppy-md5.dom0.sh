@@ -3,28 +3,8 @@
 # controller; the md5 it prints must be that of the image this script made.
 . /lab/lib.sh
 
-# Random content made here and now: the guest can only print this md5 by really reading the disk.
-dd if=/dev/urandom of=/tmp/fd.img bs=1024 count=1440 2>/dev/null
-want=$(md5sum /tmp/fd.img | cut -d' ' -f1)
 serial=/lab/out/floppy-md5-guest-serial.log
-
-# pci=noearly: the kernel's early AMD GART aperture probe walks PCI config space before the PCI
-# subsystem is up; through QEMU-xen under TCG that took 23 of the 36 s to reach init.
-cat > /tmp/floppy-md5.cfg <<CFG
-name = "floppy-md5"
-type = "hvm"
-memory = 256
-vcpus = 1
-kernel = "/lab/linux-guest/vmlinuz"
-ramdisk = "/lab/linux-guest/initrd.zst"
-cmdline = "console=ttyS0 quiet panic=-1 pci=noearly"
-vga = "none"
-vnc = 0
-serial = "file:$serial"
-on_reboot = "destroy"
-on_crash = "destroy"
-device_model_args_hvm = [ "-drive", "file=/tmp/fd.img,if=floppy,format=raw" ]
-CFG
+want=$(lab_linux_floppy_guest floppy-md5 "$serial")
 
 lab_step xl-create
 if ! lab_xl 60 create /tmp/floppy-md5.cfg; then
