@@ -1,6 +1,7 @@
 #include "ioreq_filter/core/engine.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <tuple>
 
@@ -91,6 +92,9 @@ struct CompiledDevice {
   std::vector<RegisterHit> hits;
   std::vector<NodeInfo> nodes;
   std::vector<ValueConstraint> values;
+  // Byte-sized value sets (command bytes) as 256-bit bitmaps: one bit test instead of a binary search.
+  std::vector<std::array<Word, 4>> value_bits;
+  std::vector<std::uint8_t> value_is_bits;
   std::vector<Channel> channels;
   std::vector<Graph> graphs;
   std::vector<Loop> loops;
@@ -179,6 +183,12 @@ CompiledDevice compile(const DevicePolicy& p) {
   std::vector<Keyed> keyed;
   auto addValue = [&](const ValueConstraint& v) {
     c.values.push_back(v);
+    std::array<Word, 4> bits{};
+    const bool bytes = v.kind == ValueKind::Set && !v.set.empty() && v.set.back() < 256;
+    if (bytes)
+      for (auto x : v.set) bits[x / 64] |= Word(1) << (x % 64);
+    c.value_bits.push_back(bits);
+    c.value_is_bits.push_back(bytes);
     return std::uint32_t(c.values.size() - 1);
   };
   for (std::uint32_t g = 0; g < p.graphs.size(); ++g) {
@@ -373,7 +383,11 @@ struct Engine::Impl {
       const int rank = r == Reason::Count ? 3 : r == Reason::Value ? 2 : 1;
       if (rank > best_reason_rank) best_reason_rank = rank, result.reason = r, result.graph = std::int32_t(g);
     };
-    auto valueOk = [&](std::uint32_t v) { return !is_write || !value_known || c.values[v].matches(value); };
+    auto valueOk = [&](std::uint32_t v) {
+      if (!is_write || !value_known) return true;
+      if (c.value_is_bits[v]) return value < 256 && ((c.value_bits[v][value / 64] >> (value % 64)) & 1) != 0;
+      return c.values[v].matches(value);
+    };
     const RegisterHit* hit = c.hits.data() + reg->hits_begin;
     const RegisterHit* hits_end = c.hits.data() + reg->hits_end;
     const Candidate* cand = c.candidates.data() + reg->begin;
