@@ -18,7 +18,6 @@
 #include "ioreq_filter/core/engine.h"
 #include "ioreq_filter/policy/policy_json.h"
 #include "ioreq_filter/qemu/discovery.h"
-#include "ioreq_filter/qemu/qemu_instance.h"
 #include "ioreq_filter/trace/trace.h"
 
 namespace {
@@ -96,15 +95,7 @@ int registerTraces() {
       std::cerr << "bench: " << trace.error().message() << "\n";
       return 1;
     }
-    qemu::LaunchOptions launch;
-    launch.machine_args = trace->qemu_argv;
-    auto q = qemu::QemuInstance::launch(launch);
-    if (!q) {
-      std::cerr << "bench: " << path << ": " << q.error().message() << "\n";
-      return 1;
-    }
-    auto devices = qemu::discoverDevices((*q)->qmp(), &(*q)->qtest());
-    (*q)->shutdown();
+    auto devices = qemu::discoverMachine(trace->qemu_argv);
     if (!devices) {
       std::cerr << "bench: " << path << ": " << devices.error().message() << "\n";
       return 1;

@@ -11,7 +11,6 @@
 #include "ioreq_filter/core/engine.h"
 #include "ioreq_filter/policy/policy_json.h"
 #include "ioreq_filter/qemu/discovery.h"
-#include "ioreq_filter/qemu/qemu_instance.h"
 #include "ioreq_filter/trace/trace.h"
 #include "support/policy_set.h"
 
@@ -38,17 +37,6 @@ std::string deviceLabel(const DeviceInstance& d) {
   else if (!d.isa_ports.empty())
     std::snprintf(buf, sizeof buf, " (%s at 0x%llx)", d.kind.c_str(), static_cast<unsigned long long>(d.isa_ports.front().base));
   return d.name + buf;
-}
-
-// Starts the trace's machine paused under qtest and asks it what devices it has.
-Result<std::vector<DeviceInstance>> discover(const std::vector<std::string>& machine) {
-  qemu::LaunchOptions launch;
-  launch.machine_args = machine;
-  auto q = qemu::QemuInstance::launch(launch);
-  if (!q) return std::unexpected(q.error());
-  auto devices = qemu::discoverDevices((*q)->qmp(), &(*q)->qtest());
-  (*q)->shutdown();
-  return devices;
 }
 
 int run(const CheckOptions& o) {
@@ -109,7 +97,7 @@ int run(const CheckOptions& o) {
       std::string key;
       for (const auto& w : machine) key += w + '\x1f';
       if (!discovered.count(key)) {
-        auto found = discover(machine);
+        auto found = qemu::discoverMachine(machine);
         if (!found) {
           std::cerr << "ioreq-filter check: " << path << ": device discovery failed: " << found.error().message() << "\n";
           return kExitInternal;

@@ -25,11 +25,9 @@ Result<std::vector<DevicePolicy>> loadPolicies(const std::vector<std::string>& f
     if (!set) return std::unexpected(set.error());
     for (auto& p : *set) out.push_back(std::move(p));
   }
-  for (const auto& f : files) {
-    auto p = loadPolicyFile(f);
-    if (!p) return std::unexpected(p.error());
-    out.push_back(std::move(*p));
-  }
+  auto listed = loadPolicyFiles(files);
+  if (!listed) return std::unexpected(listed.error());
+  for (auto& p : *listed) out.push_back(std::move(p));
   return out;
 }
 

@@ -420,8 +420,12 @@ Result<std::vector<DevicePolicy>> loadPolicyDir(const std::string& dir) {
     if (it->is_regular_file() && it->path().extension() == ".json") files.push_back(it->path().string());
   if (ec) return fail(dir, "cannot list: " + ec.message());
   std::sort(files.begin(), files.end());
+  return loadPolicyFiles(files);
+}
+
+Result<std::vector<DevicePolicy>> loadPolicyFiles(const std::vector<std::string>& paths) {
   std::vector<DevicePolicy> out;
-  for (const auto& f : files) {
+  for (const auto& f : paths) {
     auto p = loadPolicyFile(f);
     if (!p) return std::unexpected(p.error());
     out.push_back(std::move(*p));

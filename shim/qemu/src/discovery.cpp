@@ -1,4 +1,5 @@
 #include "ioreq_filter/qemu/discovery.h"
+#include "ioreq_filter/qemu/qemu_instance.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -303,6 +304,16 @@ Result<std::vector<DeviceInstance>> discoverDevices(QmpClient& qmp, QtestClient*
   std::vector<DeviceInstance> out = std::move(*pci);
   for (auto& d : isa) out.push_back(std::move(d));
   return out;
+}
+
+Result<std::vector<DeviceInstance>> discoverMachine(const std::vector<std::string>& machine_args) {
+  LaunchOptions launch;
+  launch.machine_args = machine_args;
+  auto q = QemuInstance::launch(launch);
+  if (!q) return std::unexpected(q.error());
+  auto devices = discoverDevices((*q)->qmp(), &(*q)->qtest());
+  (*q)->shutdown();
+  return devices;
 }
 
 }  // namespace iof::qemu

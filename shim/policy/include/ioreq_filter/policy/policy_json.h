@@ -14,6 +14,8 @@ namespace iof {
 // Parses and validates one policy document. `file` is used in messages only.
 Result<DevicePolicy> parsePolicy(std::string_view text, const std::string& file);
 Result<DevicePolicy> loadPolicyFile(const std::string& path);
+// The given files, in order; the first error ends loading.
+Result<std::vector<DevicePolicy>> loadPolicyFiles(const std::vector<std::string>& paths);
 // Every *.json below `dir` (recursively, in sorted path order).
 Result<std::vector<DevicePolicy>> loadPolicyDir(const std::string& dir);
 

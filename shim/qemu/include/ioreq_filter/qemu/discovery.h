@@ -9,6 +9,7 @@
 //        relative to isa_ports.front().base.
 #pragma once
 
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -23,6 +24,9 @@ namespace iof::qemu {
 
 // PCI devices first (by bus:dev.fn), then ISA devices that decode ports (by first port).
 Result<std::vector<DeviceInstance>> discoverDevices(QmpClient& qmp, QtestClient* qtest = nullptr);
+
+// Starts the machine `machine_args` describes paused under qtest, discovers its devices, and quits it.
+Result<std::vector<DeviceInstance>> discoverMachine(const std::vector<std::string>& machine_args);
 
 // The pieces, separately testable on captured QEMU output.
 Result<std::vector<DeviceInstance>> parseQueryPci(const nlohmann::json& reply);
