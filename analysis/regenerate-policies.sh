@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Regenerates the shipped analysis policies (policies/*.json) from Debian 12's own driver binaries.
+# Regenerates the shipped analysis policies (policies/linux-6.1/*.json) from Debian 12's own driver binaries.
 # Usage: analysis/regenerate-policies.sh [IOREQ_FILTER_BINARY] [OUTPUT_DIR]
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/scripts/lib/common.sh"
 bin=${1:-$IOREQ_FILTER_ROOT/build/bin/ioreq-filter}
-out=${2:-$IOREQ_FILTER_ROOT/policies}
+out=${2:-$IOREQ_FILTER_ROOT/policies/linux-6.1}
 [ -x "$bin" ] || die "no ioreq-filter binary at $bin (build first, or pass its path)"
 read -r dir ver < <(fetch_kernel)
 kernel="$dir/lib/modules/$ver/kernel"

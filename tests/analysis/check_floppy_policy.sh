@@ -4,7 +4,7 @@
 # Usage: check_floppy_policy.sh IOREQ_FILTER_BINARY SOURCE_DIR
 set -uo pipefail
 bin=$1 src=$2
-policy="$src/policies/floppy.json"
+policy="$src/policies/linux-6.1/floppy.json"
 status=0
 out=$(timeout 120 "$bin" check --policy "$policy" --bind floppy=isa:0x3f0 "$src/tests/data/traces/floppy.qtest" 2>&1)
 rc=$?

@@ -8,8 +8,8 @@ rm -rf "$scratch" && mkdir -p "$scratch"
 status=0
 for f in "$scratch"/*; do
   name=$(basename "$f")
-  if ! cmp -s "$f" "$src/policies/$name"; then
-    echo "FAIL: policies/$name differs from what the analyser generates now:"; diff "$src/policies/$name" "$f" | head -20; status=1
+  if ! cmp -s "$f" "$src/policies/linux-6.1/$name"; then
+    echo "FAIL: policies/linux-6.1/$name differs from what the analyser generates now:"; diff "$src/policies/linux-6.1/$name" "$f" | head -20; status=1
   fi
 done
 exit $status
