@@ -115,6 +115,7 @@ std::uint64_t DeviceBus::regionBase(std::size_t d, std::uint32_t r) const noexce
 
 void DeviceBus::rebuildRanges() noexcept {
   io_count_ = mem_count_ = 0;
+  last_io_ = ~std::size_t(0);
   // Fixed (ISA) ranges first: they cannot move, so a BAR the guest programs over one loses.
   for (int pass = 0; pass < 2; ++pass)
   for (std::size_t d = 0; d < devices_.size(); ++d) {
@@ -214,7 +215,7 @@ BusTarget DeviceBus::routeConfig(std::uint32_t sbdf, std::uint32_t reg, const Io
   return {};
 }
 
-BusTarget DeviceBus::route(const IoRequest& request) noexcept {
+BusTarget DeviceBus::routeFully(const IoRequest& request) noexcept {
   switch (request.type) {
     case IoType::Pio: {
       if (request.addr == kCf8Port && request.size == 4) {
@@ -226,6 +227,7 @@ BusTarget DeviceBus::route(const IoRequest& request) noexcept {
         return routeConfig(std::uint32_t(config.addr >> 32), std::uint32_t(config.addr), config);
       const Range* hit = find(io_.data(), io_count_, request.addr);
       if (!hit) return {};
+      last_io_ = std::size_t(hit - io_.data());
       return BusTarget{hit->device, hit->region, request.addr - hit->region_base, false, request.addr + request.size - 1 > hit->end};
     }
     case IoType::Copy: {

@@ -87,7 +87,9 @@ struct Graph {
 
 struct CompiledDevice {
   std::vector<Register> registers;                  // sorted by key
-  std::vector<std::vector<std::uint32_t>> dense;    // per region: offset*2+dir -> register index + 1
+  // Dense regions share one table: region r's entries start at dense_begin[r] (kNone: binary search).
+  std::vector<std::uint32_t> dense;                 // offset*2+dir -> register index + 1
+  std::vector<std::uint32_t> dense_begin;           // per region
   std::vector<Candidate> candidates;
   std::vector<RegisterHit> hits;
   std::vector<NodeInfo> nodes;
@@ -101,23 +103,32 @@ struct CompiledDevice {
   std::vector<std::uint32_t> header_loop;
   std::vector<Word> pool;
   std::vector<std::string> names;  // "graph:channel/node" or "graph:anywhere/node"
+  std::vector<std::uint32_t> loop_limit;  // per loop: max iterations, UINT32_MAX if unbounded
   std::uint32_t state_words = 0;
+  // Layout of CursorState::config: state words, then one idle byte per channel at idle_at, one alive
+  // byte per graph at alive_at (byte offsets), zero padding up to config_words.
+  std::uint32_t idle_at = 0, alive_at = 0, config_words = 0;
+  std::uint32_t loop_words = 0;  // words of a bitset over the device's loops
   std::uint32_t config_region = kNone;
   bool config_by_graph = false;
   Escalation escalation = Escalation::None;
   bool has_graphs = false;
+  bool has_rules = false;
 };
 
-// Mutable per-device state; sized once.
 // What a device's cursor remembers between requests. Copy-assigning one of these onto another of the
 // same device never allocates (the vectors have equal sizes), which REP rollback relies on.
+// The node sets, idle and alive flags form one flat "configuration" block so that the transition
+// cache can intern it, compare it and install it whole (see TransitionCache).
 struct CursorState {
-  std::vector<Word> state;                // per channel: current nodes
-  std::vector<std::uint8_t> idle;         // per channel
+  std::vector<Word> config;               // per channel: current nodes; then idle bytes, alive bytes
   std::vector<std::uint32_t> counters;    // per loop
-  std::vector<std::uint8_t> alive;        // per graph
   std::vector<std::uint8_t> armed;        // per stop-gap rule
   std::vector<std::uint32_t> rule_count;  // per stop-gap rule
+  std::uint32_t id = kNone;               // interned id of the configuration; kNone: not interned (yet)
+  // A cache hit only moves `id`: `config` is then stale and the transition cache's copy of
+  // configuration `id` is current (Impl::configOf, Impl::materialize). Invariant: stale => id != kNone.
+  bool stale = false;
 };
 
 struct Cursor {
@@ -126,7 +137,35 @@ struct Cursor {
   std::vector<Word> next, reach;
   std::vector<std::uint32_t> pending;
   std::vector<std::uint8_t> accepted, reset_hit;
+  // What the last NFA walk did to the loop counters, as bitsets over the device's loops; the
+  // transition cache stores them with the transition.
+  std::vector<Word> entered, entered_fresh, zeroed;
+  bool count_pruned = false;  // a loop bound removed a node: the walk depended on the counters
 };
+
+Word* stateOf(CursorState& s) noexcept { return s.config.data(); }
+std::uint8_t* idleOf(const CompiledDevice& c, CursorState& s) noexcept {
+  return reinterpret_cast<std::uint8_t*>(s.config.data()) + c.idle_at;
+}
+const std::uint8_t* idleOf(const CompiledDevice& c, const Word* config) noexcept {
+  return reinterpret_cast<const std::uint8_t*>(config) + c.idle_at;
+}
+std::uint8_t* aliveOf(const CompiledDevice& c, CursorState& s) noexcept {
+  return reinterpret_cast<std::uint8_t*>(s.config.data()) + c.alive_at;
+}
+const std::uint8_t* aliveOf(const CompiledDevice& c, const Word* config) noexcept {
+  return reinterpret_cast<const std::uint8_t*>(config) + c.alive_at;
+}
+
+// Configurations are a few words: a plain loop beats a call to memcpy/memcmp.
+bool sameWords(const Word* a, const Word* b, std::uint32_t words) noexcept {
+  for (std::uint32_t i = 0; i < words; ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+void copyWords(const Word* from, std::uint32_t words, Word* to) noexcept {
+  for (std::uint32_t i = 0; i < words; ++i) to[i] = from[i];
+}
 
 bool intersects(const Word* a, const Word* b, std::uint32_t words) noexcept {
   for (std::uint32_t i = 0; i < words; ++i)
@@ -172,6 +211,7 @@ CompiledDevice compile(const DevicePolicy& p) {
   CompiledDevice c;
   c.escalation = escalationOf(p.on_violation);
   c.has_graphs = !p.graphs.empty();
+  c.has_rules = !p.rules.empty();
   for (std::uint32_t r = 0; r < p.regions.size(); ++r)
     if (p.regions[r].space == RegionSpace::Config) c.config_region = r;
   struct Keyed {
@@ -291,23 +331,31 @@ CompiledDevice compile(const DevicePolicy& p) {
     c.registers.push_back(reg);
     i = j;
   }
-  c.dense.resize(p.regions.size());
+  c.dense_begin.assign(p.regions.size(), kNone);
   for (std::uint32_t r = 0; r < p.regions.size(); ++r)
-    if (p.regions[r].length <= kDenseRegionLimit) c.dense[r].assign(p.regions[r].length * 2, 0);
+    if (p.regions[r].length <= kDenseRegionLimit) {
+      c.dense_begin[r] = std::uint32_t(c.dense.size());
+      c.dense.resize(c.dense.size() + p.regions[r].length * 2, 0);
+    }
   for (std::uint32_t r = 0; r < c.registers.size(); ++r) {
     const auto& reg = c.registers[r];
-    if (!c.dense[reg.region].empty()) c.dense[reg.region][reg.offset * 2 + std::uint32_t(reg.dir)] = r + 1;
+    if (c.dense_begin[reg.region] != kNone) c.dense[c.dense_begin[reg.region] + reg.offset * 2 + std::uint32_t(reg.dir)] = r + 1;
   }
+  for (const auto& l : c.loops) c.loop_limit.push_back(l.unbounded ? 0xffffffffu : l.max);
+  c.loop_words = std::uint32_t((c.loops.size() + 63) / 64);
+  c.idle_at = c.state_words * std::uint32_t(sizeof(Word));
+  c.alive_at = c.idle_at + std::uint32_t(c.channels.size());
+  c.config_words = (c.alive_at + std::uint32_t(c.graphs.size()) + std::uint32_t(sizeof(Word)) - 1) / std::uint32_t(sizeof(Word));
   c.config_by_graph = p.config == ConfigPolicy::GraphOnly && c.config_region != kNone;
   return c;
 }
 
 Cursor makeCursor(const CompiledDevice& c, std::size_t rules) {
   Cursor k;
-  k.live.state.assign(c.state_words, 0);
-  k.live.idle.assign(c.channels.size(), 1);
+  k.live.config.assign(c.config_words, 0);
+  std::fill_n(idleOf(c, k.live), c.channels.size(), 1);
+  std::fill_n(aliveOf(c, k.live), c.graphs.size(), 1);
   k.live.counters.assign(c.loops.size(), 0);
-  k.live.alive.assign(c.graphs.size(), 1);
   k.live.armed.assign(rules, 0);
   k.live.rule_count.assign(rules, 0);
   k.saved = k.live;
@@ -316,7 +364,61 @@ Cursor makeCursor(const CompiledDevice& c, std::size_t rules) {
   k.pending.assign(c.loops.size(), 0);
   k.accepted.assign(c.graphs.size(), 0);
   k.reset_hit.assign(c.graphs.size(), 0);
+  k.entered.assign(c.loop_words, 0);
+  k.entered_fresh.assign(c.loop_words, 0);
+  k.zeroed.assign(c.loop_words, 0);
   return k;
+}
+
+// Memoised steps (RE2's DFA over our NFA): each configuration a device's cursor reaches is interned
+// once, and a step from an interned configuration on one symbol (register, size, written value) is
+// remembered with its outcome, so a repeated step is a table probe and a copy of the configuration
+// instead of a walk over node bitsets. Loop counters are not part of a configuration: a transition
+// records which loops it enters (and whether afresh) and which it leaves, and is replayed only if no
+// bound would be exceeded; otherwise the NFA walk decides, as it does for every refusal. Fixed
+// budget, sized at create(): when the configuration table is full, requests simply take the walk.
+struct alignas(32) Transition {
+  std::uint64_t value = 0;          // written value if it was checked, else 0
+  std::uint32_t from = kNone;       // configuration id; kNone: empty slot
+  std::uint32_t symbol = 0;         // register index << 8 | value-checked << 4 | size
+  std::uint32_t to = 0;             // configuration id after the step
+  std::int32_t graph = -1, node = -1;
+  std::uint16_t deaths = 0;         // graphs that stopped following the device
+  std::uint16_t resets = 0;         // graphs restarted by a reset node
+};
+static_assert(sizeof(Transition) == 32, "one transition per half cache line");
+constexpr std::uint32_t kMaxCachedRegister = (1u << 24) - 1;
+
+struct TransitionCache {
+  std::uint32_t capacity = 0;              // configurations; 0: disabled
+  std::uint32_t count = 0;
+  std::vector<Word> configs;               // capacity * config_words
+  std::vector<std::uint32_t> slots;        // open addressing over configs: id + 1, 0 empty
+  std::vector<Transition> transitions;     // direct-mapped, power-of-two size
+  std::vector<Word> loop_ops;              // per transition: entered, entered_fresh, zeroed (loop_words each)
+  std::uint64_t transition_mask = 0;
+};
+
+std::uint64_t mix(std::uint64_t h) noexcept {
+  h ^= h >> 31;
+  h *= 0x9e3779b97f4a7c15ull;
+  h ^= h >> 29;
+  return h;
+}
+
+std::size_t pow2AtLeast(std::size_t n) noexcept { return std::bit_ceil(std::max<std::size_t>(n, 1)); }
+
+TransitionCache makeTransitionCache(const CompiledDevice& c, std::size_t capacity) {
+  TransitionCache t;
+  if (capacity == 0 || !c.has_graphs) return t;
+  t.capacity = std::uint32_t(std::min<std::size_t>(capacity, 1u << 20));
+  t.configs.assign(std::size_t(t.capacity) * c.config_words, 0);
+  t.slots.assign(pow2AtLeast(std::size_t(t.capacity) * 2), 0);
+  const std::size_t transitions = pow2AtLeast(t.capacity);
+  t.transitions.assign(transitions, Transition{});
+  t.loop_ops.assign(transitions * 3 * c.loop_words, 0);
+  t.transition_mask = transitions - 1;
+  return t;
 }
 
 }  // namespace
@@ -326,13 +428,15 @@ struct Engine::Impl {
   std::vector<BoundDevice> devices;
   std::vector<CompiledDevice> compiled;
   std::vector<Cursor> cursors;
+  std::vector<TransitionCache> caches;
   std::vector<DeviceCounters> counters;
   std::vector<LearnEvent> learn;
   std::size_t learn_size = 0;
+  EngineCounters* engine_counters = nullptr;  // the owning Engine's
 
   [[gnu::always_inline]] inline const Register* lookup(const CompiledDevice& c, std::uint32_t region, std::uint64_t offset, Dir dir) const noexcept {
-    if (region < c.dense.size() && !c.dense[region].empty()) {
-      const auto idx = c.dense[region][offset * 2 + std::uint32_t(dir)];
+    if (region < c.dense_begin.size() && c.dense_begin[region] != kNone) {
+      const auto idx = c.dense[c.dense_begin[region] + offset * 2 + std::uint32_t(dir)];
       return idx ? &c.registers[idx - 1] : nullptr;
     }
     const auto key = std::make_tuple(region, dir, offset);
@@ -344,23 +448,34 @@ struct Engine::Impl {
   void unsync(std::size_t d) noexcept {
     const auto& c = compiled[d];
     auto& k = cursors[d];
+    Word* state = stateOf(k.live);
     for (const auto& ch : c.channels)
-      for (std::uint32_t w = 0; w < ch.words; ++w) k.live.state[ch.state + w] = c.pool[ch.all + w];
-    std::fill(k.live.idle.begin(), k.live.idle.end(), 1);
+      for (std::uint32_t w = 0; w < ch.words; ++w) state[ch.state + w] = c.pool[ch.all + w];
+    std::fill_n(idleOf(c, k.live), c.channels.size(), 1);
     std::fill(k.live.counters.begin(), k.live.counters.end(), 0);
-    std::fill(k.live.alive.begin(), k.live.alive.end(), 1);
+    std::fill_n(aliveOf(c, k.live), c.graphs.size(), 1);
+    k.live.id = kNone;
+    k.live.stale = false;
   }
 
-  void resetGraph(std::size_t d, std::uint32_t g) noexcept {
+  // The configuration's id, interning it if the budget allows; kNone when the table is full.
+  std::uint32_t intern(std::size_t d) noexcept {
     const auto& c = compiled[d];
-    auto& k = cursors[d];
-    for (auto ch = c.graphs[g].channels_begin; ch < c.graphs[g].channels_end; ++ch) {
-      const auto& cc = c.channels[ch];
-      std::fill_n(k.live.state.begin() + cc.state, cc.words, 0);
-      k.live.idle[ch] = 1;
-      for (auto l = cc.loops_begin; l < cc.loops_end; ++l) k.live.counters[l] = 0;
+    auto& t = caches[d];
+    const Word* config = cursors[d].live.config.data();
+    const std::uint32_t words = c.config_words;
+    std::uint64_t h = 0;
+    for (std::uint32_t w = 0; w < words; ++w) h = mix(h ^ config[w]);
+    const std::size_t mask = t.slots.size() - 1;
+    std::size_t i = h & mask;
+    for (; t.slots[i] != 0; i = (i + 1) & mask) {
+      const Word* known = &t.configs[std::size_t(t.slots[i] - 1) * words];
+      if (sameWords(known, config, words)) return t.slots[i] - 1;
     }
-    k.live.alive[g] = 1;
+    if (t.count == t.capacity) return kNone;
+    std::copy_n(config, words, &t.configs[std::size_t(t.count) * words]);
+    t.slots[i] = t.count + 1;
+    return t.count++;
   }
 
   struct StepResult {
@@ -370,14 +485,120 @@ struct Engine::Impl {
     std::int32_t node = -1;  // names index
   };
 
-  // One access against one device's graphs. Writes next states into the cursor only if some graph
-  // accepts (enforce semantics: a refused access never reached the device).
+  static std::uint32_t symbolOf(std::uint32_t reg, std::uint8_t size, bool value_checked) noexcept {
+    return reg << 8 | (value_checked ? 0x10u : 0u) | size;
+  }
+  static std::size_t slotOf(const TransitionCache& t, std::uint32_t from, std::uint64_t value, std::uint32_t symbol) noexcept {
+    // Independent multiplies (short dependency chain): this is on every request's path.
+    const std::uint64_t h = (std::uint64_t(from) * 0x9e3779b97f4a7c15ull) ^ (std::uint64_t(symbol) * 0xc2b2ae3d27d4eb4full) ^
+                            (value * 0xff51afd7ed558ccdull);
+    return (h ^ (h >> 32)) & t.transition_mask;
+  }
+
+  // The cursor's current configuration, wherever it lives.
+  const Word* configOf(std::size_t d) const noexcept {
+    const auto& s = cursors[d].live;
+    return s.stale ? &caches[d].configs[std::size_t(s.id) * compiled[d].config_words] : s.config.data();
+  }
+  void materialize(std::size_t d) noexcept {
+    auto& s = cursors[d].live;
+    if (!s.stale) return;
+    copyWords(configOf(d), compiled[d].config_words, s.config.data());
+    s.stale = false;
+  }
+
+  // One access against one device's graphs, from the transition cache when it knows the step.
   StepResult step(std::size_t d, const Register* reg, std::uint8_t size, bool is_write, bool value_known,
+                  std::uint64_t value) noexcept {
+    if (!reg) return StepResult{};  // no graph knows this register: not an access the driver makes
+    auto& t = caches[d];
+    if (t.capacity == 0) return walk(d, reg, size, is_write, value_known, value);
+    const auto& c = compiled[d];
+    auto& k = cursors[d];
+    // Reads and unknown (pointer) data are never value-checked, so their value is not part of the symbol.
+    const bool value_checked = is_write && value_known;
+    const std::uint64_t key_value = value_checked ? value : 0;
+    const auto reg_index = std::uint32_t(reg - c.registers.data());
+    const std::uint32_t symbol = symbolOf(reg_index, size, value_checked);
+    if (k.live.id == kNone) k.live.id = intern(d);
+    const std::uint32_t from = reg_index <= kMaxCachedRegister ? k.live.id : kNone;
+    std::size_t slot = 0;
+    if (from != kNone) {
+      slot = slotOf(t, from, key_value, symbol);
+      const Transition& tr = t.transitions[slot];
+      if (tr.from == from && tr.symbol == symbol && tr.value == key_value &&
+          replay(d, tr, &t.loop_ops[slot * 3 * c.loop_words])) {
+        ++engine_counters->transition_cache_hits;
+        return StepResult{true, Reason::None, tr.graph, tr.node};
+      }
+    }
+    ++engine_counters->transition_cache_misses;
+    const auto deaths_before = counters[d].graph_deaths, resets_before = counters[d].resyncs;
+    const StepResult r = walk(d, reg, size, is_write, value_known, value);
+    if (!r.accepted) return r;  // nothing moved; refusals are never cached
+    k.live.id = intern(d);
+    const auto deaths = counters[d].graph_deaths - deaths_before, resets = counters[d].resyncs - resets_before;
+    if (from == kNone || k.live.id == kNone || k.count_pruned || deaths > 0xffff || resets > 0xffff) return r;
+    Transition& tr = t.transitions[slot];
+    tr.value = key_value;
+    tr.from = from;
+    tr.symbol = symbol;
+    tr.to = k.live.id;
+    tr.graph = r.graph;
+    tr.node = r.node;
+    tr.deaths = std::uint16_t(deaths);
+    tr.resets = std::uint16_t(resets);
+    Word* ops = &t.loop_ops[slot * 3 * c.loop_words];
+    std::copy_n(k.entered.data(), c.loop_words, ops);
+    std::copy_n(k.entered_fresh.data(), c.loop_words, ops + c.loop_words);
+    std::copy_n(k.zeroed.data(), c.loop_words, ops + 2 * c.loop_words);
+    return r;
+  }
+
+  // Applies a remembered transition unless a loop bound would be exceeded (then the walk decides).
+  bool replay(std::size_t d, const Transition& tr, const Word* ops) noexcept {
+    const auto& c = compiled[d];
+    auto& k = cursors[d];
+    const Word* entered = ops;
+    const Word* fresh = ops + c.loop_words;
+    const Word* zeroed = ops + 2 * c.loop_words;
+    for (std::uint32_t w = 0; w < c.loop_words; ++w)
+      for (Word bits = entered[w]; bits; bits &= bits - 1) {
+        const std::uint32_t b = std::uint32_t(std::countr_zero(bits));
+        const std::uint32_t l = w * 64 + b;
+        const std::uint32_t count = (fresh[w] >> b) & 1 ? 1 : k.live.counters[l] + 1;
+        if (count > c.loop_limit[l]) return false;
+        k.pending[l] = count;
+      }
+    for (std::uint32_t w = 0; w < c.loop_words; ++w) {
+      for (Word bits = entered[w]; bits; bits &= bits - 1) {
+        const std::uint32_t l = w * 64 + std::uint32_t(std::countr_zero(bits));
+        k.live.counters[l] = k.pending[l];
+      }
+      for (Word bits = zeroed[w]; bits; bits &= bits - 1) k.live.counters[w * 64 + std::uint32_t(std::countr_zero(bits))] = 0;
+    }
+    k.live.id = tr.to;
+    k.live.stale = true;
+    counters[d].graph_deaths += tr.deaths;
+    counters[d].resyncs += tr.resets;
+    return true;
+  }
+
+  // The NFA step. Writes next states into the cursor only if some graph accepts (enforce semantics:
+  // a refused access never reached the device). Records its effect on loop counters for the cache.
+  StepResult walk(std::size_t d, const Register* reg, std::uint8_t size, bool is_write, bool value_known,
                   std::uint64_t value) noexcept {
     const auto& c = compiled[d];
     auto& k = cursors[d];
     StepResult result;
-    if (!reg) return result;  // no graph knows this register: not an access the driver makes
+    std::fill(k.entered.begin(), k.entered.end(), 0);
+    std::fill(k.entered_fresh.begin(), k.entered_fresh.end(), 0);
+    std::fill(k.zeroed.begin(), k.zeroed.end(), 0);
+    k.count_pruned = false;
+    materialize(d);
+    Word* live_state = stateOf(k.live);
+    std::uint8_t* live_idle = idleOf(c, k.live);
+    std::uint8_t* live_alive = aliveOf(c, k.live);
     int best_reason_rank = 0;  // Order < Value < Count: report the refusal that got furthest
     auto note = [&](Reason r, std::uint32_t g) {
       const int rank = r == Reason::Count ? 3 : r == Reason::Value ? 2 : 1;
@@ -399,18 +620,18 @@ struct Engine::Impl {
       const Candidate* group = cand;
       while (cand != cands_end && cand->graph == g) ++cand;
       const Candidate* group_end = cand;
-      const bool alive = k.live.alive[g] != 0;
+      const bool alive = live_alive[g] != 0;
       bool accepted = false, saw_value_fail = false, saw_count_fail = false;
       std::int32_t accepted_name = -1;
       if (h) {
         const auto& ch = c.channels[h->channel];
-        const Word* S = &k.live.state[ch.state];
+        const Word* S = live_state + ch.state;
         Word* next = &k.next[ch.state];
         Word* reach = &k.reach[ch.state];
         const Word* mask = &c.pool[h->mask];
         std::fill_n(next, ch.words, 0);
         std::fill_n(reach, ch.words, 0);
-        const bool idle_able = k.live.idle[h->channel] || intersects(S, &c.pool[ch.exits], ch.words);
+        const bool idle_able = live_idle[h->channel] || intersects(S, &c.pool[ch.exits], ch.words);
         if (alive) {
           // Successors of where the channel stands (one or two nodes, except right after attach).
           for (std::uint32_t w = 0; w < ch.words; ++w)
@@ -455,8 +676,10 @@ struct Engine::Impl {
           if (!loop.unbounded && count > loop.max) {
             clear(next, loop.header);
             saw_count_fail = true;
+            k.count_pruned = true;
           } else {
             k.pending[l] = count;
+            if (fresh) set(k.entered_fresh.data(), l);
           }
         }
         accepted = any(next, ch.words);
@@ -504,8 +727,8 @@ struct Engine::Impl {
     for (std::uint32_t g = 0; g < c.graphs.size(); ++g) {
       const RegisterHit* h = hit != hits_end && hit->graph == g ? hit++ : nullptr;
       if (k.accepted[g] == 0) {
-        if (k.live.alive[g]) {
-          k.live.alive[g] = 0;
+        if (live_alive[g]) {
+          live_alive[g] = 0;
           ++counters[d].graph_deaths;
         }
         continue;
@@ -516,24 +739,24 @@ struct Engine::Impl {
         for (auto other = c.graphs[g].channels_begin; other < c.graphs[g].channels_end; ++other) {
           if (other == h->channel) continue;
           const auto& oc = c.channels[other];
-          std::fill_n(k.live.state.begin() + oc.state, oc.words, 0);
-          k.live.idle[other] = 1;
-          for (auto l = oc.loops_begin; l < oc.loops_end; ++l) k.live.counters[l] = 0;
+          std::fill_n(live_state + oc.state, oc.words, 0);
+          live_idle[other] = 1;
+          for (auto l = oc.loops_begin; l < oc.loops_end; ++l) k.live.counters[l] = 0, set(k.zeroed.data(), l);
         }
-        k.live.alive[g] = 1;
+        live_alive[g] = 1;
         ++counters[d].resyncs;
       }
       const auto& cc = c.channels[h->channel];
-      Word* S = &k.live.state[cc.state];
+      Word* S = live_state + cc.state;
       const Word* next = &k.next[cc.state];
       for (auto l = cc.loops_begin; l < cc.loops_end; ++l) {
         if (test(next, c.loops[l].header))
-          k.live.counters[l] = k.pending[l];
+          k.live.counters[l] = k.pending[l], set(k.entered.data(), l);
         else if (!intersects(next, &c.pool[c.loops[l].members], cc.words))
-          k.live.counters[l] = 0;
+          k.live.counters[l] = 0, set(k.zeroed.data(), l);
       }
       std::copy_n(next, cc.words, S);
-      k.live.idle[h->channel] = 0;
+      live_idle[h->channel] = 0;
     }
     return result;
   }
@@ -602,14 +825,14 @@ struct Engine::Impl {
     e.dir = dir;
     e.value = value;
     const auto& c = compiled[d];
-    const auto& k = cursors[d];
     if (const Register* reg = lookup(c, region, offset, dir))
       for (auto h = reg->hits_begin; h < reg->hits_end; ++h)
         if (c.hits[h].graph == std::uint32_t(std::max(r.graph, 0))) e.channel = std::int32_t(c.hits[h].channel);
-    if (e.channel >= 0 && !k.live.idle[std::size_t(e.channel)]) {
+    const Word* config = configOf(d);
+    if (e.channel >= 0 && !idleOf(c, config)[std::size_t(e.channel)]) {
       const auto& ch = c.channels[std::size_t(e.channel)];
       for (std::uint32_t n = 0; n < ch.nodes; ++n)
-        if (test(&k.live.state[ch.state], n)) {
+        if (test(config + ch.state, n)) {
           e.previous_node = std::int32_t(n);
           break;
         }
@@ -636,11 +859,13 @@ Result<std::unique_ptr<Engine>> Engine::create(std::vector<BoundDevice> devices,
   for (const auto& d : devices) {
     impl->compiled.push_back(compile(d.policy));
     impl->cursors.push_back(makeCursor(impl->compiled.back(), d.policy.rules.size()));
+    impl->caches.push_back(makeTransitionCache(impl->compiled.back(), options.transition_cache));
   }
   impl->counters.resize(devices.size());
   impl->devices = std::move(devices);
   impl->learn.resize(options.learn_capacity);
   std::unique_ptr<Engine> engine(new Engine(std::move(impl), options));
+  engine->impl_->engine_counters = &engine->engine_counters_;
   if (options.start == StartState::Unsynchronised) engine->resynchronise();
   return engine;
 }
@@ -722,7 +947,7 @@ Verdict Engine::onRequest(const IoRequest& request) noexcept {
     if (request.type == IoType::Copy)
       offset = request.df ? t.offset - std::uint64_t(rep) * request.size : t.offset + std::uint64_t(rep) * request.size;
     const Register* r = rep == 0 || offset == t.offset ? reg : I.lookup(c, region, offset, request.dir);
-    if (!I.devices[d].policy.rules.empty()) {
+    if (c.has_rules) {
       if (const auto rule = I.rules(d, region, offset, request.size, request.dir, value, value_known); rule >= 0) {
         if (reps > 1) I.restore(d);
         const Verdict v = refuse(Reason::StopGap, -1, rule);
@@ -760,16 +985,16 @@ std::string Engine::nodeName(std::size_t d, std::int32_t, std::int32_t node) con
 
 std::string Engine::expectedNext(std::size_t d, std::size_t limit) const {
   const auto& c = impl_->compiled[d];
-  const auto& k = impl_->cursors[d];
+  const Word* config = impl_->configOf(d);
   const auto& policy = impl_->devices[d].policy;
   std::string out;
   std::size_t shown = 0, total = 0;
   for (std::uint32_t g = 0; g < c.graphs.size(); ++g) {
-    if (!k.live.alive[g]) continue;
+    if (!aliveOf(c, config)[g]) continue;
     for (auto ch = c.graphs[g].channels_begin; ch < c.graphs[g].channels_end; ++ch) {
       const auto& cc = c.channels[ch];
-      const Word* S = &k.live.state[cc.state];
-      const bool idle_able = k.live.idle[ch] || intersects(S, &c.pool[cc.exits], cc.words);
+      const Word* S = config + cc.state;
+      const bool idle_able = idleOf(c, config)[ch] || intersects(S, &c.pool[cc.exits], cc.words);
       for (std::uint32_t n = 0; n < cc.nodes; ++n) {
         const bool reachable = (idle_able && test(&c.pool[cc.entries], n)) || intersects(&c.pool[cc.pred + n * cc.words], S, cc.words);
         if (!reachable) continue;

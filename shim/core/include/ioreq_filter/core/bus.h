@@ -42,7 +42,16 @@ class DeviceBus {
 
   // Data plane: noexcept, allocation-free. May update the CF8 latch and BAR state (config writes),
   // so call it exactly once per request, in order. `request` must be well-formed (classify()).
-  BusTarget route(const IoRequest& request) noexcept;
+  BusTarget route(const IoRequest& request) noexcept {
+    // A driver talks to one device's ports many times in a row: try the range the last port access
+    // hit before the full decode. Ports 0xcf8..0xcff keep the full path (CF8 latch, config cycles).
+    if (request.type == IoType::Pio && last_io_ < io_count_ && (request.addr & ~std::uint64_t(7)) != 0xcf8) {
+      const Range& hit = io_[last_io_];
+      if (request.addr >= hit.start && request.addr <= hit.end)
+        return BusTarget{hit.device, hit.region, request.addr - hit.region_base, false, request.addr + request.size - 1 > hit.end};
+    }
+    return routeFully(request);
+  }
 
   // Decodes a CF8/CFC port access into Xen's PCI_CONFIG form using the current latch. Returns false if
   // the access is not a config data cycle.
@@ -71,12 +80,14 @@ class DeviceBus {
   const Range* find(const Range* begin, std::size_t count, std::uint64_t addr) const noexcept;
   void trackConfigWrite(std::size_t device, std::uint32_t reg, std::uint8_t size, std::uint64_t value) noexcept;
   BusTarget routeConfig(std::uint32_t sbdf, std::uint32_t reg, const IoRequest& request) noexcept;
+  BusTarget routeFully(const IoRequest& request) noexcept;
 
   std::vector<BusDevice> devices_;
   std::vector<PciState> pci_;            // per device (unused for ISA)
   std::vector<std::uint32_t> config_region_;  // per device: region index of its config space or kNoRegion
   std::vector<Range> io_, mem_;          // capacity fixed at create(); sizes vary
   std::size_t io_count_ = 0, mem_count_ = 0;
+  std::size_t last_io_ = ~std::size_t(0);  // io_ index of the last port hit; reset when ranges change
   std::uint32_t cf8_ = 0;
   std::uint64_t bar_conflicts_ = 0;
 };

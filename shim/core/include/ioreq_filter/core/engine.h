@@ -41,6 +41,9 @@ struct EngineOptions {
   Mode mode = Mode::Enforce;
   StartState start = StartState::Boot;
   std::size_t learn_capacity = 4096;  // events kept for learn mode before counting overflow
+  // Per device: configurations the transition cache may intern (and as many remembered transitions).
+  // 0 turns the cache off: every request walks the node bitsets. Verdicts are the same either way.
+  std::size_t transition_cache = 4096;
 };
 
 // Envoy-style stats: a struct of named counters, per device.
@@ -62,6 +65,8 @@ struct EngineCounters {
   std::uint64_t unclaimed = 0;
   std::uint64_t malformed = 0;
   std::uint64_t learn_overflow = 0;
+  std::uint64_t transition_cache_hits = 0;    // graph steps replayed from the transition cache
+  std::uint64_t transition_cache_misses = 0;  // graph steps that walked the node bitsets
 };
 
 // One access learn mode saw refused, with the nodes the channel stood at.

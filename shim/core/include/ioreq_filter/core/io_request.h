@@ -52,8 +52,43 @@ enum class Malformation : std::uint8_t {
   CrossesRegion,    // starts inside a filtered device's region and runs past its end
 };
 
-// noexcept, allocation-free: safe on the data plane.
-Malformation classify(const IoRequest& request) noexcept;
+// noexcept, allocation-free: safe on the data plane. Inline: it runs first on every request.
+inline Malformation classify(const IoRequest& r) noexcept {
+  switch (r.type) {
+    case IoType::Pio:
+    case IoType::Copy:
+    case IoType::PciConfig:
+    case IoType::TimeOffset:
+    case IoType::Invalidate:
+      break;
+    default:
+      return Malformation::UnknownType;
+  }
+  if (r.dir != Dir::Write && r.dir != Dir::Read) return Malformation::BadDirection;
+  // Broadcasts carry no address or size worth checking.
+  if (r.type == IoType::TimeOffset || r.type == IoType::Invalidate) return Malformation::None;
+  if (r.size != 1 && r.size != 2 && r.size != 4 && r.size != 8) return Malformation::BadSize;
+  if (r.count == 0) return Malformation::ZeroCount;
+  if (r.count > kMaxRepCount) return Malformation::HugeCount;
+  // The span a REP walks; only PIO keeps a fixed port for every repetition.
+  const std::uint64_t span = r.type == IoType::Pio ? r.size : std::uint64_t(r.size) * r.count;
+  switch (r.type) {
+    case IoType::Pio:
+      if (r.addr > kMaxPort) return Malformation::PortOutOfRange;
+      if (r.addr + r.size - 1 > kMaxPort) return Malformation::AddressWrap;
+      break;
+    case IoType::PciConfig: {
+      const std::uint64_t reg = r.addr & 0xffffffffu;
+      if (reg > kMaxConfigRegister || r.count != 1 || r.size > 4 || (reg & 3) + r.size > 4)
+        return Malformation::ConfigOutOfRange;
+      break;
+    }
+    default:
+      if (r.df ? r.addr + r.size < span : r.addr > ~std::uint64_t(0) - span + 1) return Malformation::AddressWrap;
+      break;
+  }
+  return Malformation::None;
+}
 const char* toString(Malformation m) noexcept;
 const char* toString(IoType t) noexcept;
 const char* toString(Dir d) noexcept;
