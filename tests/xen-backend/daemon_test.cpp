@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <sstream>
 
 #include "ioreq_filter/daemon/client.h"
 #include "ioreq_filter/daemon/daemon.h"
@@ -46,6 +47,9 @@ struct DaemonFixture : ::testing::Test {
   std::unique_ptr<daemon::Daemon> d;
   std::thread loop;
   std::unique_ptr<sim::QemuModel> qemu;
+  std::string record_path;
+  bool restrict_after_attach = false;
+  std::int64_t verify_restriction_domid = -1;
 
   void SetUp() override {
     std::filesystem::create_directories(run_dir);
@@ -66,6 +70,9 @@ struct DaemonFixture : ::testing::Test {
     o.run_dir = run_dir;
     o.filter_factory = factory.make();
     o.refusals_per_second = 3;
+    o.record_path = record_path;
+    o.restrict_after_attach = restrict_after_attach;
+    o.verify_restriction_domid = verify_restriction_domid;
     o.log = [this](const std::string& l) {
       std::lock_guard lk(log_mu);
       logs.push_back(l);
@@ -195,6 +202,44 @@ TEST_F(DaemonFixture, KilledAndRestartedMidRequestTheGuestBlocksThenResumes) {
   ASSERT_TRUE(st);
   EXPECT_TRUE(st->at("resumed").get<bool>());
   EXPECT_EQ(st->at("generation"), 2);
+}
+
+TEST_F(DaemonFixture, RecordsEveryRequestItWasAskedAboutAsATrace) {
+  stopDaemon();
+  record_path = run_dir + "/seen.qtest";
+  startDaemon();
+  attachQemu();
+  hv.guestIo(dom, 0, pio(0x3f2, Dir::Write, 1, 0x0c));
+  EXPECT_EQ(hv.guestIo(dom, 1, pio(0x3f4, Dir::Read)).data, 0x44u);
+  EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f5, Dir::Read)).data, 0xffu);  // refused, still recorded
+  EXPECT_FALSE(std::filesystem::exists(record_path)) << "a trace under its final name while still recording";
+  stopDaemon();
+  std::ifstream in(record_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_NE(text.str().find("\noutb 0x3f2 0xc # cpu 0\ninb 0x3f4 # cpu 1 ret 0x44\ninb 0x3f5 # cpu 0\n# recorded"), std::string::npos)
+      << text.str();
+  EXPECT_NE(text.str().find("# recorded: 3 requests, 0 not expressible, 0 lost"), std::string::npos) << text.str();
+  EXPECT_EQ(logLines("\"event\":\"recorded\"").size(), 1u);
+}
+
+// The simulator's nr_vcpus ignores the restriction: it stands for a restriction that did not take.
+TEST_F(DaemonFixture, ARestrictionThatLeavesAnotherDomainReachableFailsTheAttach) {
+  const xen::DomId other = hv.createDomain({.vcpus = 1});
+  stopDaemon();
+  restrict_after_attach = true;
+  verify_restriction_domid = other;
+  startDaemon();
+  auto r = ask({{"cmd", "attach"}, {"domid", dom}, {"server", id}, {"vcpus", 2}});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().what.find("domid " + std::to_string(other) + " is still reachable after restricting to domid " +
+                                std::to_string(dom)),
+            std::string::npos)
+      << r.error().what;
+  EXPECT_EQ(hv.restrictedTo(), dom);
+  const auto priv = logLines("\"event\":\"privileges\"");
+  ASSERT_EQ(priv.size(), 1u);
+  EXPECT_NE(priv[0].find("\"after\":{\"nr_vcpus\":1,\"reachable\":true}"), std::string::npos) << priv[0];
 }
 
 TEST_F(DaemonFixture, ExitsCleanlyWhenTheDomainIsDestroyed) {

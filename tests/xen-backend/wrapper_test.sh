@@ -48,10 +48,13 @@ if IOREQ_FILTER_MODE=inline "$wrapper" -name x 2>/dev/null; then fail "ran witho
 [ ! -e "$tmp/argv" ] || fail "QEMU was started without a domid"
 
 # proxy: daemon first (domid, policy, devices), a second QMP socket for it, argv otherwise intact
-IOREQ_FILTER_MODE=proxy "$wrapper" -xen-domid 7 -runas 1234:1234 -no-shutdown
+IOREQ_FILTER_MODE=proxy IOREQ_FILTER_DAEMON_ARGS="--restrict --record /var/lib/iof/dom%d.qtest" \
+    "$wrapper" -xen-domid 7 -runas 1234:1234 -no-shutdown
 grep -qx -- "--domid" "$tmp/daemon-argv" || fail "daemon args: $(cat "$tmp/daemon-argv")"
 grep -qx -- "--dm-uid" "$tmp/daemon-argv" && grep -qx 1234 "$tmp/daemon-argv" || fail "daemon did not get QEMU's uid"
 grep -qx -- "/etc/iof/dom7.json" "$tmp/daemon-argv" || fail "daemon did not get the device list"
+grep -qx -- "--restrict" "$tmp/daemon-argv" && grep -qx -- "/var/lib/iof/dom7.qtest" "$tmp/daemon-argv" ||
+    fail "IOREQ_FILTER_DAEMON_ARGS not passed on (domid substituted): $(cat "$tmp/daemon-argv")"
 printf '%s\n' -xen-domid 7 -runas 1234:1234 -no-shutdown -qmp "unix:$tmp/run/dom7.qmp,server=on,wait=off" > "$tmp/expected"
 cmp -s "$tmp/argv" "$tmp/expected" || fail "proxy: argv: $(cat "$tmp/argv")"
 echo "PASS"

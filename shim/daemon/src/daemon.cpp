@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 
 #include "ioreq_filter/daemon/client.h"
 #include "ioreq_filter/daemon/refusal_log.h"
+#include "ioreq_filter/daemon/trace_record.h"
 #include "ioreq_filter/policy/policy_json.h"
 #include "ioreq_filter/xen/proxy.h"
 #if __has_include("ioreq_filter/qemu/discovery.h") && defined(IOF_HAVE_QEMU)
@@ -146,6 +148,8 @@ struct Daemon::Impl {
   std::unique_ptr<xen::ProxyEndpoint> proxy;
   std::unique_ptr<RequestFilter> filter;
   std::unique_ptr<RecordingFilter> recorder;
+  std::unique_ptr<TraceRing> trace_ring;
+  std::optional<TraceFile> trace_file;
   std::unique_ptr<asio::posix::stream_descriptor> real_sd, shadow_sd;
   std::vector<std::string> uncovered;
   RateLimitedLog refusals;
@@ -182,6 +186,19 @@ struct Daemon::Impl {
     if (!f) return std::unexpected(f.error());
     filter = std::move(*f);
     recorder = std::make_unique<RecordingFilter>(filter.get());
+    if (!o.record_path.empty() && !trace_file) {
+      // One trace per daemon: a re-attach (detach/attach) keeps appending to it.
+      auto tf = TraceFile::open(o.record_path, "ioreq-filterd --record, domid " + std::to_string(o.domid) +
+                                                   ", mode " + toString(o.mode) + (resumed ? ", resumed mid-run" : ""));
+      if (!tf) {
+        recorder.reset();
+        filter.reset();
+        return std::unexpected(tf.error());
+      }
+      trace_file.emplace(std::move(*tf));
+      trace_ring = std::make_unique<TraceRing>();
+    }
+    if (trace_ring) recorder->setTrace(trace_ring.get());
     xen::ProxyOptions po;
     po.domid = o.domid;
     po.server = server;
@@ -207,8 +224,25 @@ struct Daemon::Impl {
     if (!attached_once) {
       attached_once = true;
       if (o.restrict_after_attach) {
+        json priv{{"restricted_to", o.domid}};
+        const auto other = xen::DomId(o.verify_restriction_domid);
+        auto reach = [&] {
+          auto n = hv.vcpuCount(other);
+          return n ? json{{"reachable", true}, {"nr_vcpus", *n}} : json{{"reachable", false}, {"error", n.error().message()}};
+        };
+        if (o.verify_restriction_domid >= 0) priv["before"] = reach();
         if (auto ok = hv.restrictTo(o.domid); !ok) return std::unexpected(ok.error());
-        event("privileges", {{"restricted_to", o.domid}});
+        if (o.verify_restriction_domid >= 0) {
+          priv["probe_domid"] = other;
+          priv["after"] = reach();
+          if (priv["after"]["reachable"].get<bool>()) {
+            event("privileges", priv);
+            detach();  // QEMU's enable fails with the attach: the domain never runs with this daemon
+            return fail("--restrict", "domid " + std::to_string(other) + " is still reachable after restricting to domid " +
+                                          std::to_string(o.domid));
+          }
+        }
+        event("privileges", priv);
       }
       if (!o.drop_to_user.empty()) {
         const passwd* pw = getpwnam(o.drop_to_user.c_str());
@@ -240,6 +274,7 @@ struct Daemon::Impl {
       if (o.poll_us)
         while (proxy->pollFor(std::chrono::microseconds(o.poll_us))) {
         }
+      if (trace_ring && trace_ring->halfFull()) trace_file->drain(*trace_ring);
       arm(sd);
     });
   }
@@ -260,6 +295,16 @@ struct Daemon::Impl {
       refusals.refusal(j.dump(), now);
     });
     refusals.flush(now);
+    if (trace_file) trace_file->drain(*trace_ring);
+  }
+
+  void closeTrace() {
+    if (!trace_file) return;
+    if (auto ok = trace_file->close(*trace_ring); !ok)
+      event("record-failed", {{"error", ok.error().message()}});
+    else
+      event("recorded", {{"file", trace_file->path()}, {"requests", trace_file->lines()}, {"lost", trace_ring->lost()}});
+    trace_file.reset();
   }
 
   void tick() {
@@ -272,6 +317,7 @@ struct Daemon::Impl {
         if (auto n = hv.vcpuCount(o.domid); !n) {
           event("domain-gone", {{"error", n.error().message()}});
           detach();
+          closeTrace();
           io.stop();
           return;
         }
@@ -409,6 +455,7 @@ struct Daemon::Impl {
         return;
       }
       detach();
+      closeTrace();
       io.stop();
     });
   }
@@ -443,6 +490,7 @@ Daemon::Daemon(xen::Hypervisor& hv, DaemonOptions options) : impl_(std::make_uni
 
 Daemon::~Daemon() {
   impl_->detach();
+  impl_->closeTrace();
   ::unlink(impl_->o.socket_path.c_str());
 }
 
@@ -477,6 +525,7 @@ void Daemon::run() { impl_->io.run(); }
 void Daemon::stop() {
   asio::post(impl_->io, [this] {
     impl_->detach();
+    impl_->closeTrace();
     impl_->io.stop();
   });
 }

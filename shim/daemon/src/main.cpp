@@ -23,6 +23,11 @@ int main(int argc, char** argv) {
   app.add_option("--poll-us", o.poll_us, "adaptive polling budget after each wake-up, microseconds (CPU for latency)");
   app.add_flag("--restrict", o.restrict_after_attach, "restrict Xen handles to the domain once attached");
   app.add_option("--user", o.drop_to_user, "drop to this user once attached");
+  app.add_option("--verify-restriction", o.verify_restriction_domid,
+                 "with --restrict: this other domain must be out of reach afterwards, or the attach fails")
+      ->check(CLI::Range(std::int64_t(0), std::int64_t(0x7fef)));
+  app.add_option("--record", o.record_path,
+                 "write every request seen to this trace file (docs/trace-format.md); FILE.tmp until the domain is gone");
   CLI11_PARSE(app, argc, argv);
   o.domid = iof::xen::DomId(domid);
   o.mode = mode == "monitor" ? iof::Mode::Monitor : mode == "learn" ? iof::Mode::Learn : iof::Mode::Enforce;

@@ -10,6 +10,9 @@ Verdict RecordingFilter::onRequest(const IoRequest& request) noexcept {
     else
       ++lost_;
   }
+  // A forwarded read is recorded with its answer, in onResponse.
+  const bool answered_later = request.dir == Dir::Read && !request.data_is_ptr && v.forwarded();
+  if (trace_ && !answered_later) trace_->push(TraceRecord{request, 0, false});
   return v;
 }
 

@@ -5,6 +5,7 @@
 // the relay, the engine and reloads all run on it, so a reload never races a request.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,6 +40,11 @@ struct DaemonOptions {
   unsigned poll_us = 0;      // adaptive polling budget after each wake-up (0: sleep at once)
   bool restrict_after_attach = false;  // xentoolcore_restrict_all(domid) once attached
   std::string drop_to_user;            // setuid after attaching (empty: stay)
+  // With restrict_after_attach: another domain that must be out of reach once restricted (a
+  // device-model call against it must fail, or the attach fails: a restriction that did not take
+  // is not silently accepted). -1: no check.
+  std::int64_t verify_restriction_domid = -1;
+  std::string record_path;             // write every request seen as a trace here (empty: don't)
   std::function<void(const std::string&)> log;  // one JSON object per line; default stderr
   FilterFactory filter_factory;                 // default: policies + devices -> iof::Engine
 };

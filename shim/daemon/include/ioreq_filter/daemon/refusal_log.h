@@ -10,6 +10,7 @@
 #include <string>
 
 #include "ioreq_filter/core/request_filter.h"
+#include "ioreq_filter/daemon/trace_record.h"
 
 namespace iof::daemon {
 
@@ -25,8 +26,11 @@ class RecordingFilter final : public RequestFilter {
   RequestFilter* inner() const noexcept { return inner_; }
   Verdict onRequest(const IoRequest& request) noexcept override;
   void onResponse(const IoRequest& request, std::uint64_t value) noexcept override {
+    if (trace_) trace_->push(TraceRecord{request, value, true});
     if (inner_) inner_->onResponse(request, value);
   }
+  // Every request seen is also copied here (--record); nullptr: not recording.
+  void setTrace(TraceRing* trace) noexcept { trace_ = trace; }
   // Control plane, same thread.
   template <typename F>
   void drain(F&& f) {
@@ -36,6 +40,7 @@ class RecordingFilter final : public RequestFilter {
 
  private:
   RequestFilter* inner_;
+  TraceRing* trace_ = nullptr;
   std::array<RefusalRecord, 256> ring_{};
   std::uint64_t head_ = 0, tail_ = 0, lost_ = 0;
 };

@@ -1,0 +1,117 @@
+# Lab: the Debian Linux HVM guest reads its floppy (real floppy.ko) through ioreq-filterd in proxy
+# mode, the engine in MONITOR mode with the binary-derived policies (policies/linux-6.1), recording
+# every request it is asked about as a trace (--record). The shipped policy must not have refused
+# anything (monitored = refused = 0); the trace is handed to the host (gzip + base64) where
+# check-recorded.sh runs `ioreq-filter check` on it against each shipped set.
+# The daemon also drops its privileges once attached: --restrict (xentoolcore_restrict_all) with
+# --verify-restriction against a second, paused domain that must be reachable before and not after,
+# and --user nobody.
+. /lab/lib.sh
+
+mkdir -p /etc/ioreq-filter /var/log/xen /var/lib/ioreq-filter/rec
+grep -q '^nobody:' /etc/passwd || echo 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >> /etc/passwd
+grep -q '^nogroup:' /etc/group || echo 'nogroup:x:65534:' >> /etc/group
+chown 65534:65534 /var/lib/ioreq-filter/rec  # the daemon renames its finished trace as nobody
+cat > /etc/ioreq-filter/devices.json <<'JSON'
+[{"name": "fdc", "kind": "isa-fdc", "isa_ports": [["0x3f0", 8]]}]
+JSON
+
+sum_field() { printf '%s\n' "$1" | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" | head -n 1; }
+
+# The domain a restricted daemon must no longer reach: paused, never run.
+cat > /tmp/bystander.cfg <<'CFG'
+name = "bystander"
+type = "hvm"
+memory = 32
+vcpus = 1
+firmware_override = "/lab/guests/io_probe.elf"
+vga = "none"
+vnc = 0
+CFG
+lab_step bystander.create
+if ! lab_xl 90 create -p /tmp/bystander.cfg; then
+    lab_fail bystander.create "xl create -p failed"
+    lab_finish
+fi
+other=$(lab_domid bystander)
+
+cat > /etc/ioreq-filter/dm-wrapper.conf <<CONF
+IOREQ_FILTER_MODE=proxy
+IOREQ_FILTER_ENGINE_MODE=monitor
+IOREQ_FILTER_POLICY_DIR=/lab/policies
+IOREQ_FILTER_DEVICES=/etc/ioreq-filter/devices.json
+IOREQ_FILTER_INTERPOSER=/usr/local/lib/libioreq-interposer.so
+IOREQ_FILTER_DAEMON=/usr/local/bin/ioreq-filterd
+IOREQ_FILTER_DAEMON_ARGS="--restrict --verify-restriction $other --user nobody --record /var/lib/ioreq-filter/rec/dom%d.qtest"
+CONF
+
+name=linux-monitor
+serial=/lab/out/$name-serial.log
+want=$(lab_linux_floppy_guest $name "$serial" 'device_model_override = "/usr/local/bin/ioreq-filter-dm-wrapper"')
+lab_step "$name.create"
+if ! lab_xl 90 create /tmp/$name.cfg; then
+    lab_fail "$name.create" "xl create failed"
+    lab_finish
+fi
+domid=$(lab_domid $name)
+log=/var/log/xen/ioreq-filterd-$domid.log
+trace=/var/lib/ioreq-filter/rec/dom$domid.qtest
+
+# While the guest runs: the daemon's real uid.
+i=0
+while ! tr -d '\r' < "$serial" 2>/dev/null | grep -q '^GUEST-READING' && [ $i -lt 600 ]; do sleep 1; i=$((i + 1)); done
+pid=$(ps -o pid,args | grep "[i]oreq-filterd --domid $domid " | awk '{print $1}' | head -n 1)
+uids=$(sed -n 's/^Uid:[[:space:]]*//p' /proc/$pid/status 2>/dev/null | tr -s '[:space:]' ' ')
+echo "daemon pid $pid: Uid $uids"
+lab_expect privileges.user-dropped "65534 65534 65534 65534 " "$uids"
+
+if ! lab_wait 600 lab_domain_gone $name; then
+    lab_fail "$name.guest-ended" "still running after 600 s"
+    timeout 30 xl destroy "$domid" || true
+fi
+lab_step "$name.ended"
+sleep 1  # the daemon's 100 ms timer notices the domain is gone, writes final-stats, renames the trace
+timeout 30 xl destroy "$other" || true
+cp "$log" /lab/out/ 2>/dev/null || true
+tr -d '\r' < "$serial" | grep '^GUEST-' || true
+got=$(tr -d '\r' < "$serial" | sed -n 's/^GUEST-FLOPPY-MD5 \([0-9a-f]*\).*/\1/p' | head -n 1)
+lab_expect "$name.md5" "$want" "$got"
+
+priv=$(grep '"event":"privileges"' "$log" | grep restricted_to | head -n 1)
+echo "privileges: $priv"
+echo "$priv" | grep -q "\"restricted_to\":$domid" && lab_pass privileges.restricted || lab_fail privileges.restricted "no restriction logged"
+if echo "$priv" | grep -q '"before":{[^}]*"reachable":true' && echo "$priv" | grep -q '"after":{[^}]*"reachable":false'; then
+    lab_pass privileges.other-domain-out-of-reach "domid $other reachable before, not after"
+else
+    lab_fail privileges.other-domain-out-of-reach "$priv"
+fi
+grep -q '"event":"privileges","user":"nobody"\|"user":"nobody"' "$log" || lab_fail privileges.user-logged "no user drop logged"
+
+final=$(grep '"final-stats"' "$log" | tail -n 1)
+echo "final: $final"
+req=$(sum_field "$final" requests)
+mon=$(sum_field "$final" monitored)
+ref=$(sum_field "$final" refused)
+echo "would-refuse lines: $(grep -c '"event":"would-refuse"' "$log")"
+grep '"event":"would-refuse"' "$log" | head -n 5
+if [ "${req:-0}" -gt 1000 ] && [ "$mon" = 0 ] && [ "$ref" = 0 ]; then
+    lab_pass "$name.nothing-would-be-refused" "$req requests, monitored 0, refused 0"
+else
+    lab_fail "$name.nothing-would-be-refused" "requests=${req:-?} monitored=${mon:-?} refused=${ref:-?}"
+fi
+
+grep '"event":"record' "$log"
+if [ -f "$trace" ]; then
+    fdc=$(grep -c '^[a-z]* 0x3f[0-7] ' "$trace")
+    echo "trace: $(wc -l < "$trace") lines, $fdc FDC accesses; $(tail -n 1 "$trace")"
+    head -n 4 "$trace"
+    # dom0 dumps each /lab/out file's last 200 kB on the console: parts of 150 kB, joined on the host.
+    gzip -9 -c "$trace" | base64 > /tmp/$name.qtest.gz.b64
+    split -b 150000 /tmp/$name.qtest.gz.b64 /lab/out/$name.qtest.gz.b64.part-
+    echo "trace handed over as $(wc -c < /tmp/$name.qtest.gz.b64) bytes of base64 in $(ls /lab/out/$name.qtest.gz.b64.part-* | wc -l) part(s)"
+    [ "$fdc" -gt 1000 ] && lab_pass "$name.trace-recorded" "$fdc FDC accesses" || lab_fail "$name.trace-recorded" "only $fdc FDC accesses"
+else
+    ls -l /var/lib/ioreq-filter/rec/
+    lab_fail "$name.trace-recorded" "no $trace"
+fi
+lab_finish
