@@ -5,12 +5,20 @@
 //   inline     guest vCPU -> interposer (vets, copies into the shadow) -> QEMU model, same process
 //   proxy      guest vCPU -> daemon's relay -> QEMU model on the shadow -> relay -> guest
 // plus the in-process cost of the inline wrappers' relay work per request (ns), where the pipeline's
-// noise would hide it. Usage: ioreq-filter-xen-bench [requests] (default 20000).
+// noise would hide it. The pipelines are sampled in interleaved rounds (the machine is shared and
+// noisy: each pipeline must see the same load), with the CPU time each one spends per request, and
+// two instrumented runs break no-filter's and proxy's p50 down hop by hop.
+// Usage: ioreq-filter-xen-bench [requests] [rounds] (default 20000 20).
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <poll.h>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <thread>
@@ -36,34 +44,31 @@ Percentiles summarise(std::vector<double>& ns) {
   return {ns[ns.size() / 2] / 1000.0, ns[ns.size() * 99 / 100] / 1000.0};
 }
 
-void report(const char* name, Percentiles p, const char* note = "") {
-  std::printf("%-10s p50 %8.1f us   p99 %8.1f us  %s\n", name, p.p50, p.p99, note);
+double cpuNs(clockid_t clock) {
+  timespec ts{};
+  clock_gettime(clock, &ts);
+  return double(ts.tv_sec) * 1e9 + double(ts.tv_nsec);
+}
+double threadCpuNs(std::thread& t) {
+  clockid_t c;
+  return pthread_getcpuclockid(t.native_handle(), &c) == 0 ? cpuNs(c) : 0;
 }
 
-Percentiles eventfdPingPong(int n) {
-  const int a = eventfd(0, 0), b = eventfd(0, 0);
-  const pid_t child = fork();
-  if (child == 0) {
-    std::uint64_t v;
-    for (int i = 0; i < n; ++i) {
-      if (read(a, &v, 8) != 8) _exit(1);
-      if (write(b, &v, 8) != 8) _exit(1);
-    }
-    _exit(0);
-  }
-  std::vector<double> ns;
-  ns.reserve(std::size_t(n));
-  std::uint64_t v = 1;
-  for (int i = 0; i < n; ++i) {
-    const auto t0 = Clock::now();
-    if (write(a, &v, 8) != 8 || read(b, &v, 8) != 8) break;
-    ns.push_back(double(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
-  }
-  waitpid(child, nullptr, 0);
-  close(a);
-  close(b);
-  return summarise(ns);
-}
+// One pipeline, set up once and sampled in rounds interleaved with the others, so that every
+// pipeline sees the same background load of this shared machine.
+class Pipeline {
+ public:
+  virtual ~Pipeline() = default;
+  virtual const char* name() const = 0;
+  virtual const char* note() const = 0;
+  // Issues k synchronous requests, appending each one's latency (ns).
+  virtual void sample(int k, std::vector<double>& ns) = 0;
+  // CPU time (ns) spent by every thread and process of the pipeline so far, when known.
+  virtual double cpuTotalNs() { return cpuNs(CLOCK_PROCESS_CPUTIME_ID); }
+  // CPU time (ns) of the daemon's thread, for the proxy pipelines.
+  virtual double daemonCpuNs() { return 0; }
+  virtual void finish() {}
+};
 
 IoRequest readReq() {
   IoRequest r;
@@ -76,20 +81,65 @@ IoRequest readReq() {
 
 std::uint64_t device(const IoRequest& r) { return r.addr & 0xff; }
 
-Percentiles timeGuest(sim::SimHypervisor& hv, xen::DomId dom, int n) {
-  std::vector<double> ns;
-  ns.reserve(std::size_t(n));
-  for (int i = 0; i < n; ++i) {
+void timeGuest(sim::SimHypervisor& hv, xen::DomId dom, int k, std::vector<double>& ns) {
+  for (int i = 0; i < k; ++i) {
     const auto t0 = Clock::now();
     const auto r = hv.guestIo(dom, 0, readReq());
     if (r.status != sim::GuestStatus::Completed) {
-      std::fprintf(stderr, "request %d: %s\n", i, sim::toString(r.status));
+      std::fprintf(stderr, "request %zu: %s\n", ns.size(), sim::toString(r.status));
       std::exit(1);
     }
     ns.push_back(double(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
   }
-  return summarise(ns);
 }
+
+// The physical cost of one wake-up round trip: two processes, blocking read/write on eventfds.
+class Baseline final : public Pipeline {
+ public:
+  Baseline() {
+    child_ = fork();
+    if (child_ == 0) {
+      std::uint64_t v;
+      for (;;) {
+        if (read(a_, &v, 8) != 8 || v == kStop) _exit(0);
+        if (write(b_, &v, 8) != 8) _exit(1);
+      }
+    }
+  }
+  ~Baseline() override {
+    finish();
+    close(a_);
+    close(b_);
+  }
+  const char* name() const override { return "baseline"; }
+  const char* note() const override { return "two-process eventfd ping-pong"; }
+  void sample(int k, std::vector<double>& ns) override {
+    std::uint64_t v = 1;
+    for (int i = 0; i < k; ++i) {
+      const auto t0 = Clock::now();
+      if (write(a_, &v, 8) != 8 || read(b_, &v, 8) != 8) std::exit(1);
+      ns.push_back(double(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
+    }
+  }
+  // Only the parent's side is readable while the child runs; the child's CPU is added at the end.
+  double cpuTotalNs() override { return cpuNs(CLOCK_THREAD_CPUTIME_ID) + child_cpu_ns_; }
+  void finish() override {
+    if (child_ <= 0) return;
+    const std::uint64_t stop = kStop;
+    (void)!write(a_, &stop, 8);
+    int status;
+    rusage ru{};
+    wait4(child_, &status, 0, &ru);
+    child_cpu_ns_ = (double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 + double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec)) * 1e3;
+    child_ = 0;
+  }
+
+ private:
+  static constexpr std::uint64_t kStop = 2;
+  int a_ = eventfd(0, 0), b_ = eventfd(0, 0);
+  pid_t child_ = 0;
+  double child_cpu_ns_ = 0;
+};
 
 struct Guest {
   sim::SimHypervisor hv;
@@ -103,79 +153,211 @@ struct Guest {
   }
 };
 
-Percentiles noFilter(int n) {
-  Guest g;
-  auto q = sim::QemuModel::direct(g.hv, g.dom, g.id, 1, device).value();
-  q->start();
-  return timeGuest(g.hv, g.dom, n);
+class NoFilter final : public Pipeline {
+ public:
+  NoFilter() {
+    q_ = sim::QemuModel::direct(g_.hv, g_.dom, g_.id, 1, device).value();
+    q_->start();
+  }
+  const char* name() const override { return "no-filter"; }
+  const char* note() const override { return "guest -> QEMU"; }
+  void sample(int k, std::vector<double>& ns) override { timeGuest(g_.hv, g_.dom, k, ns); }
+
+ private:
+  Guest g_;
+  std::unique_ptr<sim::QemuModel> q_;
+};
+
+class Proxy final : public Pipeline {
+ public:
+  explicit Proxy(int poll_us) : poll_us_(poll_us) {
+    xen::ProxyOptions o;
+    o.domid = g_.dom;
+    o.server = g_.id;
+    o.vcpus = 1;
+    p_ = xen::ProxyEndpoint::open(g_.hv, o).value();
+    q_ = sim::QemuModel::shadow(g_.hv, g_.dom, p_->shadow().fd(), 1, device).value();
+    q_->start();
+    loop_ = std::thread([this] {  // the daemon's event loop, as in ioreq-filterd
+      pollfd fds[2] = {{p_->realFd(), POLLIN, 0}, {p_->shadowFd(), POLLIN, 0}};
+      while (run_) {
+        if (poll(fds, 2, 10) <= 0) continue;
+        p_->handleEvents();
+        if (poll_us_)
+          while (p_->pollFor(std::chrono::microseconds(poll_us_))) {
+          }
+      }
+    });
+  }
+  ~Proxy() override { finish(); }
+  const char* name() const override { return poll_us_ ? "proxy+poll" : "proxy"; }
+  const char* note() const override {
+    return poll_us_ ? "daemon polls the slots 50 us before sleeping" : "guest -> daemon -> QEMU -> daemon -> guest";
+  }
+  void sample(int k, std::vector<double>& ns) override { timeGuest(g_.hv, g_.dom, k, ns); }
+  double daemonCpuNs() override { return loop_.joinable() ? threadCpuNs(loop_) : 0; }
+  void finish() override {
+    run_ = false;
+    if (loop_.joinable()) loop_.join();
+  }
+
+ private:
+  Guest g_;
+  int poll_us_;
+  std::unique_ptr<xen::ProxyEndpoint> p_;
+  std::unique_ptr<sim::QemuModel> q_;
+  std::atomic<bool> run_{true};
+  std::thread loop_;
+};
+
+class Inline final : public Pipeline {
+ public:
+  Inline() : ip_(g_.hv, {}) {  // the server is created again by the interposer, as QEMU would
+    sim::SimHypervisor& hv = g_.hv;
+    xen::ServerId id = 0;
+    (void)hv.destroyServer(g_.dom, g_.id);
+    if (ip_.createServer(g_.dom, 2, &id) != 0) std::exit(1);
+    (void)hv.mapIoRange(g_.dom, id, xen::RangeKind::Pio, 0x3f0, 0x3f7);
+    int err = 0;
+    auto* shadow = static_cast<unsigned char*>(ip_.mapResource(g_.dom, id, 0, 2, &err));
+    xen::Port buf = 0;
+    (void)ip_.serverInfo(g_.dom, id, &buf);
+    if (ip_.setServerState(g_.dom, id, true) != 0) std::exit(1);
+    sync_ = reinterpret_cast<xen::SharedIoPage*>(shadow + xen::kPageSize);
+    port_ = ip_.bind(g_.dom, sync_->vcpu[0].vp_eport);
+    (void)ip_.bind(g_.dom, buf);
+    qemu_ = std::thread([this] {  // QEMU's cpu_handle_ioreq loop on the interposer's fd
+      pollfd pfd{ip_.fd(), POLLIN, 0};
+      while (run_) {
+        if (poll(&pfd, 1, 10) <= 0) continue;
+        const long p = ip_.pending();
+        if (p < 0) continue;
+        (void)ip_.unmask(xen::Port(p));
+        if (p != port_) continue;
+        auto& slot = sync_->vcpu[0];
+        if (xen::loadState(slot) != xen::SlotState::Ready) continue;
+        xen::storeState(slot, xen::SlotState::InProcess);
+        slot.data = device(xen::toRequest(slot, 0));
+        xen::storeState(slot, xen::SlotState::RespReady);
+        (void)ip_.notify(xen::Port(p));
+      }
+    });
+  }
+  ~Inline() override { finish(); }
+  const char* name() const override { return "inline"; }
+  const char* note() const override { return "guest -> interposer -> QEMU, one process"; }
+  void sample(int k, std::vector<double>& ns) override { timeGuest(g_.hv, g_.dom, k, ns); }
+  void finish() override {
+    run_ = false;
+    if (qemu_.joinable()) qemu_.join();
+  }
+
+ private:
+  Guest g_;
+  interposer::Interposer ip_;
+  xen::SharedIoPage* sync_ = nullptr;
+  long port_ = 0;
+  std::atomic<bool> run_{true};
+  std::thread qemu_;
+};
+
+// Where the proxy's time goes: one instrumented run stamps each request at every hand-over on
+// the thread that performs it (steady_clock reads cost ~30 ns here, against hops of microseconds).
+struct Stamps {
+  std::vector<std::int64_t> issue, daemonWake1, forwarded, device, daemonWake2, replied, done;
+  explicit Stamps(int n)
+      : issue(n), daemonWake1(n), forwarded(n), device(n), daemonWake2(n), replied(n), done(n) {}
+};
+std::int64_t nowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+double medianUs(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2] / 1000.0;
 }
 
-Percentiles proxy(int n, int poll_us = 0, double* cpu_share = nullptr) {
+void proxyBreakdown(int n) {
   Guest g;
+  Stamps st(n);
+  std::atomic<int> current{0};
   xen::ProxyOptions o;
   o.domid = g.dom;
   o.server = g.id;
   o.vcpus = 1;
   auto p = xen::ProxyEndpoint::open(g.hv, o).value();
-  auto q = sim::QemuModel::shadow(g.hv, g.dom, p->shadow().fd(), 1, device).value();
+  auto q = sim::QemuModel::shadow(g.hv, g.dom, p->shadow().fd(), 1, [&](const IoRequest& r) {
+             st.device[std::size_t(current.load(std::memory_order_relaxed))] = nowNs();
+             return device(r);
+           }).value();
   q->start();
   std::atomic<bool> run{true};
   std::thread loop([&] {
     pollfd fds[2] = {{p->realFd(), POLLIN, 0}, {p->shadowFd(), POLLIN, 0}};
     while (run) {
       if (poll(fds, 2, 10) <= 0) continue;
-      p->handleEvents();
-      if (poll_us)
-        while (p->pollFor(std::chrono::microseconds(poll_us))) {
-        }
+      const auto woke = nowNs();
+      const auto i = std::size_t(current.load(std::memory_order_relaxed));
+      if (fds[0].revents) {
+        st.daemonWake1[i] = woke;
+        p->handleRealEvents();
+        st.forwarded[i] = nowNs();
+      }
+      if (fds[1].revents) {
+        st.daemonWake2[i] = woke;
+        p->handleShadowEvents();
+        st.replied[i] = nowNs();
+      }
     }
   });
-  const auto t0 = Clock::now();
-  const auto r = timeGuest(g.hv, g.dom, n);
-  const double wall = double(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+  for (int i = 0; i < n; ++i) {
+    current.store(i, std::memory_order_relaxed);
+    st.issue[std::size_t(i)] = nowNs();
+    if (g.hv.guestIo(g.dom, 0, readReq()).status != sim::GuestStatus::Completed) std::exit(1);
+    st.done[std::size_t(i)] = nowNs();
+  }
   run = false;
   loop.join();
-  if (cpu_share) *cpu_share = double(p->pollNanoseconds()) / wall;
-  return r;
+  std::vector<double> d[6];
+  for (std::size_t i = 0; i < std::size_t(n); ++i) {
+    d[0].push_back(double(st.daemonWake1[i] - st.issue[i]));
+    d[1].push_back(double(st.forwarded[i] - st.daemonWake1[i]));
+    d[2].push_back(double(st.device[i] - st.forwarded[i]));
+    d[3].push_back(double(st.daemonWake2[i] - st.device[i]));
+    d[4].push_back(double(st.replied[i] - st.daemonWake2[i]));
+    d[5].push_back(double(st.done[i] - st.replied[i]));
+  }
+  std::printf("proxy breakdown (medians of each step, instrumented run):\n"
+              "  guest issue -> daemon awake        %6.1f us\n"
+              "  daemon vets, copies, notifies      %6.1f us\n"
+              "  -> QEMU awake, at the device       %6.1f us\n"
+              "  device -> daemon awake             %6.1f us\n"
+              "  daemon completes, notifies guest   %6.1f us\n"
+              "  -> guest running again             %6.1f us\n",
+              medianUs(d[0]), medianUs(d[1]), medianUs(d[2]), medianUs(d[3]), medianUs(d[4]), medianUs(d[5]));
 }
 
-Percentiles inlineMode(int n) {
-  Guest g;  // the server is created again by the interposer below, as QEMU would
-  sim::SimHypervisor& hv = g.hv;
-  interposer::Interposer ip(hv, {});
-  xen::ServerId id = 0;
-  (void)hv.destroyServer(g.dom, g.id);
-  if (ip.createServer(g.dom, 2, &id) != 0) std::exit(1);
-  (void)hv.mapIoRange(g.dom, id, xen::RangeKind::Pio, 0x3f0, 0x3f7);
-  int err = 0;
-  auto* shadow = static_cast<unsigned char*>(ip.mapResource(g.dom, id, 0, 2, &err));
-  xen::Port buf = 0;
-  (void)ip.serverInfo(g.dom, id, &buf);
-  if (ip.setServerState(g.dom, id, true) != 0) std::exit(1);
-  auto* sync = reinterpret_cast<xen::SharedIoPage*>(shadow + xen::kPageSize);
-  const long port = ip.bind(g.dom, sync->vcpu[0].vp_eport);
-  (void)ip.bind(g.dom, buf);
-  std::atomic<bool> run{true};
-  std::thread qemu([&] {  // QEMU's cpu_handle_ioreq loop on the interposer's fd
-    pollfd pfd{ip.fd(), POLLIN, 0};
-    while (run) {
-      if (poll(&pfd, 1, 10) <= 0) continue;
-      const long p = ip.pending();
-      if (p < 0) continue;
-      (void)ip.unmask(xen::Port(p));
-      if (p != port) continue;
-      auto& slot = sync->vcpu[0];
-      if (xen::loadState(slot) != xen::SlotState::Ready) continue;
-      xen::storeState(slot, xen::SlotState::InProcess);
-      slot.data = device(xen::toRequest(slot, 0));
-      xen::storeState(slot, xen::SlotState::RespReady);
-      (void)ip.notify(xen::Port(p));
-    }
-  });
-  const auto r = timeGuest(hv, g.dom, n);
-  run = false;
-  qemu.join();
-  return r;
+void noFilterBreakdown(int n) {
+  Guest g;
+  Stamps st(n);
+  std::atomic<int> current{0};
+  auto q = sim::QemuModel::direct(g.hv, g.dom, g.id, 1, [&](const IoRequest& r) {
+             st.device[std::size_t(current.load(std::memory_order_relaxed))] = nowNs();
+             return device(r);
+           }).value();
+  q->start();
+  for (int i = 0; i < n; ++i) {
+    current.store(i, std::memory_order_relaxed);
+    st.issue[std::size_t(i)] = nowNs();
+    if (g.hv.guestIo(g.dom, 0, readReq()).status != sim::GuestStatus::Completed) std::exit(1);
+    st.done[std::size_t(i)] = nowNs();
+  }
+  std::vector<double> a, b;
+  for (std::size_t i = 0; i < std::size_t(n); ++i) {
+    a.push_back(double(st.device[i] - st.issue[i]));
+    b.push_back(double(st.done[i] - st.device[i]));
+  }
+  std::printf("no-filter breakdown: guest issue -> QEMU at the device %.1f us, device -> guest running %.1f us\n",
+              medianUs(a), medianUs(b));
 }
 
 // The relay work the inline wrappers add per request, in-process: pending() vets and copies into
@@ -225,23 +407,52 @@ double relayNsPerRequest(int n) {
 
 int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 20000;
-  std::printf("ioreq-filter-xen-bench: %d synchronous PIO reads per pipeline, 1 vCPU, simulated Xen\n", n);
-  const auto base = eventfdPingPong(n);
-  report("baseline", base, "(two-process eventfd ping-pong)");
-  const auto nf = noFilter(n);
-  report("no-filter", nf, "(guest -> QEMU)");
-  const auto in = inlineMode(n);
-  report("inline", in, "(guest -> interposer -> QEMU, one process)");
-  const auto px = proxy(n);
-  report("proxy", px, "(guest -> daemon -> QEMU -> daemon -> guest)");
-  std::printf("proxy adds %.1f us at p50 over no-filter (baseline round trip %.1f us)\n", px.p50 - nf.p50, base.p50);
-  double share = 0;
-  const auto pp = proxy(n, 50, &share);
-  char note[128];
-  std::snprintf(note, sizeof note, "(daemon polls 50 us before sleeping: %.0f%% of a core spent polling)", share * 100);
-  report("proxy+poll", pp, note);
-  std::printf("proxy+poll adds %.1f us at p50 over no-filter\n", pp.p50 - nf.p50);
+  const int rounds = argc > 2 ? std::atoi(argv[2]) : 20;
+  if (n < 100 || rounds < 1 || n % rounds) {
+    std::fprintf(stderr, "usage: ioreq-filter-xen-bench [requests >= 100] [rounds dividing requests]\n");
+    return 2;
+  }
+  double load[3] = {0, 0, 0};
+  (void)getloadavg(load, 3);
+  std::printf("ioreq-filter-xen-bench: %d synchronous PIO reads per pipeline in %d interleaved rounds, 1 vCPU, "
+              "simulated Xen; load average %.2f %.2f %.2f\n",
+              n, rounds, load[0], load[1], load[2]);
+  std::vector<std::unique_ptr<Pipeline>> ps;
+  ps.push_back(std::make_unique<Baseline>());
+  ps.push_back(std::make_unique<NoFilter>());
+  ps.push_back(std::make_unique<Inline>());
+  ps.push_back(std::make_unique<Proxy>(0));
+  ps.push_back(std::make_unique<Proxy>(50));
+  std::vector<std::vector<double>> ns(ps.size());
+  std::vector<double> cpu(ps.size(), 0), daemon(ps.size(), 0);
+  for (auto& v : ns) v.reserve(std::size_t(n));
+  for (int r = 0; r < rounds; ++r)
+    for (std::size_t j = 0; j < ps.size(); ++j) {
+      const std::size_t i = (j + std::size_t(r)) % ps.size();  // rotate who goes first
+      const double c0 = ps[i]->cpuTotalNs(), d0 = ps[i]->daemonCpuNs();
+      ps[i]->sample(n / rounds, ns[i]);
+      cpu[i] += ps[i]->cpuTotalNs() - c0;
+      daemon[i] += ps[i]->daemonCpuNs() - d0;
+    }
+  const double childCpu0 = ps[0]->cpuTotalNs();
+  ps[0]->finish();  // the child's CPU is only known once it has exited
+  cpu[0] += ps[0]->cpuTotalNs() - childCpu0;
+  std::vector<Percentiles> pct;
+  std::printf("%-10s %9s %9s %14s %14s  %s\n", "pipeline", "p50", "p99", "CPU/request", "daemon CPU", "");
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    pct.push_back(summarise(ns[i]));
+    char d[32] = "";
+    if (daemon[i] > 0) std::snprintf(d, sizeof d, "%.1f us", daemon[i] / n / 1000);
+    std::printf("%-10s %6.1f us %6.1f us %11.1f us %14s  (%s)\n", ps[i]->name(), pct[i].p50, pct[i].p99,
+                cpu[i] / n / 1000, d, ps[i]->note());
+  }
+  ps.clear();
+  std::printf("proxy adds %.1f us at p50 over no-filter (baseline round trip %.1f us): %.2f round trips\n",
+              pct[3].p50 - pct[1].p50, pct[0].p50, (pct[3].p50 - pct[1].p50) / pct[0].p50);
+  std::printf("proxy+poll adds %.1f us at p50 over no-filter\n", pct[4].p50 - pct[1].p50);
   std::printf("inline relay work: %.0f ns per request (in-process, pending+notify wrappers' relay steps)\n",
               relayNsPerRequest(1000000));
+  noFilterBreakdown(n);
+  proxyBreakdown(n);
   return 0;
 }

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <poll.h>
 
 #include "ioreq_filter/sim/qemu_model.h"
 #include "ioreq_filter/sim/sim_hypervisor.h"
@@ -245,6 +246,53 @@ TEST(SimRules, ClosingAHandleReturnsPortsToUnboundAndRebindingMarksThemPending) 
   ASSERT_TRUE(again) << again.error().message();
   EXPECT_EQ(b->pending(), std::int64_t(*again));
   EXPECT_EQ(b->pending(), -1);
+}
+
+bool readable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, 0) == 1;
+}
+
+// R13's doorbell: a handle's fd is readable exactly while a port waits in its queue, so a poll loop
+// neither misses an event nor spins on a drained handle; a masked port is latched, not queued.
+TEST(SimRules, HandleFdIsReadableWhileAnEventWaitsAndQuietOnceDrained) {
+  SimHypervisor hv;
+  auto daemon = hv.openEventChannel().value();
+  auto qemu = hv.openEventChannel().value();
+  const auto daemonEnd = daemon->bindUnbound(0).value();
+  const auto qemuEnd = qemu->bindInterdomain(0, daemonEnd).value();
+  EXPECT_EQ(qemu->pending(), std::int64_t(qemuEnd)) << "the binder's end is pending at once";
+  ASSERT_EQ(qemu->unmask(qemuEnd), 0);
+  EXPECT_FALSE(readable(daemon->fd()));
+  EXPECT_FALSE(readable(qemu->fd()));
+
+  ASSERT_EQ(qemu->notify(qemuEnd), 0);
+  EXPECT_TRUE(readable(daemon->fd()));
+  EXPECT_EQ(daemon->pending(), std::int64_t(daemonEnd));
+  EXPECT_FALSE(readable(daemon->fd())) << "drained: a poll loop must sleep";
+  EXPECT_EQ(daemon->pending(), -1);
+
+  ASSERT_EQ(qemu->notify(qemuEnd), 0);  // still masked: latched
+  EXPECT_FALSE(readable(daemon->fd()));
+  ASSERT_EQ(daemon->unmask(daemonEnd), 0);
+  EXPECT_TRUE(readable(daemon->fd())) << "unmasking delivers the latched event";
+  EXPECT_EQ(daemon->pending(), std::int64_t(daemonEnd));
+  EXPECT_FALSE(readable(daemon->fd()));
+}
+
+// The vCPU blocks on its own wake-up and is released by the device model's notification from
+// another thread, however late it comes (no lost wake-up between the slot check and the sleep).
+TEST(SimRules, BlockedVcpuWakesOnTheNotificationFromAnotherThread) {
+  OneServer s;
+  for (int i = 0; i < 200; ++i) {
+    auto guest = std::async(std::launch::async, [&] { return s.hv.guestIo(s.dom, 0, pio(0x3f4, Dir::Read), 2000ms); });
+    while (s.hv.slotState(s.dom, s.id, 0) != SlotState::Ready) std::this_thread::yield();
+    if (i % 2) std::this_thread::sleep_for(100us);  // sometimes after the vCPU went to sleep
+    s.qemu->handleEvents();
+    const auto r = guest.get();
+    ASSERT_EQ(r.status, GuestStatus::Completed) << "request " << i;
+    EXPECT_EQ(r.data, 0xf4u);
+  }
 }
 
 TEST(SimRules, ErrorsNameTheCallAndErrno) {

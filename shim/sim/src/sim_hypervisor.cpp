@@ -27,12 +27,16 @@
 //     may have been sent to the unbound port (xen/common/event_channel.c evtchn_bind_interdomain);
 //     closing a handle returns remote ends to unbound; a delivered port stays masked until unmasked
 //     (Linux evtchn driver semantics).
+//     The doorbell itself (the receiver's eventfd, or the vCPUs' wait) is rung after the
+//     simulator's lock is released: in Xen the notifier's hypercall returns while the receiver
+//     wakes, and a receiver woken onto the notifier's CPU must not find our lock still held.
 //  R14 INVALIDATE/TIMEOFFSET broadcasts go to every enabled server (ioreq.c:1312-1329).
 #include "ioreq_filter/sim/sim_hypervisor.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -74,6 +78,28 @@ struct Pages {
 
 class SimEventChannel;
 
+// An event-channel handle's eventfd, kept alive by a doorbell rung after the handle was closed.
+struct EventFd {
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  EventFd() = default;
+  EventFd(const EventFd&) = delete;
+  EventFd& operator=(const EventFd&) = delete;
+  ~EventFd() {
+    if (fd >= 0) close(fd);
+  }
+  void ring() const noexcept {
+    const std::uint64_t one = 1;
+    (void)!write(fd, &one, sizeof one);
+  }
+};
+
+// Wake-ups decided under the state lock and delivered once it is released (R13).
+struct Doorbells {
+  static constexpr unsigned kCapacity = 8;
+  std::shared_ptr<const EventFd> fds[kCapacity];
+  unsigned count = 0;
+};
+
 struct End {
   enum Kind { Unbound, Interdomain } kind = Unbound;
   DomId remote_dom = 0;
@@ -93,6 +119,8 @@ struct Server {
 };
 
 struct Vcpu {
+  // Rung on every event for the domain's guest-side ports; the vCPU re-checks its slot (R9).
+  std::shared_ptr<const EventFd> wake = std::make_shared<const EventFd>();
   bool pending = false;
   int server = -1;
   IoreqSlot latched{};  // Xen's own copy (vio->req)
@@ -114,12 +142,23 @@ struct Domain {
 
 struct SimHypervisor::State {
   mutable std::mutex mu;
-  std::condition_variable cv;  // vCPUs wait here for their port's events
   std::map<DomId, Domain> domains;
   std::map<std::pair<DomId, Port>, End> ends;
   Port next_dom0_port = 1;
   DomId next_domid = 1;
   std::uint64_t restricted = ~std::uint64_t{0};
+  Doorbells doorbells;  // filled under mu, rung by StateLock after unlocking
+
+  void ringLater(const std::shared_ptr<const EventFd>& fd) {
+    if (doorbells.count == Doorbells::kCapacity) {
+      fd->ring();  // never happens on the request path (one event per locked section)
+      return;
+    }
+    doorbells.fds[doorbells.count++] = fd;
+  }
+  void wakeVcpusLater(Domain& d) {
+    for (auto& v : d.vcpus) ringLater(v.wake);
+  }
 
   Domain* dom(DomId d) {
     auto it = domains.find(d);
@@ -138,22 +177,39 @@ struct SimHypervisor::State {
   void dropHandle(SimEventChannel* h);
 };
 
+// The state lock. Unlocking rings the doorbells collected while it was held.
+class StateLock {
+ public:
+  explicit StateLock(SimHypervisor::State& st) : st_(st), lk_(st.mu) {}
+  ~StateLock() { unlock(); }
+  StateLock(const StateLock&) = delete;
+  StateLock& operator=(const StateLock&) = delete;
+  void unlock() noexcept {
+    if (!lk_.owns_lock()) return;
+    Doorbells bells = std::move(st_.doorbells);
+    st_.doorbells = {};
+    lk_.unlock();
+    for (unsigned i = 0; i < bells.count; ++i) bells.fds[i]->ring();
+  }
+  void lock() noexcept { lk_.lock(); }
+
+ private:
+  SimHypervisor::State& st_;
+  std::unique_lock<std::mutex> lk_;
+};
+
 class SimEventChannel final : public EventChannel {
  public:
-  explicit SimEventChannel(std::shared_ptr<SimHypervisor::State> st) : st_(std::move(st)) {
-    fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  }
+  explicit SimEventChannel(std::shared_ptr<SimHypervisor::State> st)
+      : st_(std::move(st)), fd_(std::make_shared<const EventFd>()) {}
   ~SimEventChannel() override {
-    {
-      std::lock_guard lk(st_->mu);
-      st_->dropHandle(this);
-    }
-    if (fd_ >= 0) close(fd_);
+    StateLock lk(*st_);
+    st_->dropHandle(this);
   }
-  int fd() const noexcept override { return fd_; }
+  int fd() const noexcept override { return fd_->fd; }
 
   Result<Port> bindInterdomain(DomId remote, Port remotePort) override {
-    std::lock_guard lk(st_->mu);
+    StateLock lk(*st_);
     if (remote != 0 && !st_->dom(remote)) return std::unexpected(callError("xenevtchn_bind_interdomain(domid " + std::to_string(remote) + ")", ESRCH));
     if (st_->restricted != ~std::uint64_t{0} && remote != 0 && remote != st_->restricted)
       return std::unexpected(callError("xenevtchn_bind_interdomain(domid " + std::to_string(remote) + ")", EPERM));
@@ -176,7 +232,7 @@ class SimEventChannel final : public EventChannel {
     return local;
   }
   Result<Port> bindUnbound(DomId remote) override {
-    std::lock_guard lk(st_->mu);
+    StateLock lk(*st_);
     const Port local = st_->next_dom0_port++;
     End me;
     me.remote_dom = remote;
@@ -186,7 +242,7 @@ class SimEventChannel final : public EventChannel {
     return local;
   }
   Result<void> unbind(Port local) override {
-    std::lock_guard lk(st_->mu);
+    StateLock lk(*st_);
     auto it = std::find(ports_.begin(), ports_.end(), local);
     if (it == ports_.end()) return std::unexpected(callError("xenevtchn_unbind(port " + std::to_string(local) + ")", EINVAL));
     ports_.erase(it);
@@ -196,27 +252,25 @@ class SimEventChannel final : public EventChannel {
   Result<void> restrictTo(DomId) override { return {}; }
 
   int notify(Port local) noexcept override {
-    std::lock_guard lk(st_->mu);
+    StateLock lk(*st_);
     if (std::find(ports_.begin(), ports_.end(), local) == ports_.end()) return -EINVAL;
     st_->notifyFrom(0, local);
     return 0;
   }
   std::int64_t pending() noexcept override {
-    std::lock_guard lk(st_->mu);
+    StateLock lk(*st_);
     if (queue_.empty()) {
+      drainDoorbell();  // a ring that landed after its port was taken
       errno = EAGAIN;
       return -1;
     }
     const Port p = queue_.front();
     queue_.pop_front();
-    if (queue_.empty()) {
-      std::uint64_t v;
-      (void)!read(fd_, &v, sizeof v);
-    }
+    if (queue_.empty()) drainDoorbell();
     return p;
   }
   int unmask(Port local) noexcept override {
-    std::lock_guard lk(st_->mu);
+    StateLock lk(*st_);
     auto it = st_->ends.find({0, local});
     if (it == st_->ends.end() || it->second.handle != this) return -EINVAL;
     it->second.masked = false;
@@ -231,8 +285,8 @@ class SimEventChannel final : public EventChannel {
   void enqueue(Port local, End& e) {
     e.masked = true;
     queue_.push_back(local);
-    const std::uint64_t one = 1;
-    (void)!write(fd_, &one, sizeof one);
+    ++rings_owed_;
+    st_->ringLater(fd_);
   }
   void closePort(Port local) {
     auto it = st_->ends.find({0, local});
@@ -255,8 +309,18 @@ class SimEventChannel final : public EventChannel {
   }
 
  private:
+  // With the queue empty, the fd must not stay readable (poll would spin). Rings are counted when
+  // scheduled; a read subtracts those that landed, so only a ring still in flight (rung after its
+  // port was taken) costs a read later, and an idle handle costs no system call.
+  void drainDoorbell() noexcept {
+    if (rings_owed_ == 0) return;
+    std::uint64_t v = 0;
+    if (read(fd_->fd, &v, sizeof v) == sizeof v) rings_owed_ -= std::min(v, rings_owed_);
+  }
+
   std::shared_ptr<SimHypervisor::State> st_;
-  int fd_ = -1;
+  std::shared_ptr<const EventFd> fd_;
+  std::uint64_t rings_owed_ = 0;  // under the state lock
   std::vector<Port> ports_;
   std::deque<Port> queue_;
 };
@@ -266,9 +330,10 @@ void SimHypervisor::State::deliver(DomId d, Port port) {
   if (it == ends.end()) return;
   if (d != 0) {
     // A guest-side port: wake the vCPUs (they re-check their slot, as wait_on_xen_event_channel does).
-    if (Domain* x = dom(d))
+    if (Domain* x = dom(d)) {
       for (auto& v : x->vcpus) ++v.events;
-    cv.notify_all();
+      wakeVcpusLater(*x);
+    }
     return;
   }
   End& e = it->second;
@@ -286,7 +351,7 @@ SimHypervisor::SimHypervisor() : state_(std::make_shared<State>()) {}
 SimHypervisor::~SimHypervisor() = default;
 
 DomId SimHypervisor::createDomain(const DomainConfig& config) {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   const DomId id = state_->next_domid++;
   Domain& d = state_->domains[id];
   d.config = config;
@@ -297,12 +362,12 @@ DomId SimHypervisor::createDomain(const DomainConfig& config) {
 
 void SimHypervisor::destroyDomain(DomId domid) {
   for (unsigned id = 0; id < kMaxServers; ++id) (void)destroyServer(domid, ServerId(id));
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   if (Domain* d = state_->dom(domid)) {
     d->crashed = true;
     d->crash_reason = "destroyed";
+    state_->wakeVcpusLater(*d);
   }
-  state_->cv.notify_all();
   state_->domains.erase(domid);
 }
 
@@ -394,7 +459,7 @@ static bool sendBuffered(Server& s, const IoreqSlot& p) {
 }
 
 GuestResult SimHypervisor::guestIo(DomId domid, unsigned vcpu, const IoRequest& r, std::chrono::milliseconds limit) {
-  std::unique_lock lk(state_->mu);
+  StateLock lk(*state_);
   Domain* d = state_->dom(domid);
   if (!d || vcpu >= d->vcpus.size()) return {GuestStatus::Unhandleable};
   if (d->crashed) return {GuestStatus::Crashed};
@@ -465,7 +530,7 @@ GuestResult SimHypervisor::guestIo(DomId domid, unsigned vcpu, const IoRequest& 
 }
 
 GuestResult SimHypervisor::guestWait(DomId domid, unsigned vcpu, std::chrono::milliseconds limit) {
-  std::unique_lock lk(state_->mu);
+  StateLock lk(*state_);
   Domain* d = state_->dom(domid);
   if (!d || vcpu >= d->vcpus.size()) return {GuestStatus::Unhandleable};
   Vcpu& v = d->vcpus[vcpu];
@@ -477,6 +542,7 @@ GuestResult SimHypervisor::guestWait(DomId domid, unsigned vcpu, std::chrono::mi
     return {GuestStatus::Crashed};
   }
   auto pages = s->pages;  // the page outlives a concurrent destroy
+  const auto wake = v.wake;
   IoreqSlot& slot = pages->sync()->vcpu[vcpu];
   // R9, following wait_for_io: the loop ends when the slot reads NONE; data stays all-ones unless
   // an IORESP_READY was seen.
@@ -486,7 +552,7 @@ GuestResult SimHypervisor::guestWait(DomId domid, unsigned vcpu, std::chrono::mi
     d->crashed = true;
     d->crash_reason = std::move(why);
     v.pending = false;
-    state_->cv.notify_all();
+    state_->wakeVcpusLater(*d);
     return GuestResult{GuestStatus::Crashed, 0, v.server};
   };
   for (;;) {
@@ -507,10 +573,21 @@ GuestResult SimHypervisor::guestWait(DomId domid, unsigned vcpu, std::chrono::mi
     if (st != SlotState::Ready && st != SlotState::InProcess)
       return crash("Weird HVM iorequest state " + std::to_string(unsigned(st)));
     const std::uint64_t seen = v.events;
-    // Wait for an event on the port; the periodic re-check only keeps a lost wake-up in the
-    // simulator from turning into a hung test.
-    state_->cv.wait_until(lk, std::min(deadline, Clock::now() + std::chrono::milliseconds(20)),
-                          [&] { return v.events != seen || d->crashed; });
+    // Block until an event for the domain (the vCPU's wake eventfd, rung after the notifier let go
+    // of our lock); the periodic re-check only keeps a lost wake-up in the simulator from turning
+    // into a hung test.
+    const auto now = Clock::now();
+    const auto wait = std::min(deadline - now, std::chrono::steady_clock::duration(std::chrono::milliseconds(20)));
+    lk.unlock();
+    if (wait > Clock::duration::zero()) {
+      pollfd pfd{wake->fd, POLLIN, 0};
+      const int ms = int(std::chrono::ceil<std::chrono::milliseconds>(wait).count());
+      if (poll(&pfd, 1, ms) > 0) {
+        std::uint64_t n;
+        (void)!read(wake->fd, &n, sizeof n);
+      }
+    }
+    lk.lock();
     if (v.events == seen && !d->crashed && Clock::now() >= deadline && loadState(slot) == st)
       return {GuestStatus::StillBlocked, 0, v.server};
   }
@@ -534,36 +611,36 @@ void SimHypervisor::guestRead(DomId domid, std::uint64_t gpa, void* data, std::s
 }
 
 bool SimHypervisor::crashed(DomId domid) const {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   auto* d = state_->dom(domid);
   return d && d->crashed;
 }
 std::string SimHypervisor::crashReason(DomId domid) const {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   auto* d = state_->dom(domid);
   return d ? d->crash_reason : "";
 }
 std::optional<unsigned> SimHypervisor::shutdownReason(DomId domid) const {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   auto* d = state_->dom(domid);
   return d ? d->shutdown_reason : std::nullopt;
 }
 SlotState SimHypervisor::slotState(DomId domid, ServerId id, unsigned vcpu) const {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   Server* s = state_->server(domid, id);
   return s ? loadState(s->pages->sync()->vcpu[vcpu]) : SlotState::None;
 }
 std::uint64_t SimHypervisor::restrictedTo() const {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   return state_->restricted;
 }
 std::uint64_t SimHypervisor::ignoredFieldChanges(DomId domid) const {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   auto* d = state_->dom(domid);
   return d ? d->ignored_changes : 0;
 }
 std::uint32_t SimHypervisor::cf8(DomId domid) const {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   auto* d = state_->dom(domid);
   return d ? d->cf8 : 0;
 }
@@ -573,7 +650,7 @@ std::uint32_t SimHypervisor::cf8(DomId domid) const {
     return std::unexpected(callError(std::string(call) + "(domid " + std::to_string(domid) + ")", EPERM));
 
 Result<ServerId> SimHypervisor::createServer(DomId domid, BufioreqMode mode) {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   SIM_CHECK_RESTRICT("xendevicemodel_create_ioreq_server", domid);
   Domain* d = state_->dom(domid);
   if (!d) return std::unexpected(noDomain("xendevicemodel_create_ioreq_server", domid));
@@ -599,7 +676,7 @@ Result<ServerId> SimHypervisor::createServer(DomId domid, BufioreqMode mode) {
 }
 
 Result<ServerInfo> SimHypervisor::serverInfo(DomId domid, ServerId id) {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   SIM_CHECK_RESTRICT("xendevicemodel_get_ioreq_server_info", domid);
   Server* s = state_->server(domid, id);
   if (!s) return std::unexpected(callError("xendevicemodel_get_ioreq_server_info(domid " + std::to_string(domid) + ", server " + std::to_string(id) + ")", ENOENT));
@@ -607,7 +684,7 @@ Result<ServerInfo> SimHypervisor::serverInfo(DomId domid, ServerId id) {
 }
 
 Result<void> SimHypervisor::mapIoRange(DomId domid, ServerId id, RangeKind kind, std::uint64_t start, std::uint64_t end) {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   SIM_CHECK_RESTRICT("xendevicemodel_map_io_range_to_ioreq_server", domid);
   const std::string call = "xendevicemodel_map_io_range_to_ioreq_server(domid " + std::to_string(domid) + ", server " + std::to_string(id) + ")";
   Server* s = state_->server(domid, id);
@@ -622,7 +699,7 @@ Result<void> SimHypervisor::mapIoRange(DomId domid, ServerId id, RangeKind kind,
 }
 
 Result<void> SimHypervisor::unmapIoRange(DomId domid, ServerId id, RangeKind kind, std::uint64_t start, std::uint64_t end) {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   SIM_CHECK_RESTRICT("xendevicemodel_unmap_io_range_from_ioreq_server", domid);
   const std::string call = "xendevicemodel_unmap_io_range_from_ioreq_server(domid " + std::to_string(domid) + ")";
   Server* s = state_->server(domid, id);
@@ -635,7 +712,7 @@ Result<void> SimHypervisor::unmapIoRange(DomId domid, ServerId id, RangeKind kin
 }
 
 Result<void> SimHypervisor::mapPciDev(DomId domid, ServerId id, Sbdf b) {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   SIM_CHECK_RESTRICT("xendevicemodel_map_pcidev_to_ioreq_server", domid);
   Server* s = state_->server(domid, id);
   if (!s) return std::unexpected(callError("xendevicemodel_map_pcidev_to_ioreq_server(domid " + std::to_string(domid) + ")", ENOENT));
@@ -647,7 +724,7 @@ Result<void> SimHypervisor::mapPciDev(DomId domid, ServerId id, Sbdf b) {
 }
 
 Result<void> SimHypervisor::unmapPciDev(DomId domid, ServerId id, Sbdf b) {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   Server* s = state_->server(domid, id);
   if (!s) return std::unexpected(callError("xendevicemodel_unmap_pcidev_from_ioreq_server", ENOENT));
   std::erase(s->ranges[2], std::pair<std::uint64_t, std::uint64_t>{b.raw(), b.raw()});
@@ -655,7 +732,7 @@ Result<void> SimHypervisor::unmapPciDev(DomId domid, ServerId id, Sbdf b) {
 }
 
 Result<void> SimHypervisor::setServerState(DomId domid, ServerId id, bool enabled) {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   SIM_CHECK_RESTRICT("xendevicemodel_set_ioreq_server_state", domid);
   Server* s = state_->server(domid, id);
   if (!s) return std::unexpected(callError("xendevicemodel_set_ioreq_server_state(domid " + std::to_string(domid) + ", server " + std::to_string(id) + ")", ENOENT));
@@ -666,7 +743,7 @@ Result<void> SimHypervisor::setServerState(DomId domid, ServerId id, bool enable
 }
 
 Result<void> SimHypervisor::destroyServer(DomId domid, ServerId id) {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   SIM_CHECK_RESTRICT("xendevicemodel_destroy_ioreq_server", domid);
   Domain* d = state_->dom(domid);
   if (!d || id >= kMaxServers || !d->servers[id])
@@ -691,25 +768,25 @@ Result<void> SimHypervisor::destroyServer(DomId domid, ServerId id) {
 }
 
 Result<unsigned> SimHypervisor::vcpuCount(DomId domid) {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   Domain* d = state_->dom(domid);
   if (!d) return std::unexpected(noDomain("xendevicemodel_nr_vcpus", domid));
   return unsigned(d->vcpus.size());
 }
 
 int SimHypervisor::shutdown(DomId domid, unsigned reason) noexcept {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   Domain* d = state_->dom(domid);
   if (!d) return -ESRCH;
   d->shutdown_reason = reason;
   d->crashed = true;
   d->crash_reason = "shutdown requested by a device model, reason " + std::to_string(reason);
-  state_->cv.notify_all();
+  state_->wakeVcpusLater(*d);
   return 0;
 }
 
 Result<Mapping> SimHypervisor::mapIoreqPages(DomId domid, ServerId id) {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   SIM_CHECK_RESTRICT("xenforeignmemory_map_resource", domid);
   Server* s = state_->server(domid, id);
   if (!s) return std::unexpected(callError("xenforeignmemory_map_resource(domid " + std::to_string(domid) + ", server " + std::to_string(id) + ")", ENOENT));
@@ -722,7 +799,7 @@ Result<Mapping> SimHypervisor::mapIoreqPages(DomId domid, ServerId id) {
 }
 
 int SimHypervisor::readGuest(DomId domid, std::uint64_t gpa, void* out, std::size_t len) noexcept {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   Domain* d = state_->dom(domid);
   if (!d) return -ESRCH;
   if (gpa > d->ram.size() || len > d->ram.size() - gpa) return -EFAULT;
@@ -731,7 +808,7 @@ int SimHypervisor::readGuest(DomId domid, std::uint64_t gpa, void* out, std::siz
 }
 
 int SimHypervisor::writeGuest(DomId domid, std::uint64_t gpa, const void* in, std::size_t len) noexcept {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   Domain* d = state_->dom(domid);
   if (!d) return -ESRCH;
   if (gpa > d->ram.size() || len > d->ram.size() - gpa) return -EFAULT;
@@ -746,7 +823,7 @@ Result<std::unique_ptr<EventChannel>> SimHypervisor::openEventChannel() {
 }
 
 Result<void> SimHypervisor::restrictTo(DomId domid) {
-  std::lock_guard lk(state_->mu);
+  StateLock lk(*state_);
   state_->restricted = domid;
   return {};
 }
