@@ -251,6 +251,22 @@ TEST_F(DaemonFixture, ExitsCleanlyWhenTheDomainIsDestroyed) {
   EXPECT_EQ(logLines("domain-gone").size(), 1u);
 }
 
+// Real Xen keeps a destroyed domain (and its nr_vcpus answer) while the daemon still maps its ioreq
+// pages; the server, though, is gone at once.
+TEST_F(DaemonFixture, ExitsWhenItsServerIsDestroyedEvenIfTheDomainLingers) {
+  record_path = run_dir + "/seen.qtest";
+  stopDaemon();
+  startDaemon();
+  attachQemu();
+  qemu.reset();
+  ASSERT_TRUE(hv.destroyServer(dom, id));
+  loop.join();
+  d.reset();
+  EXPECT_EQ(logLines("domain-gone").size(), 1u);
+  EXPECT_EQ(logLines("final-stats").size(), 1u);
+  EXPECT_TRUE(std::filesystem::exists(record_path)) << "the trace was not closed";
+}
+
 TEST(RateLimitedLog, SummarisesWhatItSuppressedOncePerSecond) {
   std::vector<std::string> out;
   daemon::RateLimitedLog log(2, [&](const std::string& l) { out.push_back(l); });

@@ -314,8 +314,16 @@ struct Daemon::Impl {
       if (proxy) {
         proxy->handleEvents();  // also pumps buffered writes QEMU made room for
         drainRefusals();
-        if (auto n = hv.vcpuCount(o.domid); !n) {
-          event("domain-gone", {{"error", n.error().message()}});
+        // A destroyed domain lingers as long as someone maps its pages, and this daemon does: nr_vcpus
+        // keeps answering (seen on real Xen 4.17: daemons outlived their domains). Xen destroys the
+        // domain's ioreq servers when it starts killing it, so a vanished server is the signal too.
+        std::optional<Error> gone;
+        if (auto n = hv.vcpuCount(o.domid); !n)
+          gone = n.error();
+        else if (auto info = hv.serverInfo(o.domid, proxy->session().id()); !info)
+          gone = info.error();
+        if (gone) {
+          event("domain-gone", {{"error", gone->message()}});
           detach();
           closeTrace();
           io.stop();

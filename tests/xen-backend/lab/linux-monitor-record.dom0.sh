@@ -16,7 +16,7 @@ cat > /etc/ioreq-filter/devices.json <<'JSON'
 [{"name": "fdc", "kind": "isa-fdc", "isa_ports": [["0x3f0", 8]]}]
 JSON
 
-sum_field() { printf '%s\n' "$1" | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" | head -n 1; }
+sum_field() { printf '%s\n' "$1" | sed -n "s/.*\"$2\": *\([0-9]*\).*/\1/p" | head -n 1; }
 
 # The domain a restricted daemon must no longer reach: paused, never run.
 cat > /tmp/bystander.cfg <<'CFG'
@@ -70,7 +70,8 @@ if ! lab_wait 600 lab_domain_gone $name; then
     timeout 30 xl destroy "$domid" || true
 fi
 lab_step "$name.ended"
-sleep 1  # the daemon's 100 ms timer notices the domain is gone, writes final-stats, renames the trace
+# The daemon's 100 ms timer notices the domain is gone, writes final-stats, renames the trace.
+lab_wait 30 grep -q '"final-stats"' "$log" || echo "the daemon wrote no final-stats"
 timeout 30 xl destroy "$other" || true
 cp "$log" /lab/out/ 2>/dev/null || true
 tr -d '\r' < "$serial" | grep '^GUEST-' || true
@@ -89,9 +90,10 @@ grep -q '"event":"privileges","user":"nobody"\|"user":"nobody"' "$log" || lab_fa
 
 final=$(grep '"final-stats"' "$log" | tail -n 1)
 echo "final: $final"
-req=$(sum_field "$final" requests)
-mon=$(sum_field "$final" monitored)
-ref=$(sum_field "$final" refused)
+relay=$(printf '%s\n' "$final" | sed -n 's/.*"relay":{\([^}]*\)}.*/\1/p')
+req=$(sum_field "$relay" requests)
+mon=$(sum_field "$relay" monitored)
+ref=$(sum_field "$relay" refused)
 echo "would-refuse lines: $(grep -c '"event":"would-refuse"' "$log")"
 grep '"event":"would-refuse"' "$log" | head -n 5
 if [ "${req:-0}" -gt 1000 ] && [ "$mon" = 0 ] && [ "$ref" = 0 ]; then
