@@ -26,6 +26,8 @@ struct ReplayOptions {
   bool no_filter = false, json = false, all_steps = false, stop_at_first_refusal = false;
   std::size_t show = 20;
   unsigned timeout_ms = 10'000;
+  std::string mode_name = "enforce";
+  Mode mode = Mode::Enforce;
 };
 
 std::string hex(std::uint64_t v) {
@@ -109,7 +111,9 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
     if (!devices) return complain(kExitInternal, path + ": device discovery failed: " + devices.error().message());
     auto bound = bindPolicies(*devices, policies, &uncovered);
     if (!bound) return complain(kExitBadInput, path + ": " + bound.error().message());
-    auto created = Engine::create(std::move(*bound));
+    EngineOptions eo;
+    eo.mode = o.mode;
+    auto created = Engine::create(std::move(*bound), eo);
     if (!created) return complain(kExitBadInput, path + ": " + created.error().message());
     engine = std::move(*created);
     filter = std::make_unique<ExplainingFilter>(*engine, expected);
@@ -125,6 +129,7 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
   j["trace"] = path;
   j["machine"] = trace->qemu_args;
   j["filter"] = o.no_filter ? "none" : "engine";
+  if (engine) j["mode"] = toString(o.mode);
   if (engine) {
     nlohmann::ordered_json jd = nlohmann::ordered_json::array();
     for (std::size_t d = 0; d < engine->deviceCount(); ++d)
@@ -154,6 +159,20 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
   }
   j["trigger_devices"] = trigger_devices;
   if (!report->trigger_lines.empty()) j["refused_before_trigger"] = report->refusedAtOrBeforeTrigger();
+  // Monitor and learn mode forward everything; what enforce mode would have refused is reported apart.
+  std::size_t would_refuse = 0;
+  std::optional<std::size_t> first_would_refuse_line;
+  for (const auto& s : report->steps)
+    if (s.is_io && s.verdict.monitored && ++would_refuse == 1) first_would_refuse_line = s.line;
+  std::size_t learned = 0;
+  if (engine && o.mode == Mode::Learn) learned = engine->takeLearnEvents().size() + engine->counters().learn_overflow;
+  if (engine && o.mode != Mode::Enforce) {
+    j["would_refuse"] = would_refuse;
+    if (first_would_refuse_line) j["first_would_refuse_line"] = *first_would_refuse_line;
+    if (!report->trigger_lines.empty())
+      j["would_refuse_before_trigger"] = first_would_refuse_line && *first_would_refuse_line <= report->trigger_lines.front();
+  }
+  if (engine && o.mode == Mode::Learn) j["learned_transitions"] = learned;
   j["qemu"] = fateJson(report->fate);
   j["notes"] = report->notes;
 
@@ -167,8 +186,9 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
     if (s.is_io) {
       const std::string exp = filtered_index < expected.size() ? expected[filtered_index] : std::string();
       ++filtered_index;
-      if (!s.verdict.forwarded()) {
+      if (!s.verdict.forwarded() || s.verdict.monitored) {
         nlohmann::ordered_json r{{"line", s.line}, {"request", describe(s.request)}, {"reason", toString(s.verdict.reason)}};
+        if (s.verdict.monitored) r["forwarded"] = true;
         std::string text = path + ":" + std::to_string(s.line) + ": " + describe(s.request) + "\n      reason " +
                            toString(s.verdict.reason);
         if (s.verdict.reason == Reason::Malformed) r["malformation"] = toString(s.verdict.malformation);
@@ -209,6 +229,7 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
       steps.push_back(js);
     }
   }
+  // In monitor/learn mode these are the would-be refusals (each marked "forwarded": true).
   j["refusals"] = refusals;
   j["response_mismatches"] = mismatches;
   j["qemu_refused_commands"] = errors;
@@ -226,8 +247,12 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
     } else {
       std::cout << "  filter: none (--no-filter)\n";
     }
-    for (const auto& t : refusal_text) std::cout << "  REFUSED " << t << "\n";
-    if (report->refused > refusal_text.size()) std::cout << "  ... " << report->refused - refusal_text.size() << " more refusals\n";
+    if (engine) std::cout << "  mode: " << toString(o.mode) << "\n";
+    const char* refusal_label = o.mode == Mode::Enforce ? "  REFUSED " : "  WOULD REFUSE ";
+    for (const auto& t : refusal_text) std::cout << refusal_label << t << "\n";
+    const std::size_t reported = report->refused + would_refuse;
+    if (reported > refusal_text.size())
+      std::cout << "  ... " << reported - refusal_text.size() << (o.mode == Mode::Enforce ? " more refusals\n" : " more would-be refusals\n");
     for (const auto& t : mismatch_text) std::cout << "  RESPONSE DIFFERS " << t << "\n";
     if (report->mismatches > mismatch_text.size())
       std::cout << "  ... " << report->mismatches - mismatch_text.size() << " more differing responses\n";
@@ -239,6 +264,9 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
     std::cout << "  executed " << report->steps.size() << " of " << trace->commands.size() << " commands; requests "
               << report->io_requests << ", forwarded " << report->forwarded << ", refused " << report->refused
               << ", responses differing " << report->mismatches << ", skipped " << report->skipped << "\n";
+    if (engine && o.mode != Mode::Enforce)
+      std::cout << "  " << toString(o.mode) << " mode: would refuse " << would_refuse << " (forwarded anyway)"
+                << (o.mode == Mode::Learn ? ", learned transitions " + std::to_string(learned) : std::string()) << "\n";
     if (!report->trigger_lines.empty()) {
       std::cout << "  trigger line " << report->trigger_lines.front() << ": ";
       if (report->refusedAtOrBeforeTrigger())
@@ -247,6 +275,13 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
         std::cout << "NOT refused before it (first refusal at line " << *report->first_refusal_line << ")\n";
       else
         std::cout << "NOT refused\n";
+      if (engine && o.mode != Mode::Enforce) {
+        std::cout << "  trigger line " << report->trigger_lines.front() << " (" << toString(o.mode) << "): ";
+        if (first_would_refuse_line && *first_would_refuse_line <= report->trigger_lines.front())
+          std::cout << "would have been refused before it (first at line " << *first_would_refuse_line << ")\n";
+        else
+          std::cout << "would NOT have been refused before it\n";
+      }
     }
     std::cout << "  QEMU: " << (report->fate.kind == qemu::FateKind::Running ? std::string("survived (running at the end of the trace)") : qemu::describe(report->fate));
     if (report->stopped_at_line) std::cout << " (at " << path << ":" << *report->stopped_at_line << ")";
@@ -255,7 +290,7 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
   return out;
 }
 
-int run(const ReplayOptions& o) {
+int run(ReplayOptions o) {
   std::vector<DevicePolicy> policies;
   if (o.no_filter) {
     if (!o.policy_files.empty() || !o.policy_dirs.empty()) {
@@ -273,6 +308,17 @@ int run(const ReplayOptions& o) {
       return kExitBadInput;
     }
     policies = std::move(*loaded);
+  }
+  if (o.mode_name == "enforce") o.mode = Mode::Enforce;
+  else if (o.mode_name == "monitor") o.mode = Mode::Monitor;
+  else if (o.mode_name == "learn") o.mode = Mode::Learn;
+  else {
+    std::cerr << "ioreq-filter replay: --mode must be enforce, monitor or learn, not '" << o.mode_name << "'\n";
+    return kExitBadInput;
+  }
+  if (o.no_filter && o.mode != Mode::Enforce) {
+    std::cerr << "ioreq-filter replay: --no-filter contradicts --mode " << o.mode_name << "\n";
+    return kExitBadInput;
   }
   if (o.timeout_ms == 0) {
     std::cerr << "ioreq-filter replay: --timeout must be at least 1 ms\n";
@@ -299,6 +345,9 @@ RunFn setup(CLI::App& app) {
   sub->add_option("--qemu-args", o->qemu_args, "QEMU machine arguments (default: the trace's '# qemu:' header)");
   sub->add_option("--qemu", o->qemu_binary, "QEMU binary (default: $IOREQ_FILTER_QEMU or qemu-system-x86_64)");
   sub->add_option("--timeout", o->timeout_ms, "Milliseconds QEMU may take to answer one command before it counts as hung (default 10000)");
+  sub->add_option("--mode", o->mode_name,
+                  "enforce (default): refuse what the policy refuses; monitor: forward everything, report and count "
+                  "what would be refused; learn: like monitor, and record the missing transitions");
   sub->add_flag("--stop-at-first-refusal", o->stop_at_first_refusal, "End the replay at the first refused request");
   sub->add_option("--show", o->show, "Refusals and differing responses printed per trace (default 20)");
   sub->add_flag("--all-steps", o->all_steps, "Report every command's verdict and response");
