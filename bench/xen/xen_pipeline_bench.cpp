@@ -8,7 +8,7 @@
 // noise would hide it. The pipelines are sampled in interleaved rounds (the machine is shared and
 // noisy: each pipeline must see the same load), with the CPU time each one spends per request, and
 // two instrumented runs break no-filter's and proxy's p50 down hop by hop.
-// Usage: ioreq-filter-xen-bench [requests] [rounds] (default 20000 20).
+// Usage: ioreq-filter-xen-bench [requests] [rounds] (default 20000 100).
 #include <algorithm>
 #include <atomic>
 #include <memory>
@@ -44,6 +44,11 @@ Percentiles summarise(std::vector<double>& ns) {
   return {ns[ns.size() / 2] / 1000.0, ns[ns.size() * 99 / 100] / 1000.0};
 }
 
+double medianUs(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2] / 1000.0;
+}
+
 double cpuNs(clockid_t clock) {
   timespec ts{};
   clock_gettime(clock, &ts);
@@ -67,6 +72,7 @@ class Pipeline {
   virtual double cpuTotalNs() { return cpuNs(CLOCK_PROCESS_CPUTIME_ID); }
   // CPU time (ns) of the daemon's thread, for the proxy pipelines.
   virtual double daemonCpuNs() { return 0; }
+  virtual double daemonWakes() { return 0; }  // returns from the daemon's poll()
   virtual void finish() {}
 };
 
@@ -170,11 +176,12 @@ class NoFilter final : public Pipeline {
 
 class Proxy final : public Pipeline {
  public:
-  explicit Proxy(int poll_us) : poll_us_(poll_us) {
+  Proxy(int poll_us, int reply_poll_us) : poll_us_(poll_us), reply_poll_us_(reply_poll_us) {
     xen::ProxyOptions o;
     o.domid = g_.dom;
     o.server = g_.id;
     o.vcpus = 1;
+    o.reply_poll_max = std::chrono::microseconds(reply_poll_us);
     p_ = xen::ProxyEndpoint::open(g_.hv, o).value();
     q_ = sim::QemuModel::shadow(g_.hv, g_.dom, p_->shadow().fd(), 1, device).value();
     q_->start();
@@ -182,6 +189,7 @@ class Proxy final : public Pipeline {
       pollfd fds[2] = {{p_->realFd(), POLLIN, 0}, {p_->shadowFd(), POLLIN, 0}};
       while (run_) {
         if (poll(fds, 2, 10) <= 0) continue;
+        wakes_.fetch_add(1, std::memory_order_relaxed);
         p_->handleEvents();
         if (poll_us_)
           while (p_->pollFor(std::chrono::microseconds(poll_us_))) {
@@ -190,12 +198,15 @@ class Proxy final : public Pipeline {
     });
   }
   ~Proxy() override { finish(); }
-  const char* name() const override { return poll_us_ ? "proxy+poll" : "proxy"; }
+  const char* name() const override { return poll_us_ ? "proxy+poll" : reply_poll_us_ ? "proxy+reply" : "proxy"; }
   const char* note() const override {
-    return poll_us_ ? "daemon polls the slots 50 us before sleeping" : "guest -> daemon -> QEMU -> daemon -> guest";
+    return poll_us_        ? "daemon polls the slots 50 us before sleeping"
+           : reply_poll_us_ ? "daemon polls for QEMU's answer, adaptive, <= 20 us"
+                            : "guest -> daemon -> QEMU -> daemon -> guest";
   }
   void sample(int k, std::vector<double>& ns) override { timeGuest(g_.hv, g_.dom, k, ns); }
   double daemonCpuNs() override { return loop_.joinable() ? threadCpuNs(loop_) : 0; }
+  double daemonWakes() override { return double(wakes_.load()); }
   void finish() override {
     run_ = false;
     if (loop_.joinable()) loop_.join();
@@ -203,10 +214,11 @@ class Proxy final : public Pipeline {
 
  private:
   Guest g_;
-  int poll_us_;
+  int poll_us_, reply_poll_us_;
   std::unique_ptr<xen::ProxyEndpoint> p_;
   std::unique_ptr<sim::QemuModel> q_;
   std::atomic<bool> run_{true};
+  std::atomic<std::uint64_t> wakes_{0};
   std::thread loop_;
 };
 
@@ -270,10 +282,6 @@ struct Stamps {
 };
 std::int64_t nowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-}
-double medianUs(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2] / 1000.0;
 }
 
 void proxyBreakdown(int n) {
@@ -407,7 +415,7 @@ double relayNsPerRequest(int n) {
 
 int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 20000;
-  const int rounds = argc > 2 ? std::atoi(argv[2]) : 20;
+  const int rounds = argc > 2 ? std::atoi(argv[2]) : 100;
   if (n < 100 || rounds < 1 || n % rounds) {
     std::fprintf(stderr, "usage: ioreq-filter-xen-bench [requests >= 100] [rounds dividing requests]\n");
     return 2;
@@ -421,35 +429,53 @@ int main(int argc, char** argv) {
   ps.push_back(std::make_unique<Baseline>());
   ps.push_back(std::make_unique<NoFilter>());
   ps.push_back(std::make_unique<Inline>());
-  ps.push_back(std::make_unique<Proxy>(0));
-  ps.push_back(std::make_unique<Proxy>(50));
+  ps.push_back(std::make_unique<Proxy>(0, 0));
+  ps.push_back(std::make_unique<Proxy>(50, 0));
+  ps.push_back(std::make_unique<Proxy>(0, 20));
   std::vector<std::vector<double>> ns(ps.size());
-  std::vector<double> cpu(ps.size(), 0), daemon(ps.size(), 0);
+  std::vector<double> cpu(ps.size(), 0), daemon(ps.size(), 0), wakes(ps.size(), 0);
+  // Per round, each pipeline's median: paired comparisons within a round cancel the load drift.
+  std::vector<std::vector<double>> roundMedian(ps.size());
   for (auto& v : ns) v.reserve(std::size_t(n));
   for (int r = 0; r < rounds; ++r)
     for (std::size_t j = 0; j < ps.size(); ++j) {
       const std::size_t i = (j + std::size_t(r)) % ps.size();  // rotate who goes first
-      const double c0 = ps[i]->cpuTotalNs(), d0 = ps[i]->daemonCpuNs();
+      const double c0 = ps[i]->cpuTotalNs(), d0 = ps[i]->daemonCpuNs(), w0 = ps[i]->daemonWakes();
+      const std::size_t from = ns[i].size();
       ps[i]->sample(n / rounds, ns[i]);
       cpu[i] += ps[i]->cpuTotalNs() - c0;
       daemon[i] += ps[i]->daemonCpuNs() - d0;
+      wakes[i] += ps[i]->daemonWakes() - w0;
+      roundMedian[i].push_back(medianUs(std::vector<double>(ns[i].begin() + long(from), ns[i].end())));
     }
   const double childCpu0 = ps[0]->cpuTotalNs();
   ps[0]->finish();  // the child's CPU is only known once it has exited
   cpu[0] += ps[0]->cpuTotalNs() - childCpu0;
   std::vector<Percentiles> pct;
-  std::printf("%-10s %9s %9s %14s %14s  %s\n", "pipeline", "p50", "p99", "CPU/request", "daemon CPU", "");
+  std::printf("%-11s %9s %9s %12s %22s  %s\n", "pipeline", "p50", "p99", "CPU/request", "daemon CPU, wake-ups", "");
   for (std::size_t i = 0; i < ps.size(); ++i) {
     pct.push_back(summarise(ns[i]));
-    char d[32] = "";
-    if (daemon[i] > 0) std::snprintf(d, sizeof d, "%.1f us", daemon[i] / n / 1000);
-    std::printf("%-10s %6.1f us %6.1f us %11.1f us %14s  (%s)\n", ps[i]->name(), pct[i].p50, pct[i].p99,
+    char d[48] = "";
+    if (daemon[i] > 0) std::snprintf(d, sizeof d, "%.1f us %.2f wakes", daemon[i] / n / 1000, wakes[i] / n);
+    std::printf("%-11s %6.1f us %6.1f us %9.1f us %22s  (%s)\n", ps[i]->name(), pct[i].p50, pct[i].p99,
                 cpu[i] / n / 1000, d, ps[i]->note());
   }
   ps.clear();
   std::printf("proxy adds %.1f us at p50 over no-filter (baseline round trip %.1f us): %.2f round trips\n",
               pct[3].p50 - pct[1].p50, pct[0].p50, (pct[3].p50 - pct[1].p50) / pct[0].p50);
   std::printf("proxy+poll adds %.1f us at p50 over no-filter\n", pct[4].p50 - pct[1].p50);
+  std::printf("proxy+reply adds %.1f us at p50 over no-filter: %.2f round trips\n", pct[5].p50 - pct[1].p50,
+              (pct[5].p50 - pct[1].p50) / pct[0].p50);
+  // Within each round: (pipeline - no-filter) / baseline, then the median over rounds.
+  auto paired = [&](std::size_t i) {
+    std::vector<double> x;
+    for (int r = 0; r < rounds; ++r) x.push_back((roundMedian[i][std::size_t(r)] - roundMedian[1][std::size_t(r)]) / roundMedian[0][std::size_t(r)]);
+    std::sort(x.begin(), x.end());
+    return x[x.size() / 2];
+  };
+  std::printf("paired per round (median over %d rounds of the added p50 in baseline round trips): inline %.2f, "
+              "proxy %.2f, proxy+poll %.2f, proxy+reply %.2f\n",
+              rounds, paired(2), paired(3), paired(4), paired(5));
   std::printf("inline relay work: %.0f ns per request (in-process, pending+notify wrappers' relay steps)\n",
               relayNsPerRequest(1000000));
   noFilterBreakdown(n);

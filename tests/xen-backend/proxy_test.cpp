@@ -34,7 +34,11 @@ struct ProxiedGuest {
   std::unique_ptr<test::ProxyThread> loop;
   std::vector<std::string> log;
 
-  explicit ProxiedGuest(RequestFilter* filter, unsigned n = 2, bool start = true) : vcpus(n), dom(hv.createDomain({.vcpus = n})) {
+  std::chrono::nanoseconds reply_poll_max{0};
+
+  explicit ProxiedGuest(RequestFilter* filter, unsigned n = 2, bool start = true,
+                        std::chrono::nanoseconds replyPollMax = {}, QemuModel::Device device = deviceValue)
+      : vcpus(n), dom(hv.createDomain({.vcpus = n})), reply_poll_max(replyPollMax) {
     id = hv.createServer(dom, xen::BufioreqMode::Atomic).value();
     (void)hv.mapIoreqPages(dom, id);  // QEMU maps before enabling: that allocates the pages
     EXPECT_TRUE(hv.mapIoRange(dom, id, xen::RangeKind::Pio, 0x3f0, 0x3f7));
@@ -44,7 +48,7 @@ struct ProxiedGuest {
     EXPECT_TRUE(hv.mapPciDev(dom, id, Sbdf{0, 0, 4, 0}));
     EXPECT_TRUE(hv.setServerState(dom, id, true));
     startProxy(filter);
-    qemu = QemuModel::shadow(hv, dom, proxy->shadow().fd(), vcpus, deviceValue).value();
+    qemu = QemuModel::shadow(hv, dom, proxy->shadow().fd(), vcpus, std::move(device)).value();
     if (start) {
       qemu->start();
       loop = std::make_unique<test::ProxyThread>(*proxy);
@@ -63,6 +67,7 @@ struct ProxiedGuest {
     o.vcpus = vcpus;
     o.shadow_path = shadow_path;
     o.filter = filter;
+    o.reply_poll_max = reply_poll_max;
     o.log = [this](std::string_view l) { log.emplace_back(l); };
     auto p = xen::ProxyEndpoint::open(hv, o);
     ASSERT_TRUE(p) << p.error().message();
@@ -106,6 +111,57 @@ TEST(Proxy, ForwardsEveryRequestOfFourVcpusAndLeavesAllSlotsIdle) {
   }
   EXPECT_EQ(g.hv.ignoredFieldChanges(g.dom), 0u) << "the proxy changed a field other than data/state";
   EXPECT_FALSE(g.hv.crashed(g.dom));
+}
+
+// Reply polling takes QEMU's answer from the shadow slot while QEMU's notification is still on its
+// way; the notification then finds nothing and every request is still answered exactly once.
+TEST(Proxy, ReplyPollingAnswersEveryRequestOfFourVcpusExactlyOnce) {
+  test::ValueFilter filter(0x3f5, 0x66);  // makes rep outs on 0x3f5 split, one answer per rep
+  ProxiedGuest g(&filter, 4, true, 50us);
+  constexpr int kPerVcpu = 200;
+  std::vector<std::future<int>> vcpus;
+  for (unsigned v = 0; v < 4; ++v)
+    vcpus.push_back(std::async(std::launch::async, [&, v] {
+      int ok = 0;
+      for (int i = 0; i < kPerVcpu; ++i) {
+        const std::uint64_t port = 0x3f0 + ((v + i) & 7);
+        const auto r = g.hv.guestIo(g.dom, v, pio(port, Dir::Read, 1));
+        ok += r.status == GuestStatus::Completed && r.data == (deviceValue(pio(port, Dir::Read)) & 0xff);
+      }
+      return ok;
+    }));
+  for (auto& f : vcpus) EXPECT_EQ(f.get(), kPerVcpu);
+  const std::uint8_t reps[3] = {1, 2, 3};
+  g.hv.guestWrite(g.dom, 0x7000, reps, 3);
+  IoRequest outs = pio(0x3f5, Dir::Write, 1);
+  outs.count = 3;
+  outs.data_is_ptr = true;
+  outs.data = 0x7000;
+  ASSERT_EQ(g.hv.guestIo(g.dom, 0, outs).status, GuestStatus::Completed);
+  EXPECT_EQ(g.qemu->seenCount(), 4u * kPerVcpu + 3);
+  EXPECT_EQ(g.proxy->relay().counters().split_requests.load(), 1u);
+  EXPECT_EQ(g.proxy->relay().counters().split_reps.load(), 3u);
+  EXPECT_GT(g.proxy->pollNanoseconds(), 0u) << "polling CPU is accounted";
+  for (unsigned v = 0; v < 4; ++v) {
+    EXPECT_EQ(g.realState(v), SlotState::None);
+    EXPECT_EQ(g.shadowState(v), SlotState::None);
+  }
+  EXPECT_EQ(g.hv.ignoredFieldChanges(g.dom), 0u);
+  EXPECT_FALSE(g.hv.crashed(g.dom));
+}
+
+// A QEMU slower than the bound (a device that takes milliseconds) is not waited for by spinning.
+TEST(Proxy, ReplyPollingTurnsItselfOffForAQemuSlowerThanItsBound) {
+  test::RefusePortFilter filter(0x60);
+  ProxiedGuest g(&filter, 1, true, 50us, [](const IoRequest& r) {
+    std::this_thread::sleep_for(2ms);
+    return deviceValue(r);
+  });
+  EXPECT_GT(g.proxy->replyPollBudget().count(), 0) << "optimistic before anything was measured";
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(g.hv.guestIo(g.dom, 0, pio(0x3f4, Dir::Read, 1)).status, GuestStatus::Completed);
+  g.loop.reset();  // the budget is read off the daemon's thread
+  EXPECT_EQ(g.proxy->replyPollBudget().count(), 0);
+  EXPECT_EQ(g.qemu->seenCount(), 20u);
 }
 
 TEST(Proxy, RefusedReadCompletesWithAllOnesAndRefusedWriteIsDropped) {

@@ -51,6 +51,9 @@ Result<std::unique_ptr<ProxyEndpoint>> ProxyEndpoint::open(Hypervisor& hv, Proxy
   if (!hadJournal || j.qemu_buf_port == 0) j.shadow_buf_port = *buf;
   log("stage shadow ports: " + std::to_string(vcpus) + " vCPU + buffered (dom0-local)");
 
+  p->reply_poll_max_ns_ = std::max<std::int64_t>(0, o.reply_poll_max.count());
+  p->turnaround_ns_ = p->reply_poll_max_ns_ / 4;  // optimistic until measured
+  p->forwarded_at_.assign(vcpus, 0);
   p->relay_ = std::make_unique<Relay>(hv, o.domid, p->session_->pages(), p->shadow_.pages(), j, vcpus, o.filter);
   for (unsigned i = 0; i < vcpus; ++i) p->apply(i, p->relay_->recover(i));
   if (p->relay_->pumpBuffered()) (void)p->shadow_events_->notify(p->shadow_buf_port_);
@@ -64,9 +67,59 @@ ProxyEndpoint::~ProxyEndpoint() {
   session_.reset();        // real ports unbound, pages unmapped (QEMU's server stays)
 }
 
+namespace {
+std::int64_t nowNs() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
 void ProxyEndpoint::apply(unsigned v, Step step) noexcept {
-  if (step.notify_shadow && v < shadow_port_.size()) (void)shadow_events_->notify(shadow_port_[v]);
+  if (step.notify_shadow && v < shadow_port_.size()) {
+    if (reply_poll_max_ns_ && v < forwarded_at_.size() && !forwarded_at_[v]) forwarded_at_[v] = nowNs();
+    (void)shadow_events_->notify(shadow_port_[v]);
+  }
   if (step.notify_real) (void)session_->events().notify(session_->vcpuPort(v));
+}
+
+// QEMU's answer was taken (by its event or by polling): learn how long QEMU took.
+void ProxyEndpoint::onShadowStep(unsigned v, Step step) noexcept {
+  if (reply_poll_max_ns_ && v < forwarded_at_.size() && forwarded_at_[v] && step.notify_real) {
+    const std::int64_t took = nowNs() - forwarded_at_[v];
+    forwarded_at_[v] = 0;
+    turnaround_ns_ += (took - turnaround_ns_) / 8;
+  }
+  apply(v, step);
+}
+
+std::chrono::nanoseconds ProxyEndpoint::replyPollBudget() const noexcept {
+  // Twice the usual turnaround catches most answers; a QEMU slower than the bound is not waited for.
+  if (!reply_poll_max_ns_ || turnaround_ns_ > reply_poll_max_ns_) return std::chrono::nanoseconds(0);
+  return std::chrono::nanoseconds(std::min(reply_poll_max_ns_, 2 * turnaround_ns_ + 1000));
+}
+
+void ProxyEndpoint::awaitReplies() noexcept {
+  const std::int64_t budget = replyPollBudget().count();
+  if (!budget) return;
+  const IoreqPages sh = shadow_.pages();
+  const unsigned n = unsigned(forwarded_at_.size());
+  const std::int64_t t0 = nowNs();
+  std::int64_t now = t0;
+  for (;;) {
+    bool awaiting = false;
+    for (unsigned v = 0; v < n; ++v) {
+      if (!forwarded_at_[v]) continue;
+      if (loadState(sh.sync->vcpu[v]) == SlotState::RespReady) {
+        ++poll_hits_;
+        onShadowStep(v, relay_->onShadowEvent(v));
+      }
+      awaiting |= forwarded_at_[v] != 0;
+    }
+    now = nowNs();
+    if (!awaiting || now - t0 >= budget) break;
+    __builtin_ia32_pause();
+  }
+  poll_ns_ += std::uint64_t(now - t0);
 }
 
 bool ProxyEndpoint::handleRealEvents() noexcept {
@@ -93,7 +146,7 @@ bool ProxyEndpoint::handleShadowEvents() noexcept {
     const auto it = std::find(shadow_port_.begin(), shadow_port_.end(), Port(p));
     if (it != shadow_port_.end()) {
       const unsigned v = unsigned(it - shadow_port_.begin());
-      apply(v, relay_->onShadowEvent(v));
+      onShadowStep(v, relay_->onShadowEvent(v));
     }
   }
   // QEMU frees shadow ring space silently; move anything the real ring still holds.
@@ -115,7 +168,7 @@ bool ProxyEndpoint::pollFor(std::chrono::nanoseconds budget) noexcept {
         found = true;
       }
       if (loadState(sh.sync->vcpu[v]) == SlotState::RespReady) {
-        apply(v, relay_->onShadowEvent(v));
+        onShadowStep(v, relay_->onShadowEvent(v));
         found = true;
       }
     }
@@ -133,6 +186,7 @@ void ProxyEndpoint::handleEvents() noexcept {
   // Bounded so a guest that keeps its vCPUs busy cannot starve the control socket and signals.
   for (int round = 0; round < 64 && (handleRealEvents() | handleShadowEvents()); ++round) {
   }
+  awaitReplies();
 }
 
 }  // namespace iof::xen
