@@ -9,7 +9,9 @@
 // Counting operator new replaces the global one; GCC cannot see that the pair matches.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
+#include <algorithm>
 #include <atomic>
+#include <map>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -77,14 +79,33 @@ void runDevice(benchmark::State& state, const Workload* w, std::size_t device) {
 // Keeps workloads alive for the registered benchmarks.
 std::vector<std::unique_ptr<Workload>> g_workloads;
 
-int registerTraces() {
+// The transition cache must not change a single verdict: checked here on every real trace and policy
+// set (the CI smoke run of this benchmark included), not only on the unit tests' random policies.
+bool sameVerdictsWithoutCache(const Workload& w, const std::string& what) {
+  EngineOptions uncached;
+  uncached.transition_cache = 0;
+  auto a = Engine::create(w.devices), b = Engine::create(w.devices, uncached);
+  if (!a || !b) return false;
+  for (std::size_t i = 0; i < w.requests.size(); ++i) {
+    const Verdict x = (*a)->onRequest(w.requests[i]), y = (*b)->onRequest(w.requests[i]);
+    if (x.action != y.action || x.reason != y.reason || x.device != y.device || x.graph != y.graph || x.node != y.node ||
+        x.rule != y.rule) {
+      std::cerr << "bench: " << what << ": request " << i << " (" << describe(w.requests[i])
+                << "): the transition cache changed the verdict\n";
+      return false;
+    }
+  }
+  return true;
+}
+
+int registerSet(const std::string& set) {
   const std::string root = IOREQ_FILTER_SOURCE_DIR;
-  // The enforcement set: the specification baseline until binary-derived policies ship.
-  auto policies = loadPolicyDir(root + (std::getenv("IOREQ_FILTER_BENCH_POLICIES") ? std::string("/") + std::getenv("IOREQ_FILTER_BENCH_POLICIES") : std::string("/policies/datasheet")));
+  auto policies = loadPolicyDir(root + "/" + set);
   if (!policies) {
     std::cerr << "bench: " << policies.error().message() << "\n";
     return 1;
   }
+  const std::string set_name = std::filesystem::path(set).filename().string();
   std::vector<std::string> traces;
   for (const auto& entry : std::filesystem::directory_iterator(root + "/tests/data/traces"))
     if (entry.path().extension() == ".qtest") traces.push_back(entry.path().string());
@@ -95,12 +116,18 @@ int registerTraces() {
       std::cerr << "bench: " << trace.error().message() << "\n";
       return 1;
     }
-    auto devices = qemu::discoverMachine(trace->qemu_argv);
-    if (!devices) {
-      std::cerr << "bench: " << path << ": " << devices.error().message() << "\n";
-      return 1;
+    // One QEMU discovery per machine, shared by the policy sets.
+    static std::map<std::vector<std::string>, std::vector<DeviceInstance>> machines;
+    auto known = machines.find(trace->qemu_argv);
+    if (known == machines.end()) {
+      auto devices = qemu::discoverMachine(trace->qemu_argv);
+      if (!devices) {
+        std::cerr << "bench: " << path << ": " << devices.error().message() << "\n";
+        return 1;
+      }
+      known = machines.emplace(trace->qemu_argv, std::move(*devices)).first;
     }
-    auto bound = bindPolicies(*devices, *policies);
+    auto bound = bindPolicies(known->second, *policies);
     if (!bound) {
       std::cerr << "bench: " << path << ": " << bound.error().message() << "\n";
       return 1;
@@ -110,7 +137,8 @@ int registerTraces() {
     for (const auto& c : trace->commands)
       if (auto r = toIoRequest(c)) w->requests.push_back(*r);
     w->devices = std::move(*bound);
-    const auto name = std::filesystem::path(path).stem().string();
+    const auto name = set_name + "/" + std::filesystem::path(path).stem().string();
+    if (!sameVerdictsWithoutCache(*w, name)) return 1;
     // A dry run finds the devices this trace actually drives (every machine has a floppy controller).
     auto dry = Engine::create(w->devices);
     if (!dry) {
@@ -125,6 +153,20 @@ int registerTraces() {
         benchmark::RegisterBenchmark(("engine/" + name + "/" + w->devices[d].policy.name).c_str(), runDevice, w.get(), d)
           ->Unit(benchmark::kMillisecond);
     g_workloads.push_back(std::move(w));
+  }
+  return 0;
+}
+
+// IOREQ_FILTER_BENCH_POLICIES: comma-separated policy directories (relative to the source tree); by
+// default the specification baseline and the binary-derived set.
+int registerTraces() {
+  const char* env = std::getenv("IOREQ_FILTER_BENCH_POLICIES");
+  std::string sets = env && *env ? env : "policies/datasheet,policies/linux-6.1";
+  for (std::size_t start = 0; start <= sets.size();) {
+    const auto comma = std::min(sets.find(',', start), sets.size());
+    const auto set = sets.substr(start, comma - start);
+    if (!set.empty() && registerSet(set) != 0) return 1;
+    start = comma + 1;
   }
   return 0;
 }

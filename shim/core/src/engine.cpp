@@ -489,10 +489,12 @@ struct Engine::Impl {
     return reg << 8 | (value_checked ? 0x10u : 0u) | size;
   }
   static std::size_t slotOf(const TransitionCache& t, std::uint32_t from, std::uint64_t value, std::uint32_t symbol) noexcept {
-    // Independent multiplies (short dependency chain): this is on every request's path.
-    const std::uint64_t h = (std::uint64_t(from) * 0x9e3779b97f4a7c15ull) ^ (std::uint64_t(symbol) * 0xc2b2ae3d27d4eb4full) ^
-                            (value * 0xff51afd7ed558ccdull);
-    return (h ^ (h >> 32)) & t.transition_mask;
+    // Each request's probe waits for the previous request's configuration id, so the id only enters
+    // with one XOR at the end; the symbol's hash does not depend on it and is computed meanwhile.
+    // Ids are dense and below the table size, so distinct ids never collide for one symbol.
+    std::uint64_t h = (std::uint64_t(symbol) * 0xc2b2ae3d27d4eb4full) ^ (value * 0xff51afd7ed558ccdull);
+    h ^= h >> 32;
+    return (h ^ from) & t.transition_mask;
   }
 
   // The cursor's current configuration, wherever it lives.
@@ -579,8 +581,7 @@ struct Engine::Impl {
     }
     k.live.id = tr.to;
     k.live.stale = true;
-    counters[d].graph_deaths += tr.deaths;
-    counters[d].resyncs += tr.resets;
+    if ((tr.deaths | tr.resets) != 0) counters[d].graph_deaths += tr.deaths, counters[d].resyncs += tr.resets;
     return true;
   }
 
