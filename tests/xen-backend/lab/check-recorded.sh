@@ -1,16 +1,16 @@
 #!/bin/sh
 # check-recorded.sh IOREQ_FILTER POLICY_DIR LAB_FILES_DIR
 # The trace ioreq-filterd recorded on real Xen (lab_linux_floppy_monitor_recorded: handed over as
-# base64 parts of a gzip file) checked offline with `ioreq-filter check` against one shipped policy
+# base64 of a gzip file, dumped on the lab's console) checked offline with `ioreq-filter check` against one shipped policy
 # set: the FDC must be bound to the set's policy, see well over a thousand requests, and none may be
 # refused. The machine is QEMU's i440FX PC with one floppy drive, the layout of Xen's xenfv machine.
 set -eu
 cli=$1 policies=$2 files=$3
 fail() { echo "FAIL: $*" >&2; exit 1; }
-ls "$files"/linux-monitor.qtest.gz.b64.part-* >/dev/null 2>&1 || fail "no recorded trace in $files (did the lab test run?)"
+[ -f "$files/linux-monitor.qtest.gz.b64" ] || fail "no recorded trace in $files (did the lab test run?)"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cat "$files"/linux-monitor.qtest.gz.b64.part-* | base64 -d | gunzip > "$tmp/xen-floppy.qtest" ||
+base64 -d "$files/linux-monitor.qtest.gz.b64" | gunzip > "$tmp/xen-floppy.qtest" ||
     fail "the handed-over trace is corrupt"
 echo "trace: $(wc -l < "$tmp/xen-floppy.qtest") lines; $(tail -n 1 "$tmp/xen-floppy.qtest")"
 timeout -s KILL 120 "$cli" check --policy-dir "$policies" --show 5 \
