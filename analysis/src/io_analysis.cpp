@@ -9,6 +9,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "index_range.h"
 #include "text_util.h"
 
 namespace iof::analysis {
@@ -26,6 +27,7 @@ bool isSymbolic(const Value& v) noexcept {
 
 Value join(const Value& a, const Value& b) noexcept {
   if (a == b) return a;
+  if (a.count || b.count) return rangeHull(a, b).value_or(Value::top());
   const bool same = a.kind == b.kind && a.kind != Value::Top && a.kind != Value::Stack && a.id == b.id &&
                     (a.kind != Value::Const || (a.known == 8 && b.known == 8));
   if (!same) return Value::top();
@@ -50,6 +52,7 @@ Value join(const Value& a, const Value& b) noexcept {
 }
 
 Value maskAll(Value v, std::uint64_t mask) noexcept {
+  if (v.count && (v.alts || v.off < 0 || std::uint64_t(rangeLast(v)) > mask)) return Value::top();
   v.off = std::int64_t(std::uint64_t(v.off) & mask);
   for (int i = 0; i < v.alts; ++i) v.alt[std::size_t(i)] = std::int64_t(std::uint64_t(v.alt[std::size_t(i)]) & mask);
   return v;
@@ -68,7 +71,7 @@ Value addOffset(const Value& v, std::int64_t delta) noexcept {
 }
 
 // Values other operations may treat as one number.
-bool single(const Value& v) noexcept { return v.alts == 0; }
+bool single(const Value& v) noexcept { return v.alts == 0 && v.count == 0; }
 
 struct State {
   bool reachable = false;
@@ -110,6 +113,10 @@ struct State {
   }
 };
 
+bool sameState(const State& a, const State& b) {
+  return a.reachable == b.reachable && a.reg == b.reg && a.stack == b.stack;
+}
+
 struct Summary {
   bool done = false;
   std::vector<std::uint32_t> first, last;  // last may hold kStart/kIdle
@@ -131,6 +138,8 @@ struct ContextKey {
       if (a.field != b.field) return a.field < b.field;
       if (a.alts != b.alts) return a.alts < b.alts;
       if (a.alt != b.alt) return a.alt < b.alt;
+      if (a.stride != b.stride) return a.stride < b.stride;
+      if (a.count != b.count) return a.count < b.count;
     }
     return false;
   }
@@ -181,9 +190,14 @@ class Analyzer {
     bool computed = false;
     std::vector<std::int32_t> innermost;  // per block: index into ModuleAnalysis::loops, or -1
     std::map<std::pair<std::uint32_t, std::uint32_t>, std::int32_t> back_edges;  // (from, header) -> loop
+    std::vector<std::int32_t> header_of;                          // per block: the loop it heads, or -1
+    std::map<std::int32_t, std::vector<std::uint32_t>> bodies;    // loop -> its blocks
   };
   std::vector<FunctionLoops> loops_;
   const FunctionLoops& loopsOf(std::uint32_t fn);
+  // The state at a loop header from the states on its entry and back edges: loop counters become
+  // index ranges (from their entry value to the bound the loop tests).
+  State mergeAtLoopHeader(std::uint32_t fn, std::uint32_t header, const State& entry, const State& back, const State& previous);
 
   std::uint32_t cellOf(std::uint32_t section, std::uint64_t offset) {
     const std::uint64_t key = codeAddr(section, offset);
@@ -235,10 +249,8 @@ Value Analyzer::address(const State& s, const Insn& in, const Operand& op, bool*
     }
   } else if (in.ref.kind == Reference::Local) {
     v = Value{Value::GlobalAddr, 8, in.ref.section, in.ref.offset};
-  } else if (op.index.gpr == NoReg) {
-    v = Value::constant(std::uint64_t(op.disp));
   } else {
-    v = Value::top();
+    v = Value::constant(std::uint64_t(op.disp));  // lea disp(,%index,scale): the index decides below
   }
   if (op.index.gpr != NoReg) {
     const bool was_indexed = *indexed;
@@ -248,6 +260,8 @@ Value Analyzer::address(const State& s, const Insn& in, const Operand& op, bool*
       v.field = ix.field;
     } else if (ix.kind == Value::Const && ix.known == 8 && single(ix)) {
       v = addOffset(v, ix.off * op.scale);
+    } else if (auto ranged = ix.count || v.count ? scaleRange(ix, op.scale) : std::nullopt; ranged && addRanges(v, *ranged)) {
+      v = *addRanges(v, *ranged);  // an array element whose index is a loop counter: every element
     } else if (v.kind == Value::Const) {
       v = Value::top();
     } else {
@@ -287,10 +301,13 @@ std::uint32_t Analyzer::recordAccess(const Access& a, const Value& addr, std::op
     Access u = a;
     return recordOne(u, Value::top(), value, record);  // offset read from a field whose values are unknown
   }
-  addr.forEach([&](std::int64_t ao) {
+  // An index range is one choice among its elements, like alternatives.
+  addr.forEach([&](std::int64_t alt_off) {
+   for (std::uint32_t k = 0; k < std::max<std::uint32_t>(addr.count, 1); ++k) {
     Value one_addr = addr;
-    one_addr.off = ao;
+    one_addr.off = alt_off + std::int64_t(k) * std::int64_t(addr.stride);
     one_addr.alts = 0;
+    one_addr.stride = one_addr.count = 0;
     auto emit = [&](std::optional<Value> one_value) {
       const std::uint32_t idx = recordOne(a, one_addr, one_value, record);
       if (first == kStart) first = idx;
@@ -307,6 +324,7 @@ std::uint32_t Analyzer::recordAccess(const Access& a, const Value& addr, std::op
     } else {
       emit(value);
     }
+   }
   });
   return first;
 }
@@ -349,7 +367,7 @@ std::uint32_t Analyzer::recordOne(Access a, const Value& addr, std::optional<Val
     pinned_insns_.insert(a.insn);
     a.position = a.dir == Dir::Write;
   }
-  if (value && value->kind == Value::Const && a.size && value->known >= a.size) a.value = std::uint64_t(value->off) & maskFor(a.size);
+  if (value && value->kind == Value::Const && a.size && value->known >= a.size && value->count == 0) a.value = std::uint64_t(value->off) & maskFor(a.size);
   if (a.repeated) a.value.reset();
   auto key = std::make_tuple(a.insn, int(a.where), a.where == Access::Where::FixedPort ? a.port : std::uint64_t(a.base), a.offset,
                              a.value.value_or(~0ull), a.value.has_value());
@@ -628,7 +646,9 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       Value v = read(s, in, o[1], o[1].size, &item, fn, record);
       if (item.index != kStart && items && record) items->push_back(item);
       if (o[0].kind == Operand::Reg) {
-        if (extend && v.kind == Value::Const) {
+        if (extend && rangeFitsSigned(v, o[1].size)) {
+          // movslq/movzbl of a loop counter: the same values
+        } else if (extend && v.kind == Value::Const) {
           std::uint64_t x = std::uint64_t(v.off) & maskFor(o[1].size);
           if (in.id != X86_INS_MOVZX && (x >> (o[1].size * 8 - 1)) & 1) x |= ~maskFor(o[1].size);
           v = Value::constant(x & maskFor(o[0].size));
@@ -702,7 +722,9 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       }
       Value r = Value::top();
       const bool bc = b.kind == Value::Const && b.known >= w && single(b);
-      if (a.kind == Value::Const && a.known >= w && bc && !single(a)) {
+      if (auto ranged = rangeArithmetic(in.id, a, b, w)) {
+        r = *ranged;
+      } else if (a.kind == Value::Const && a.known >= w && bc && !single(a)) {
         // Each alternative through the operation (branchless selects: sbb; and; add).
         Value acc;
         bool any = false;
@@ -843,6 +865,9 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       s.reg[RDX] = Value::top();
       return;
     case X86_INS_CDQE:
+      if (rangeFitsSigned(s.reg[RAX], 4)) return;  // cltq of a loop counter
+      s.reg[RAX] = Value::top();
+      return;
     case X86_INS_CWDE:
     case X86_INS_CBW:
       s.reg[RAX] = Value::top();
@@ -909,11 +934,14 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
   in[0].reachable = true;
   in[0].reg[RSP] = Value{Value::Stack, 8, 0, 0};
   for (int i = 0; i < 6; ++i) in[0].reg[kArgRegs[i]] = args[i];
+  const State initial = in[0];
   std::vector<char> queued(nb, 0);
   std::vector<std::uint32_t> work{0};
   queued[0] = 1;
   std::size_t steps = 0;
   const std::size_t step_limit = nb * 24 + 64;
+  const FunctionLoops& value_loops = loopsOf(fn);
+  std::map<std::pair<std::uint32_t, std::uint32_t>, State> into_header;  // (from, header) -> latest state
   while (!work.empty() && steps++ < step_limit) {
     const std::uint32_t b = work.back();
     work.pop_back();
@@ -922,7 +950,22 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     const BasicBlock& bb = f.blocks[b];
     for (std::uint32_t i = bb.first; i <= bb.last; ++i) step(s, f.insns[i], fn, nullptr, false);
     for (std::uint32_t succ : bb.succs) {
-      if (in[succ].joinWith(s) && !queued[succ]) queued[succ] = 1, work.push_back(succ);
+      if (value_loops.header_of.empty() || value_loops.header_of[succ] < 0) {
+        if (in[succ].joinWith(s) && !queued[succ]) queued[succ] = 1, work.push_back(succ);
+        continue;
+      }
+      into_header[{b, succ}] = s;
+      State entry, back;
+      for (auto it = into_header.lower_bound({0, 0}); it != into_header.end(); ++it) {
+        if (it->first.second != succ) continue;
+        (value_loops.back_edges.count(it->first) ? back : entry).joinWith(it->second);
+      }
+      if (succ == 0) entry.joinWith(initial);
+      State merged = mergeAtLoopHeader(fn, succ, entry, back, in[succ]);
+      if (!sameState(merged, in[succ])) {
+        in[succ] = std::move(merged);
+        if (!queued[succ]) queued[succ] = 1, work.push_back(succ);
+      }
     }
   }
   // 2. Items per block from the converged states (records accesses and stores).
@@ -1068,6 +1111,7 @@ const Analyzer::FunctionLoops& Analyzer::loopsOf(std::uint32_t fn) {
   const Function& f = d_.functions()[fn];
   const std::size_t n = f.blocks.size();
   out.innermost.assign(n, -1);
+  out.header_of.assign(n, -1);
   if (n == 0 || n > 4000) return out;
   // Dominators (iterative bit sets over reverse post-order; functions are small).
   std::vector<std::vector<std::uint32_t>> preds(n);
@@ -1176,6 +1220,41 @@ const Analyzer::FunctionLoops& Analyzer::loopsOf(std::uint32_t fn) {
           }
           return false;
         };
+        // A counter stepping by a constant other than one (a byte offset into a register array:
+        // `mov $0x1fc,%eax` ... `sub $4,%rax; cmp $-4,%rax; jne`): trips from its initial constant.
+        if (x.kind == Operand::Reg && x.reg.gpr != NoReg && y.kind == Operand::Imm) {
+          std::optional<std::int64_t> step;
+          bool single_step = true;
+          for (std::uint32_t bb = 0; bb < n && single_step; ++bb) {
+            if (!body[bb]) continue;
+            for (std::uint32_t i = f.blocks[bb].first; i <= f.blocks[bb].last; ++i) {
+              const Insn& in = f.insns[i];
+              if (in.op_count < 1 || in.ops[0].kind != Operand::Reg || in.ops[0].reg.gpr != x.reg.gpr || in.id == X86_INS_CMP ||
+                  in.id == X86_INS_TEST || in.id == X86_INS_PUSH)
+                continue;
+              const bool add = in.id == X86_INS_ADD, sub = in.id == X86_INS_SUB;
+              if (step || !(add || sub) || in.op_count != 2 || in.ops[1].kind != Operand::Imm) {
+                single_step = false;
+                break;
+              }
+              step = add ? in.ops[1].imm : -in.ops[1].imm;
+            }
+          }
+          const Insn* init = regDef(f.blocks[h].first, x.reg.gpr);
+          if (single_step && step && *step != 1 && *step != -1 && *step != 0 && init && init->id == X86_INS_MOV &&
+              init->ops[1].kind == Operand::Imm) {
+            const std::int64_t bound = x.size == 4 ? std::int64_t(std::int32_t(std::uint32_t(y.imm))) : y.imm;
+            const std::int64_t distance = bound - init->ops[1].imm;
+            // Tested before its step, the counter also runs the body with the bound itself.
+            bool stepped_before_test = false;
+            for (std::uint32_t i = f.blocks[b].first; i + 1 < last; ++i)
+              stepped_before_test |= f.insns[i].op_count >= 1 && f.insns[i].ops[0].kind == Operand::Reg &&
+                                     f.insns[i].ops[0].reg.gpr == x.reg.gpr && f.insns[i].id != X86_INS_CMP;
+            if (distance % *step == 0 && distance / *step > 0 && distance / *step < (1 << 24))
+              consider(std::uint64_t(distance / *step + (stepped_before_test ? 0 : 1)), "counter from " + std::to_string(init->ops[1].imm) + " stepping " +
+                                                            std::to_string(*step) + " to " + std::to_string(bound));
+          }
+        }
         // Only a counter stepping by one bounds the loop; a status value compared with a constant does not.
         const bool counter = x.kind == Operand::Reg && x.reg.gpr != NoReg && induction(x.reg.gpr);
         const bool counter_y = y.kind == Operand::Reg && y.reg.gpr != NoReg && induction(y.reg.gpr);
@@ -1234,8 +1313,107 @@ const Analyzer::FunctionLoops& Analyzer::loopsOf(std::uint32_t fn) {
       if (body[b] && size < size_of[b]) size_of[b] = size, out.innermost[b] = id;
     for (auto [from, to] : back_edge_list)
       if (to == h) out.back_edges[{from, to}] = id;
+    out.header_of[h] = id;
+    auto& blocks = out.bodies[id];
+    for (std::uint32_t b = 0; b < n; ++b)
+      if (body[b]) blocks.push_back(b);
   }
   return out;
+}
+
+// The loop's own test of a register against a constant: `cmp $C, %reg; jcc` in a block of the loop
+// that leaves it or goes back to its header. `after_update`: the register is stepped earlier in that
+// block, so the value tested is the next iteration's (`sub $4,%rax; cmp $-4,%rax; jne head`).
+struct LoopTest {
+  std::int64_t bound = 0;
+  bool after_update = false;
+};
+std::optional<LoopTest> loopTestOf(const Function& f, const std::vector<std::uint32_t>& body, std::uint32_t header, int gpr) {
+  for (std::uint32_t b : body) {
+    const BasicBlock& bb = f.blocks[b];
+    if (bb.last == bb.first || f.insns[bb.last].flow != Flow::CondJump) continue;
+    const Insn& cmp = f.insns[bb.last - 1];
+    if (cmp.id != X86_INS_CMP || cmp.op_count != 2 || cmp.ops[0].kind != Operand::Reg || cmp.ops[0].reg.gpr != gpr ||
+        cmp.ops[0].reg.high8 || cmp.ops[1].kind != Operand::Imm || (cmp.ops[0].size != 4 && cmp.ops[0].size != 8))
+      continue;
+    bool controls_loop = false;
+    for (auto succ : bb.succs)
+      controls_loop |= succ == header || !std::binary_search(body.begin(), body.end(), succ);
+    if (!controls_loop) continue;
+    LoopTest t;
+    t.bound = cmp.ops[0].size == 4 ? std::int64_t(std::int32_t(std::uint32_t(cmp.ops[1].imm))) : cmp.ops[1].imm;
+    for (std::uint32_t i = bb.first; i + 1 < bb.last; ++i) {
+      const Insn& in = f.insns[i];
+      const bool steps = in.id == X86_INS_ADD || in.id == X86_INS_SUB || in.id == X86_INS_INC || in.id == X86_INS_DEC ||
+                         in.id == X86_INS_LEA;
+      if (steps && in.op_count >= 1 && in.ops[0].kind == Operand::Reg && in.ops[0].reg.gpr == gpr) t.after_update = true;
+    }
+    return t;
+  }
+  return std::nullopt;
+}
+
+State Analyzer::mergeAtLoopHeader(std::uint32_t fn, std::uint32_t header, const State& entry, const State& back,
+                                  const State& previous) {
+  State merged = entry;
+  merged.joinWith(back);
+  if (!entry.reachable || !back.reachable || !previous.reachable) return merged;
+  const FunctionLoops& fl = loops_[fn];
+  const Function& f = d_.functions()[fn];
+  const auto& body = fl.bodies.at(fl.header_of[header]);
+  // A counter: constant on entry, moved by the same step on every way around (the back edge brings
+  // what the header had, plus the step).
+  auto counterLike = [](const Value& v) { return v.kind == Value::Const && v.known == 8 && v.alts == 0; };
+  std::vector<std::pair<int, std::int64_t>> untested;  // counters the loop does not test itself
+  std::vector<char> counter(kGprCount, 0);
+  std::uint64_t trips = 0;
+  for (int g = 0; g < kGprCount; ++g) {
+    if (g == RSP) continue;
+    const Value &e = entry.reg[g], &bk = back.reg[g], &h = previous.reg[g];
+    if (!counterLike(e) || !counterLike(bk) || !counterLike(h) || bk.count != h.count || bk.stride != h.stride) continue;
+    const std::int64_t step = bk.off - h.off;
+    if (step == 0 || step > 4096 || step < -4096) continue;
+    counter[std::size_t(g)] = 1;
+    auto test = loopTestOf(f, body, header, g);
+    if (!test) {
+      untested.emplace_back(g, step);
+      continue;
+    }
+    const std::uint64_t stride = std::gcd(std::uint64_t(step < 0 ? -step : step), std::uint64_t(e.stride));
+    const std::int64_t lo = e.off, hi = rangeLast(e);
+    std::optional<Value> r;
+    if (step > 0) {
+      const std::int64_t limit = test->after_update ? test->bound - 1 : test->bound;
+      if (hi <= limit) r = makeRange(lo, lo + (limit - lo) / std::int64_t(stride) * std::int64_t(stride), stride);
+    } else {
+      const std::int64_t limit = test->after_update ? test->bound + 1 : test->bound;
+      if (lo >= limit) r = makeRange(hi - (hi - limit) / std::int64_t(stride) * std::int64_t(stride), hi, stride);
+    }
+    if (!r) {
+      merged.reg[std::size_t(g)] = Value::top();
+      continue;
+    }
+    merged.reg[std::size_t(g)] = *r;
+    trips = std::max<std::uint64_t>(trips, r->count ? r->count : 1);
+  }
+  // Counters stepped alongside a tested one (an offset i*8+4 kept in its own register) go around as
+  // many times; without the relation between them, from each entry value.
+  for (auto [g, step] : untested) {
+    const Value& e = entry.reg[std::size_t(g)];
+    std::optional<Value> r;
+    if (trips) {
+      const std::int64_t span = step * std::int64_t(trips - 1);
+      const std::uint64_t stride = std::gcd(std::uint64_t(step < 0 ? -step : step), std::uint64_t(e.stride));
+      r = makeRange(std::min(e.off, e.off + span), std::max(rangeLast(e), rangeLast(e) + span), stride);
+    }
+    merged.reg[std::size_t(g)] = r.value_or(Value::top());
+  }
+  // Anything else that keeps growing around the loop is not a counter the loop bounds.
+  for (int g = 0; g < kGprCount; ++g)
+    if (!counter[std::size_t(g)] && merged.reg[std::size_t(g)].count && previous.reg[std::size_t(g)].count &&
+        !(merged.reg[std::size_t(g)] == previous.reg[std::size_t(g)]))
+      merged.reg[std::size_t(g)] = Value::top();
+  return merged;
 }
 
 bool isMetadataSection(std::string_view name) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <set>
 #include <vector>
 
 #include "ioreq_filter/analysis/disassembly.h"
@@ -361,6 +362,97 @@ TEST(DataFlow, CounterComparedWithAConstantBoundsTheLoop) {
   }, {}, {}, AnalysisOptions{{{0xf0, 0xf7}}});
   ASSERT_EQ(a->result.loops.size(), 1u);
   EXPECT_EQ(a->result.loops[0].bound, 9u);
+}
+
+TEST(DataFlow, ChipRevisionSelectAddedToTheBaseGivesBothRegisters) {
+  // e1000's E1000_WRITE_REG: `mac_type < e1000_82543 ? 82542 offset : offset`, compiled branchless.
+  auto a = analyse({
+      0xbe, 0, 0, 0, 0,                          //  0: mov esi, 0
+      0xe8, 0, 0, 0, 0,                          //  5: call pci_ioremap_bar
+      0x48, 0x89, 0xc3,                          // 10: mov rbx, rax
+      0x83, 0xff, 0x03,                          // 13: cmp edi, 3
+      0x48, 0x19, 0xd2,                          // 16: sbb rdx, rdx              (0 or -1)
+      0x48, 0x81, 0xe2, 0x08, 0xe0, 0xff, 0xff,  // 19: and rdx, -0x1ff8
+      0x48, 0x81, 0xc2, 0x60, 0x21, 0, 0,        // 26: add rdx, 0x2160          (FCRTL or 82542's 0x168)
+      0x48, 0x01, 0xda,                          // 33: add rdx, rbx
+      0xc7, 0x02, 0, 0, 0, 0,                    // 36: mov dword [rdx], 0
+      0xc3,                                      // 42: ret
+  }, {external("pci_ioremap_bar")}, {plt32(6, 2)});
+  std::set<std::int64_t> offsets;
+  for (const Access* w : accessesAt(a->result, 36)) {
+    EXPECT_EQ(w->where, Access::Where::BaseOffset);
+    EXPECT_EQ(w->value, 0u);
+    offsets.insert(w->offset);
+  }
+  EXPECT_EQ(offsets, (std::set<std::int64_t>{0x168, 0x2160}));
+}
+
+TEST(DataFlow, RegisterArrayIndexedByADownCounterGetsEveryElement) {
+  // for (i = 127; i >= 0; i--) writel(0, hw_addr + MTA + i*4), strength-reduced to a byte offset.
+  auto a = analyse({
+      0xbe, 0, 0, 0, 0,                                      //  0: mov esi, 0
+      0xe8, 0, 0, 0, 0,                                      //  5: call pci_ioremap_bar
+      0x48, 0x89, 0xc7,                                      // 10: mov rdi, rax
+      0xb8, 0xfc, 0x01, 0, 0,                                // 13: mov eax, 0x1fc
+      0xc7, 0x84, 0x07, 0x00, 0x52, 0, 0, 0, 0, 0, 0,        // 18: mov dword [rdi+rax+0x5200], 0
+      0x48, 0x83, 0xe8, 0x04,                                // 29: sub rax, 4
+      0x48, 0x83, 0xf8, 0xfc,                                // 33: cmp rax, -4
+      0x75, 0xeb,                                            // 37: jne 18
+      0xc3,                                                  // 39: ret
+  }, {external("pci_ioremap_bar")}, {plt32(6, 2)});
+  std::set<std::int64_t> offsets;
+  for (const Access* w : accessesAt(a->result, 18)) {
+    EXPECT_EQ(w->where, Access::Where::BaseOffset);
+    EXPECT_TRUE(w->offset_exact);
+    offsets.insert(w->offset);
+  }
+  ASSERT_EQ(offsets.size(), 128u);  // 0x5200..0x53fc: not 0x51fc, the value that ends the loop
+  EXPECT_EQ(*offsets.begin(), 0x5200);
+  EXPECT_EQ(*offsets.rbegin(), 0x53fc);
+  for (auto o : offsets) EXPECT_EQ(o % 4, 0);
+  // The loop that writes them is bounded by the same count.
+  ASSERT_EQ(a->result.loops.size(), 1u);
+  EXPECT_EQ(a->result.loops[0].bound, 128u);
+}
+
+TEST(DataFlow, LoopCounterPassedToACalleeIndexesItsArray) {
+  // for (i = 1; i < 15; i++) rar_set(hw, i);  rar_set: writel(0, hw_addr + RA + i*8)
+  auto a = analyse({
+      0xbe, 0, 0, 0, 0,                                      //  0: mov esi, 0
+      0xe8, 0, 0, 0, 0,                                      //  5: call pci_ioremap_bar
+      0x49, 0x89, 0xc4,                                      // 10: mov r12, rax
+      0xbb, 0x01, 0, 0, 0,                                   // 13: mov ebx, 1
+      0x4c, 0x89, 0xe7,                                      // 18: mov rdi, r12
+      0x89, 0xde,                                            // 21: mov esi, ebx
+      0xe8, 0x0c, 0, 0, 0,                                   // 23: call rar_set (40)
+      0x83, 0xc3, 0x01,                                      // 28: add ebx, 1
+      0x83, 0xfb, 0x0f,                                      // 31: cmp ebx, 15
+      0x75, 0xee,                                            // 34: jne 18
+      0xc3,                                                  // 36: ret
+      0x90, 0x90, 0x90,                                      // 37: nop (padding)
+      0x8d, 0x04, 0xf5, 0, 0, 0, 0,                          // 40: lea eax, [rsi*8]      (rar_set)
+      0xc7, 0x84, 0x07, 0x00, 0x54, 0, 0, 0, 0, 0, 0,        // 47: mov dword [rdi+rax+0x5400], 0
+      0xc3,                                                  // 58: ret
+  }, {external("pci_ioremap_bar"), function("rar_set", 40, 19)}, {plt32(6, 2)});
+  std::set<std::int64_t> offsets;
+  for (const Access* w : accessesAt(a->result, 47)) offsets.insert(w->offset);
+  std::set<std::int64_t> expected;
+  for (int i = 1; i < 15; ++i) expected.insert(0x5400 + i * 8);
+  EXPECT_EQ(offsets, expected);
+}
+
+TEST(DataFlow, IndexWithoutABoundStaysUnknown) {
+  // writel(0, hw_addr + 0x5200 + i*4) with i from the caller: no loop bounds it, so no offset is invented.
+  auto a = analyse({
+      0x48, 0x89, 0xf3,                                      //  0: mov rbx, rsi         (i)
+      0xbe, 0, 0, 0, 0,                                      //  3: mov esi, 0
+      0xe8, 0, 0, 0, 0,                                      //  8: call pci_ioremap_bar
+      0xc7, 0x84, 0x98, 0x00, 0x52, 0, 0, 0, 0, 0, 0,        // 13: mov dword [rax+rbx*4+0x5200], 0
+      0xc3,                                                  // 24: ret
+  }, {external("pci_ioremap_bar")}, {plt32(9, 2)});
+  auto w = accessesAt(a->result, 13);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_FALSE(w[0]->offset_exact);
 }
 
 }  // namespace

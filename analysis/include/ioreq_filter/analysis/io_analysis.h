@@ -46,6 +46,9 @@ struct Value {
   std::array<std::int64_t, 3> alt{};
   static constexpr std::int64_t kNoField = INT64_MIN;
   std::int64_t field = kNoField;
+  // Const or Base: every value off + k*stride for k < count (count >= 2), for each alternative: a loop
+  // counter and what is computed from it (index_range.h).
+  std::uint32_t stride = 0, count = 0;
   friend bool operator==(const Value&, const Value&) = default;
   template <typename F>
   void forEach(F&& f) const {
