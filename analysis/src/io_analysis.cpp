@@ -52,6 +52,7 @@ Value join(const Value& a, const Value& b) noexcept {
 }
 
 Value maskAll(Value v, std::uint64_t mask) noexcept {
+  if (mask == ~0ull) return v;
   if (v.count && (v.alts || v.off < 0 || std::uint64_t(rangeLast(v)) > mask)) return Value::top();
   v.off = std::int64_t(std::uint64_t(v.off) & mask);
   for (int i = 0; i < v.alts; ++i) v.alt[std::size_t(i)] = std::int64_t(std::uint64_t(v.alt[std::size_t(i)]) & mask);
@@ -242,7 +243,7 @@ Value Analyzer::address(const State& s, const Insn& in, const Operand& op, bool*
     if (in.ref.kind == Reference::Local) {
       // symbol(%reg): an array element, reg = index * element size.
       if (v.kind == Value::Const && v.known == 8) v = Value{Value::GlobalAddr, 8, in.ref.section, in.ref.offset + v.off};
-      else if (v.kind == Value::Top) v = Value{Value::GlobalAddr, 8, in.ref.section, in.ref.offset}, *indexed = true;
+      else if (v.kind == Value::Top || v.kind == Value::Ptr) v = Value{Value::GlobalAddr, 8, in.ref.section, in.ref.offset}, *indexed = true;
       else v = Value::top();
     } else {
       v = addOffset(v, op.disp);
@@ -302,6 +303,8 @@ std::uint32_t Analyzer::recordAccess(const Access& a, const Value& addr, std::op
     return recordOne(u, Value::top(), value, record);  // offset read from a field whose values are unknown
   }
   // An index range is one choice among its elements, like alternatives.
+  Access element = a;
+  if (addr.count) element.index_stride = addr.stride;
   addr.forEach([&](std::int64_t alt_off) {
    for (std::uint32_t k = 0; k < std::max<std::uint32_t>(addr.count, 1); ++k) {
     Value one_addr = addr;
@@ -309,7 +312,7 @@ std::uint32_t Analyzer::recordAccess(const Access& a, const Value& addr, std::op
     one_addr.alts = 0;
     one_addr.stride = one_addr.count = 0;
     auto emit = [&](std::optional<Value> one_value) {
-      const std::uint32_t idx = recordOne(a, one_addr, one_value, record);
+      const std::uint32_t idx = recordOne(element, one_addr, one_value, record);
       if (first == kStart) first = idx;
       if (items) items->push_back(Item{alternative ? Item::PositionAlt : Item::Position, idx});
       alternative = true;
@@ -433,6 +436,8 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
       if (a.kind == Value::Ptr && !indexed && single(a)) {
         auto it = ptr_holds_.find({a.id, a.off});
         if (it != ptr_holds_.end() && width == 8) return Value{Value::Base, 8, it->second, 0};
+        if (plain_field && width == 8)
+          if (auto fb = field_base_.find(op.disp); fb != field_base_.end()) return Value{Value::Base, 8, fb->second, 0};
         return fieldValue();
       }
       if (a.kind == Value::Holder && !indexed && single(a)) {
@@ -665,6 +670,13 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       bool indexed = false;
       Value a = address(s, in, o[1], &indexed);
       if (indexed && a.kind != Value::GlobalAddr) a = Value::top();
+      if ((a.kind == Value::Top || (a.kind == Value::Ptr && !asHolder(a))) && o[1].base.gpr != NoReg && !o[1].base.rip && o[1].index.gpr == NoReg && in.ref.kind == Reference::None &&
+          (s.reg[o[1].base.gpr].kind == Value::Top || s.reg[o[1].base.gpr].kind == Value::Ptr)) {
+        // `lea 0x488(%rbx),%rdi` where loads from 0x488 give the base: a pointer to the field holding it
+        // (e1000_configure passes &adapter->hw to e1000_config_collision_dist).
+        auto it = field_base_.find(o[1].disp);
+        if (it != field_base_.end()) a = Value{Value::Holder, 8, it->second, 0};
+      }
       writeReg(s, o[0].reg, o[0].size, a);
       return;
     }
@@ -881,10 +893,14 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
     case X86_INS_IDIV:
     case X86_INS_CMPXCHG:
     case X86_INS_RDTSC:
-    case X86_INS_RDTSCP:
-    case X86_INS_CPUID:
     case X86_INS_RDMSR:
     case X86_INS_XADD:
+      // rdx:rax only: a division must not lose the callee-saved registers holding the driver's
+      // structure (e1000_watchdog's ITR computation before its ICS write).
+      s.reg[RAX] = s.reg[RDX] = Value::top();
+      break;
+    case X86_INS_RDTSCP:
+    case X86_INS_CPUID:
       s.reg[RAX] = s.reg[RDX] = s.reg[RCX] = s.reg[RBX] = Value::top();
       break;
     case X86_INS_STOSB: case X86_INS_STOSW: case X86_INS_STOSD: case X86_INS_STOSQ:
@@ -910,9 +926,16 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
       args[std::size_t(i)] = *h;
     } else if (args[std::size_t(i)].kind == Value::Top || args[std::size_t(i)].kind == Value::Ptr) {
       // A pointer identity only matters where it was made; passing it on would multiply contexts.
+      const Value passed = args[std::size_t(i)];
       args[std::size_t(i)] = Value::top();
       auto it = param_holder_.find({fn, i});
-      if (it != param_holder_.end()) args[std::size_t(i)] = Value{Value::Holder, 8, it->second.first, it->second.second};
+      if (it != param_holder_.end()) {
+        args[std::size_t(i)] = Value{Value::Holder, 8, it->second.first, it->second.second};
+        // The caller's pointer is the structure this parameter points to: it holds the base at the same
+        // place (e1000_watchdog's container_of(work) passed to e1000_has_link(adapter)).
+        if (passed.kind == Value::Ptr && single(passed))
+          ptr_holds_.try_emplace({passed.id, passed.off + it->second.second}, it->second.first);
+      }
     }
   }
   if (contexts_per_function_[fn] >= opt_.max_contexts_per_function) args.fill(Value::top());
@@ -933,7 +956,15 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
   std::vector<State> in(nb);
   in[0].reachable = true;
   in[0].reg[RSP] = Value{Value::Stack, 8, 0, 0};
-  for (int i = 0; i < 6; ++i) in[0].reg[kArgRegs[i]] = args[i];
+  for (int i = 0; i < 6; ++i) {
+    in[0].reg[kArgRegs[i]] = args[i];
+    // An unknown parameter still has an identity, so that what a callee tells about it (a structure
+    // holding the base at some field) is found again through this function's other uses of it.
+    if (args[i].kind == Value::Top) {
+      auto [it, inserted] = ptr_ids_.try_emplace(f.insns.empty() ? 0 : f.insns[0].addr + std::uint64_t(i) + 1, std::uint32_t(ptr_ids_.size()));
+      in[0].reg[kArgRegs[i]] = Value{Value::Ptr, 8, it->second, 0};
+    }
+  }
   const State initial = in[0];
   std::vector<char> queued(nb, 0);
   std::vector<std::uint32_t> work{0};
@@ -1001,10 +1032,22 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
   // Positions that came around a loop's back edge: an edge from one of them is an iteration of that loop.
   using Carried = std::vector<std::pair<std::uint32_t, std::int32_t>>;
   std::vector<Carried> carried_in(nb);
+  // Around a loop, an array element is followed by its neighbour: the counter that indexes it moves
+  // by one step per iteration (any element after any other would be elements² edges).
+  auto nextElement = [&](std::uint32_t p, std::uint32_t to, const Carried& carried) {
+    const Access &x = out_.accesses[p], &y = out_.accesses[to];
+    if (x.insn != y.insn || !x.index_stride || x.index_stride != y.index_stride || x.base != y.base) return true;
+    bool around = false;
+    for (auto [cp, loop] : carried) around |= cp == p;
+    if (!around) return true;
+    const std::int64_t d = y.offset - x.offset;
+    return d == std::int64_t(x.index_stride) || d == -std::int64_t(x.index_stride);
+  };
   auto connect = [&](const std::vector<std::uint32_t>& from, std::uint32_t to, const Carried& carried) {
     for (auto p : from) {
       if (p == kStart) first.insert(to);
       else if (p == kIdle) out_.break_entries.insert(to);
+      else if (!nextElement(p, to, carried)) continue;
       else {
         out_.edges.emplace(p, to);
         for (auto [cp, loop] : carried)

@@ -247,10 +247,16 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
       else uf.unite(*firstReg, reg_of_access[pos]);
     }
   }
-  // Positions reached from no root (contexts explored but unused) join by register too.
+  // Positions reached from no root (contexts explored but unused) join by register too. A register no
+  // root reaches at all was only seen in a context the fixpoint passed through before it converged (a
+  // loop counter before it became a range): nothing starts it, so it is left out.
+  std::set<std::uint32_t> reached_regs;
+  for (const RootSummary& r : a.roots)
+    for (auto pos : r.reached)
+      if (reg_of_access[pos] != ~0u) reached_regs.insert(reg_of_access[pos]);
   std::map<std::uint32_t, std::vector<std::uint32_t>> positions_by_channel;
   for (std::uint32_t i = 0; i < a.accesses.size(); ++i)
-    if (reg_of_access[i] != ~0u) positions_by_channel[uf.find(reg_of_access[i])].push_back(i);
+    if (reg_of_access[i] != ~0u && reached_regs.count(reg_of_access[i])) positions_by_channel[uf.find(reg_of_access[i])].push_back(i);
   std::set<std::uint32_t> root_first, root_last;
   for (const RootSummary& r : a.roots) {
     root_first.insert(r.first.begin(), r.first.end());

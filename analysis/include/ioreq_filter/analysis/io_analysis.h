@@ -91,6 +91,7 @@ struct Access {
   std::uint32_t base = 0;      // BaseOffset: index into ModuleAnalysis::bases
   std::int64_t offset = 0;     // BaseOffset
   bool offset_exact = true;    // false if an unknown index was added (array of registers)
+  std::uint32_t index_stride = 0;  // an element of a register array indexed by a loop counter: its stride
   std::optional<std::uint64_t> value;  // writes: the exact value when the code fixes it
   std::string why_unresolved;
   bool position = false;       // a sequence position (a write to the device); else stateless
