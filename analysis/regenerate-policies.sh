@@ -12,3 +12,6 @@ mkdir -p "$out"
 # Only drivers whose generated graphs were checked are shipped (see analysis/README.md).
 timeout 120 "$bin" analyze "$kernel/drivers/block/floppy.ko" --device floppy \
   --guest-os "Debian 12 (Linux $ver)" -o "$out/floppy.json" --coverage "$out/floppy.coverage.txt"
+# e1000: the NIC QEMU emulates (82540EM, 8086:100e) among the driver's ids.
+timeout 120 "$bin" analyze "$kernel/drivers/net/ethernet/intel/e1000/e1000.ko" --device e1000 --pci 8086:100e \
+  --guest-os "Debian 12 (Linux $ver)" -o "$out/e1000.json" --coverage "$out/e1000.coverage.txt"

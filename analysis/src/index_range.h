@@ -47,6 +47,7 @@ inline std::optional<Value> rangeHull(const Value& a, const Value& b) noexcept {
   r->kind = a.kind;
   r->id = a.id;
   r->field = a.field;
+  r->direction = a.direction == b.direction ? a.direction : std::int8_t(0);
   return r;
 }
 
@@ -81,6 +82,7 @@ inline std::optional<Value> addRanges(const Value& x, const Value& y) noexcept {
   const Value& ranged = x.count ? x : y;
   r.stride = ranged.stride;
   r.count = ranged.count;
+  r.direction = ranged.direction;
   return r;
 }
 

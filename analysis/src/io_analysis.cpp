@@ -141,6 +141,7 @@ struct ContextKey {
       if (a.alt != b.alt) return a.alt < b.alt;
       if (a.stride != b.stride) return a.stride < b.stride;
       if (a.count != b.count) return a.count < b.count;
+      if (a.direction != b.direction) return a.direction < b.direction;
     }
     return false;
   }
@@ -304,7 +305,7 @@ std::uint32_t Analyzer::recordAccess(const Access& a, const Value& addr, std::op
   }
   // An index range is one choice among its elements, like alternatives.
   Access element = a;
-  if (addr.count) element.index_stride = addr.stride;
+  if (addr.count) element.index_stride = addr.stride, element.index_direction = addr.direction;
   addr.forEach([&](std::int64_t alt_off) {
    for (std::uint32_t k = 0; k < std::max<std::uint32_t>(addr.count, 1); ++k) {
     Value one_addr = addr;
@@ -1040,8 +1041,9 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     bool around = false;
     for (auto [cp, loop] : carried) around |= cp == p;
     if (!around) return true;
-    const std::int64_t d = y.offset - x.offset;
-    return d == std::int64_t(x.index_stride) || d == -std::int64_t(x.index_stride);
+    const std::int64_t d = y.offset - x.offset, step = std::int64_t(x.index_stride);
+    if (x.index_direction != y.index_direction || x.index_direction == 0) return d == step || d == -step;
+    return d == step * x.index_direction;
   };
   auto connect = [&](const std::vector<std::uint32_t>& from, std::uint32_t to, const Carried& carried) {
     for (auto p : from) {
@@ -1436,6 +1438,7 @@ State Analyzer::mergeAtLoopHeader(std::uint32_t fn, std::uint32_t header, const 
       merged.reg[std::size_t(g)] = Value::top();
       continue;
     }
+    r->direction = r->count ? std::int8_t(step > 0 ? 1 : -1) : std::int8_t(0);
     merged.reg[std::size_t(g)] = *r;
     trips = std::max<std::uint64_t>(trips, r->count ? r->count : 1);
   }
@@ -1449,6 +1452,7 @@ State Analyzer::mergeAtLoopHeader(std::uint32_t fn, std::uint32_t header, const 
       const std::uint64_t stride = std::gcd(std::uint64_t(step < 0 ? -step : step), std::uint64_t(e.stride));
       r = makeRange(std::min(e.off, e.off + span), std::max(rangeLast(e), rangeLast(e) + span), stride);
     }
+    if (r && r->count) r->direction = std::int8_t(step > 0 ? 1 : -1);
     merged.reg[std::size_t(g)] = r.value_or(Value::top());
   }
   // Anything else that keeps growing around the loop is not a counter the loop bounds.

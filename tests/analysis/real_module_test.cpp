@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
 
@@ -119,6 +120,72 @@ TEST(RealModules, E1000ClaimsTheQemuNicAndWritesThroughItsBar) {
   }
   EXPECT_TRUE(eecd_in_shift_out);
   EXPECT_GT(mmio, 300u);
+}
+
+TEST(RealModules, E1000GraphCoversItsRegisterArraysAndConcurrentPaths) {
+  auto a = analyse("drivers/net/ethernet/intel/e1000/e1000.ko");
+  ASSERT_TRUE(a);
+  PolicyOptions opt;
+  opt.device_name = "e1000";
+  opt.pci_vendor = 0x8086;
+  opt.pci_device = 0x100e;
+  auto policy = buildPolicy(a->result, opt);
+  ASSERT_TRUE(policy) << policy.error().message();
+  // One 64 KiB memory BAR (pci_ioremap_bar(pdev, BAR_0)).
+  ASSERT_EQ(policy->regions.size(), 1u);
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Mem);
+  EXPECT_EQ(policy->regions[0].bar, 0);
+  EXPECT_EQ(policy->regions[0].length, 0x10000u);
+  const auto& g = policy->graphs[0];
+  std::map<std::string, std::set<std::uint64_t>> offsets_by_function;
+  std::map<std::pair<std::string, std::uint64_t>, std::set<std::uint64_t>> exact_values;  // (function, offset)
+  for (const auto& ch : g.channels)
+    for (const auto& n : ch.nodes) {
+      offsets_by_function[n.provenance.function].insert(n.offset);
+      if (n.value.kind == ValueKind::Exact) exact_values[{n.provenance.function, n.offset}].insert(n.value.a);
+    }
+  auto hasAll = [&](const std::string& fn, std::uint64_t first, std::uint64_t count, std::uint64_t stride) {
+    const auto& have = offsets_by_function[fn];
+    for (std::uint64_t i = 0; i < count; ++i)
+      if (!have.count(first + i * stride)) return false;
+    return true;
+  };
+  // Register arrays written in loops: every element, for the later chips and the 82542's old layout.
+  EXPECT_TRUE(hasAll("e1000_set_rx_mode", 0x5200, 128, 4)) << "MTA[127..0]";
+  EXPECT_TRUE(hasAll("e1000_set_rx_mode", 0x0200, 128, 4)) << "82542 MTA";
+  EXPECT_FALSE(offsets_by_function["e1000_set_rx_mode"].count(0x51fc)) << "the value that ends the loop is not an element";
+  EXPECT_TRUE(hasAll("e1000_rar_set", 0x5408, 14, 8)) << "RAL[1..14] from set_rx_mode's loop";
+  EXPECT_TRUE(hasAll("e1000_rar_set", 0x540c, 14, 8)) << "RAH[1..14]";
+  EXPECT_TRUE(hasAll("e1000_init_hw", 0x5408, 14, 8)) << "init_hw clears RA[1..14]";
+  auto valuesAt = [&](const std::string& fn, std::uint64_t offset) { return exact_values[{fn, offset}]; };
+  // Writes of the interrupt handler and of the watchdog (a work item reaching the adapter through
+  // container_of) are in the graph, with the values the code fixes.
+  EXPECT_EQ(valuesAt("e1000_intr", 0xd8), (std::set<std::uint64_t>{0xffffffff})) << "IMC: mask all";
+  EXPECT_EQ(valuesAt("e1000_intr", 0xd0), (std::set<std::uint64_t>{0x9d})) << "IMS: IMS_ENABLE_MASK";
+  EXPECT_EQ(valuesAt("e1000_watchdog", 0xc8), (std::set<std::uint64_t>{0x10})) << "ICS: RXDMT0";
+  EXPECT_TRUE(offsets_by_function["e1000_config_collision_dist"].count(0x400)) << "TCTL through &adapter->hw";
+  EXPECT_TRUE(offsets_by_function["e1000_xmit_frame"].count(0x3818)) << "TDT doorbell";
+  // The MTA loop is bounded by its own count, stepping 4 bytes from 0x1fc down to 0.
+  bool mta_bound = false;
+  for (const auto& l : a->result.loops)
+    if (a->dis.functions()[l.function].name == "e1000_set_rx_mode" && l.bound == 128u) mta_bound = true;
+  EXPECT_TRUE(mta_bound);
+  // Around that loop each element is followed by the next one down, never by one further away.
+  std::size_t mta_edges = 0;
+  for (const auto& ch : g.channels)
+    for (auto [from, to] : ch.edges) {
+      const NodeSpec &f = ch.nodes[from], &t = ch.nodes[to];
+      if (f.provenance.address != t.provenance.address || f.provenance.function != "e1000_set_rx_mode" || f.offset < 0x5200 ||
+          f.offset >= 0x5400)
+        continue;
+      ++mta_edges;
+      EXPECT_EQ(f.offset, t.offset + 4);
+    }
+  EXPECT_EQ(mta_edges, 127u);
+  for (const auto& ch : g.channels) {
+    EXPECT_FALSE(ch.entries.empty()) << ch.name;
+    EXPECT_FALSE(ch.exits.empty()) << ch.name;
+  }
 }
 
 TEST(RealModules, SignedModulesCarryTheirSignatureAfterTheElf) {

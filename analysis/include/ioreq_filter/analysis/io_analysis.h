@@ -49,6 +49,7 @@ struct Value {
   // Const or Base: every value off + k*stride for k < count (count >= 2), for each alternative: a loop
   // counter and what is computed from it (index_range.h).
   std::uint32_t stride = 0, count = 0;
+  std::int8_t direction = 0;  // a range's order as its loop walks it: +1 up, -1 down, 0 either
   friend bool operator==(const Value&, const Value&) = default;
   template <typename F>
   void forEach(F&& f) const {
@@ -92,6 +93,7 @@ struct Access {
   std::int64_t offset = 0;     // BaseOffset
   bool offset_exact = true;    // false if an unknown index was added (array of registers)
   std::uint32_t index_stride = 0;  // an element of a register array indexed by a loop counter: its stride
+  std::int8_t index_direction = 0; // and the way the counter walks the array (+1 up, -1 down, 0 either)
   std::optional<std::uint64_t> value;  // writes: the exact value when the code fixes it
   std::string why_unresolved;
   bool position = false;       // a sequence position (a write to the device); else stateless
