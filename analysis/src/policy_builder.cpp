@@ -342,6 +342,9 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
       }
       chan.loops.push_back(std::move(l));
     };
+    std::vector<std::vector<std::uint32_t>> preds(adj.size());
+    for (std::uint32_t u = 0; u < adj.size(); ++u)
+      for (auto v : adj[u]) preds[v].push_back(u);
     for (auto& comp : stronglyConnected(adj)) {
       const bool self = comp.size() == 1 && std::find(adj[comp[0]].begin(), adj[comp[0]].end(), comp[0]) != adj[comp[0]].end();
       if (comp.size() < 2 && !self) continue;
@@ -350,8 +353,7 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
       std::uint32_t header = comp[0];
       for (auto v : comp) {
         bool from_outside = entry_set.count(v) > 0;
-        for (std::uint32_t u = 0; u < adj.size() && !from_outside; ++u)
-          if (!in_comp.count(u) && std::find(adj[u].begin(), adj[u].end(), v) != adj[u].end()) from_outside = true;
+        for (auto u : preds[v]) from_outside |= !in_comp.count(u);
         if (from_outside) {
           header = v;
           break;

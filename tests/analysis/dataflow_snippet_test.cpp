@@ -455,5 +455,101 @@ TEST(DataFlow, IndexWithoutABoundStaysUnknown) {
   EXPECT_FALSE(w[0]->offset_exact);
 }
 
+TEST(DataFlow, DivisionKeepsTheRegistersItDoesNotWrite) {
+  // e1000_watchdog computes the ITR with `div` between loading its adapter and writing the register.
+  auto a = analyse({
+      0xbe, 0, 0, 0, 0,                    //  0: mov esi, 0
+      0xe8, 0, 0, 0, 0,                    //  5: call pci_ioremap_bar
+      0x48, 0x89, 0xc3,                    // 10: mov rbx, rax
+      0x31, 0xd2,                          // 13: xor edx, edx
+      0xb8, 0x64, 0, 0, 0,                 // 15: mov eax, 100
+      0xb9, 0x07, 0, 0, 0,                 // 20: mov ecx, 7
+      0xf7, 0xf1,                          // 25: div ecx            (writes edx:eax only)
+      0x89, 0x83, 0xc4, 0, 0, 0,           // 27: mov [rbx+0xc4], eax
+      0xc3,                                // 33: ret
+  }, {external("pci_ioremap_bar")}, {plt32(6, 2)});
+  auto w = accessesAt(a->result, 27);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(w[0]->offset, 0xc4);
+  EXPECT_FALSE(w[0]->value.has_value());
+}
+
+TEST(DataFlow, AddressOfTheFieldHoldingTheBaseIsAHolder) {
+  // probe: adapter->hw.hw_addr = pci_ioremap_bar(...) at +0x488; configure(adapter) passes &adapter->hw
+  // (lea 0x488) to a helper that writes through hw->hw_addr.
+  auto a = analyse({
+      0x48, 0x89, 0xfb,                          //  0: mov rbx, rdi           (probe)
+      0xbe, 0, 0, 0, 0,                          //  3: mov esi, 0
+      0xe8, 0, 0, 0, 0,                          //  8: call pci_ioremap_bar
+      0x48, 0x89, 0x83, 0x88, 0x04, 0, 0,        // 13: mov [rbx+0x488], rax
+      0xc3,                                      // 20: ret
+      0x48, 0x89, 0xfb,                          // 21: mov rbx, rdi           (configure)
+      0x48, 0x8d, 0xbb, 0x88, 0x04, 0, 0,        // 24: lea rdi, [rbx+0x488]
+      0xe8, 0x01, 0, 0, 0,                       // 31: call set_tctl (37)
+      0xc3,                                      // 36: ret
+      0x48, 0x8b, 0x07,                          // 37: mov rax, [rdi]         (set_tctl)
+      0xc7, 0x80, 0x00, 0x04, 0, 0, 0x00, 0xf0, 0x03, 0x00,  // 40: mov dword [rax+0x400], 0x3f000
+      0xc3,                                      // 50: ret
+  }, {external("pci_ioremap_bar"), function("configure", 21, 16), function("set_tctl", 37, 14)}, {plt32(9, 2)});
+  auto w = accessesAt(a->result, 40);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(w[0]->offset, 0x400);
+  EXPECT_EQ(w[0]->value, 0x3f000u);
+}
+
+TEST(DataFlow, CalleesKnowledgeOfAParameterFlowsBackToTheCallersPointer) {
+  // A work handler gets &adapter->watchdog_task and computes the adapter with container_of; passing
+  // it to a helper known to take the adapter tells where the base is relative to the handler's own
+  // pointer, so its direct load of the base (at -0xf0) is the base too.
+  auto a = analyse({
+      0x48, 0x89, 0xfb,                          //  0: mov rbx, rdi           (probe)
+      0xbe, 0, 0, 0, 0,                          //  3: mov esi, 0
+      0xe8, 0, 0, 0, 0,                          //  8: call pci_ioremap_bar
+      0x48, 0x89, 0x43, 0x10,                    // 13: mov [rbx+0x10], rax
+      0x48, 0x89, 0xdf,                          // 17: mov rdi, rbx
+      0xe8, 0x01, 0, 0, 0,                       // 20: call helper (26)
+      0xc3,                                      // 25: ret
+      0x48, 0x8b, 0x47, 0x10,                    // 26: mov rax, [rdi+0x10]    (helper)
+      0xc7, 0x40, 0x20, 0x01, 0, 0, 0,           // 30: mov dword [rax+0x20], 1
+      0xc3,                                      // 37: ret
+      0x48, 0x89, 0xfb,                          // 38: mov rbx, rdi           (worker)
+      0x48, 0x8d, 0xbf, 0x00, 0xff, 0xff, 0xff,  // 41: lea rdi, [rdi-0x100]   (container_of)
+      0xe8, 0xe5, 0xff, 0xff, 0xff,              // 48: call helper (26)
+      0x48, 0x8b, 0x83, 0x10, 0xff, 0xff, 0xff,  // 53: mov rax, [rbx-0xf0]
+      0xc7, 0x80, 0xc8, 0, 0, 0, 0x10, 0, 0, 0,  // 60: mov dword [rax+0xc8], 0x10
+      0xc3,                                      // 70: ret
+  }, {external("pci_ioremap_bar"), function("helper", 26, 12), function("worker", 38, 33)}, {plt32(9, 2)});
+  auto w = accessesAt(a->result, 60);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(w[0]->offset, 0xc8);
+  EXPECT_EQ(w[0]->value, 0x10u);
+}
+
+TEST(DataFlow, ArrayElementsAroundTheLoopFollowTheCounter) {
+  // The MTA loop again: element 0x53fc is followed by 0x53f8, never by an element further away or above.
+  auto a = analyse({
+      0xbe, 0, 0, 0, 0,                                      //  0: mov esi, 0
+      0xe8, 0, 0, 0, 0,                                      //  5: call pci_ioremap_bar
+      0x48, 0x89, 0xc7,                                      // 10: mov rdi, rax
+      0xb8, 0xfc, 0x01, 0, 0,                                // 13: mov eax, 0x1fc
+      0xc7, 0x84, 0x07, 0x00, 0x52, 0, 0, 0, 0, 0, 0,        // 18: mov dword [rdi+rax+0x5200], 0
+      0x48, 0x83, 0xe8, 0x04,                                // 29: sub rax, 4
+      0x48, 0x83, 0xf8, 0xfc,                                // 33: cmp rax, -4
+      0x75, 0xeb,                                            // 37: jne 18
+      0xc3,                                                  // 39: ret
+  }, {external("pci_ioremap_bar")}, {plt32(6, 2)});
+  std::size_t edges = 0;
+  for (auto [from, to] : a->result.edges) {
+    ++edges;
+    EXPECT_EQ(a->result.accesses[from].offset, a->result.accesses[to].offset + 4);
+  }
+  EXPECT_EQ(edges, 127u);
+  ASSERT_EQ(a->result.roots.size(), 1u);
+  EXPECT_EQ(a->result.roots[0].first.size(), 128u);  // without the entry value's relation, any element may start
+}
+
 }  // namespace
 }  // namespace iof::analysis
