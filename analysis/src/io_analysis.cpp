@@ -1035,25 +1035,28 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
   std::vector<Carried> carried_in(nb);
   // Around a loop, an array element is followed by its neighbour: the counter that indexes it moves
   // by one step per iteration (any element after any other would be elements² edges).
-  auto nextElement = [&](std::uint32_t p, std::uint32_t to, const Carried& carried) {
+  // `carried` can hold every element of an array: it is kept sorted (addCarried) for lookups.
+  auto nextElement = [&](std::uint32_t p, std::uint32_t to, const Carried& sorted) {
     const Access &x = out_.accesses[p], &y = out_.accesses[to];
     if (x.insn != y.insn || !x.index_stride || x.index_stride != y.index_stride || x.base != y.base) return true;
-    bool around = false;
-    for (auto [cp, loop] : carried) around |= cp == p;
-    if (!around) return true;
     const std::int64_t d = y.offset - x.offset, step = std::int64_t(x.index_stride);
-    if (x.index_direction != y.index_direction || x.index_direction == 0) return d == step || d == -step;
-    return d == step * x.index_direction;
+    const bool neighbour = x.index_direction != y.index_direction || x.index_direction == 0 ? d == step || d == -step
+                                                                                             : d == step * x.index_direction;
+    if (neighbour) return true;
+    auto it = std::lower_bound(sorted.begin(), sorted.end(), std::pair<std::uint32_t, std::int32_t>{p, INT32_MIN});
+    return it == sorted.end() || it->first != p;  // not around a loop: a straight-line edge
   };
   auto connect = [&](const std::vector<std::uint32_t>& from, std::uint32_t to, const Carried& carried) {
+    const Carried& sorted = carried;
     for (auto p : from) {
       if (p == kStart) first.insert(to);
       else if (p == kIdle) out_.break_entries.insert(to);
-      else if (!nextElement(p, to, carried)) continue;
+      else if (!nextElement(p, to, sorted)) continue;
       else {
         out_.edges.emplace(p, to);
-        for (auto [cp, loop] : carried)
-          if (cp == p) out_.edge_loops[{p, to}].insert(std::uint32_t(loop));
+        for (auto it = std::lower_bound(sorted.begin(), sorted.end(), std::pair<std::uint32_t, std::int32_t>{p, INT32_MIN});
+             it != sorted.end() && it->first == p; ++it)
+          out_.edge_loops[{p, to}].insert(std::uint32_t(it->second));
       }
     }
   };
@@ -1125,8 +1128,9 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
       changed |= addAll(last_in[succ], cur);
       auto back = fl.back_edges.find({b, succ});
       auto addCarried = [&](std::uint32_t pos, std::int32_t loop) {
-        auto& c = carried_in[succ];
-        if (std::find(c.begin(), c.end(), std::pair{pos, loop}) == c.end()) c.emplace_back(pos, loop), changed = true;
+        auto& c = carried_in[succ];  // kept sorted: connect() looks positions up in it
+        auto at = std::lower_bound(c.begin(), c.end(), std::pair{pos, loop});
+        if (at == c.end() || *at != std::pair{pos, loop}) c.insert(at, {pos, loop}), changed = true;
       };
       if (back != fl.back_edges.end()) {
         for (auto p : cur)
