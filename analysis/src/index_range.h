@@ -17,13 +17,23 @@ namespace iof::analysis {
 // Larger ranges are not register arrays but buffers; they stay unknown.
 inline constexpr std::uint32_t kMaxIndexRange = 1024;
 
+// Offsets and counters this far from zero are not register indices; keeping away from them also keeps
+// the arithmetic below from overflowing.
+inline bool smallNumber(std::int64_t v) noexcept { return v > -(std::int64_t(1) << 40) && v < (std::int64_t(1) << 40); }
+inline bool smallValue(const Value& v) noexcept {
+  if (!smallNumber(v.off)) return false;
+  for (int i = 0; i < v.alts; ++i)
+    if (!smallNumber(v.alt[std::size_t(i)])) return false;
+  return true;
+}
+
 inline std::int64_t rangeLast(const Value& v) noexcept {
   return v.count ? v.off + std::int64_t(v.count - 1) * std::int64_t(v.stride) : v.off;
 }
 
 // A range from lo to hi (inclusive) in steps of stride, or nullopt if it is too large to enumerate.
 inline std::optional<Value> makeRange(std::int64_t lo, std::int64_t hi, std::uint64_t stride) noexcept {
-  if (hi < lo) return std::nullopt;
+  if (hi < lo || !smallNumber(lo) || !smallNumber(hi)) return std::nullopt;
   Value v = Value::constant(std::uint64_t(lo));
   if (hi == lo) return v;
   if (stride == 0 || std::uint64_t(hi - lo) % stride != 0) return std::nullopt;
@@ -39,6 +49,7 @@ inline std::optional<Value> rangeHull(const Value& a, const Value& b) noexcept {
   if (a.kind != b.kind || a.id != b.id || a.alts || b.alts || a.known != 8 || b.known != 8 || a.field != b.field)
     return std::nullopt;
   if (a.kind != Value::Const && a.kind != Value::Base) return std::nullopt;
+  if (!smallValue(a) || !smallValue(b)) return std::nullopt;
   const std::int64_t lo = std::min(a.off, b.off), hi = std::max(rangeLast(a), rangeLast(b));
   std::uint64_t stride = std::gcd(std::uint64_t(a.stride), std::uint64_t(b.stride));
   stride = std::gcd(stride, std::uint64_t(a.off > b.off ? a.off - b.off : b.off - a.off));
@@ -53,7 +64,7 @@ inline std::optional<Value> rangeHull(const Value& a, const Value& b) noexcept {
 
 // x * factor for a constant with a range (lea (,%reg,8), shl $2, imul $4).
 inline std::optional<Value> scaleRange(const Value& x, std::int64_t factor) noexcept {
-  if (x.kind != Value::Const || x.known != 8 || factor <= 0 || factor > 64) return std::nullopt;
+  if (x.kind != Value::Const || x.known != 8 || factor <= 0 || factor > 64 || !smallValue(x)) return std::nullopt;
   Value r = x;
   r.off *= factor;
   for (int i = 0; i < r.alts; ++i) r.alt[std::size_t(i)] *= factor;
@@ -69,7 +80,7 @@ inline std::optional<Value> addRanges(const Value& x, const Value& y) noexcept {
   };
   if (!usable(x) || !usable(y)) return std::nullopt;
   if (x.kind == Value::Base && y.kind == Value::Base) return std::nullopt;
-  if ((x.count && y.count) || (x.alts && y.alts)) return std::nullopt;
+  if ((x.count && y.count) || (x.alts && y.alts) || !smallValue(x) || !smallValue(y)) return std::nullopt;
   const Value& sym = y.kind == Value::Base ? y : x;
   const Value& other = y.kind == Value::Base ? x : y;
   Value r = sym;

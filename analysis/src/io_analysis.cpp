@@ -1282,7 +1282,7 @@ const Analyzer::FunctionLoops& Analyzer::loopsOf(std::uint32_t fn) {
                   in.id == X86_INS_TEST || in.id == X86_INS_PUSH)
                 continue;
               const bool add = in.id == X86_INS_ADD, sub = in.id == X86_INS_SUB;
-              if (step || !(add || sub) || in.op_count != 2 || in.ops[1].kind != Operand::Imm) {
+              if (step || !(add || sub) || in.op_count != 2 || in.ops[1].kind != Operand::Imm || !smallNumber(in.ops[1].imm)) {
                 single_step = false;
                 break;
               }
@@ -1293,13 +1293,14 @@ const Analyzer::FunctionLoops& Analyzer::loopsOf(std::uint32_t fn) {
           if (single_step && step && *step != 1 && *step != -1 && *step != 0 && init && init->id == X86_INS_MOV &&
               init->ops[1].kind == Operand::Imm) {
             const std::int64_t bound = x.size == 4 ? std::int64_t(std::int32_t(std::uint32_t(y.imm))) : y.imm;
-            const std::int64_t distance = bound - init->ops[1].imm;
+            const bool small = smallNumber(bound) && smallNumber(init->ops[1].imm) && smallNumber(*step);
+            const std::int64_t distance = small ? bound - init->ops[1].imm : 0;
             // Tested before its step, the counter also runs the body with the bound itself.
             bool stepped_before_test = false;
             for (std::uint32_t i = f.blocks[b].first; i + 1 < last; ++i)
               stepped_before_test |= f.insns[i].op_count >= 1 && f.insns[i].ops[0].kind == Operand::Reg &&
                                      f.insns[i].ops[0].reg.gpr == x.reg.gpr && f.insns[i].id != X86_INS_CMP;
-            if (distance % *step == 0 && distance / *step > 0 && distance / *step < (1 << 24))
+            if (small && distance % *step == 0 && distance / *step > 0 && distance / *step < (1 << 24))
               consider(std::uint64_t(distance / *step + (stepped_before_test ? 0 : 1)), "counter from " + std::to_string(init->ops[1].imm) + " stepping " +
                                                             std::to_string(*step) + " to " + std::to_string(bound));
           }
@@ -1412,7 +1413,7 @@ State Analyzer::mergeAtLoopHeader(std::uint32_t fn, std::uint32_t header, const 
   const auto& body = fl.bodies.at(fl.header_of[header]);
   // A counter: constant on entry, moved by the same step on every way around (the back edge brings
   // what the header had, plus the step).
-  auto counterLike = [](const Value& v) { return v.kind == Value::Const && v.known == 8 && v.alts == 0; };
+  auto counterLike = [](const Value& v) { return v.kind == Value::Const && v.known == 8 && v.alts == 0 && smallValue(v); };
   std::vector<std::pair<int, std::int64_t>> untested;  // counters the loop does not test itself
   std::vector<char> counter(kGprCount, 0);
   std::uint64_t trips = 0;
@@ -1420,12 +1421,16 @@ State Analyzer::mergeAtLoopHeader(std::uint32_t fn, std::uint32_t header, const 
     if (g == RSP) continue;
     const Value &e = entry.reg[g], &bk = back.reg[g], &h = previous.reg[g];
     if (!counterLike(e) || !counterLike(bk) || !counterLike(h) || bk.count != h.count || bk.stride != h.stride) continue;
-    const std::int64_t step = bk.off - h.off;
+    const std::int64_t step = bk.off - h.off;  // both small (counterLike): no overflow
     if (step == 0 || step > 4096 || step < -4096) continue;
     counter[std::size_t(g)] = 1;
     auto test = loopTestOf(f, body, header, g);
     if (!test) {
       untested.emplace_back(g, step);
+      continue;
+    }
+    if (!smallNumber(test->bound)) {
+      merged.reg[std::size_t(g)] = Value::top();
       continue;
     }
     const std::uint64_t stride = std::gcd(std::uint64_t(step < 0 ? -step : step), std::uint64_t(e.stride));
