@@ -17,6 +17,7 @@ namespace {
 
 constexpr std::uint32_t kStart = 0xffffffffu;  // sequence marker: function entry, nothing written yet
 constexpr std::uint32_t kIdle = 0xfffffffeu;   // sequence marker: control may have left the sequence
+constexpr std::uint32_t kErrorReturn = 1;       // Item::Return index: the function returns a negative errno
 
 std::uint64_t maskFor(unsigned bytes) noexcept { return bytes >= 8 ? ~0ull : ((1ull << (bytes * 8)) - 1); }
 
@@ -73,6 +74,13 @@ Value addOffset(const Value& v, std::int64_t delta) noexcept {
 
 // Values other operations may treat as one number.
 bool single(const Value& v) noexcept { return v.alts == 0 && v.count == 0; }
+
+// -1 .. -4095 in the low 32 bits (what `return -EIO;` and `return -1;` leave in eax).
+bool returnsErrno(const Value& v) noexcept {
+  if (v.kind != Value::Const || v.known < 4 || !single(v)) return false;
+  const auto low = std::int32_t(std::uint32_t(v.off));
+  return low < 0 && low >= -4095;
+}
 
 struct State {
   bool reachable = false;
@@ -200,6 +208,15 @@ class Analyzer {
   // The state at a loop header from the states on its entry and back edges: loop counters become
   // index ranges (from their entry value to the bound the loop tests).
   State mergeAtLoopHeader(std::uint32_t fn, std::uint32_t header, const State& entry, const State& back, const State& previous);
+  // A read the driver repeats in a loop is a handshake (wait for the status, read the next result
+  // byte): where it stands in the sequence is what lets the next access happen, so it is a position.
+  bool polled(std::uint32_t fn, CodeAddr insn) {
+    const Function& f = d_.functions()[fn];
+    const FunctionLoops& fl = loopsOf(fn);
+    for (std::uint32_t b = 0; b < f.blocks.size(); ++b)
+      if (f.insns[f.blocks[b].first].addr <= insn && insn <= f.insns[f.blocks[b].last].addr) return fl.innermost[b] >= 0;
+    return false;
+  }
 
   std::uint32_t cellOf(std::uint32_t section, std::uint64_t offset) {
     const std::uint64_t key = codeAddr(section, offset);
@@ -366,10 +383,10 @@ std::uint32_t Analyzer::recordOne(Access a, const Value& addr, std::optional<Val
     for (auto [lo, hi] : opt_.device_ports) device |= a.port >= lo && a.port <= hi;
     if (!device) foreign_insns_.insert(a.insn);
     else pinned_insns_.insert(a.insn);
-    a.position = device && a.dir == Dir::Write;
+    a.position = device && (a.dir == Dir::Write || polled(a.function, a.insn));
   } else if (a.where == Access::Where::BaseOffset) {
     pinned_insns_.insert(a.insn);
-    a.position = a.dir == Dir::Write;
+    a.position = a.dir == Dir::Write || polled(a.function, a.insn);
   }
   if (value && value->kind == Value::Const && a.size && value->known >= a.size && value->count == 0) a.value = std::uint64_t(value->off) & maskFor(a.size);
   if (a.repeated) a.value.reset();
@@ -1013,6 +1030,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
       if (!items[b].empty() && items[b].back().kind == Item::Return) {
         ret = ret_set ? join(ret, s.reg[RAX]) : s.reg[RAX];
         ret_set = true;
+        items[b].back().index = returnsErrno(s.reg[RAX]) ? kErrorReturn : 0;
         break;
       }
     }
@@ -1023,6 +1041,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
   std::vector<char> seen(nb, 0);
   Summary result;
   std::set<std::uint32_t> first, last;
+  bool error_passthrough = false;
   auto addAll = [](std::vector<std::uint32_t>& dst, const std::vector<std::uint32_t>& src) {
     bool changed = false;
     for (auto x : src)
@@ -1115,7 +1134,12 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
           break;
         }
         case Item::Return:
-          last.insert(cur.begin(), cur.end());
+          for (auto p : cur) {
+            // Reaching an error return without touching the device is the driver giving up, not a
+            // way past the function: it does not let the caller's next access follow its previous one.
+            if (p == kStart && it.index == kErrorReturn) error_passthrough = true;
+            else last.insert(p);
+          }
           returned = true;
           break;
       }
@@ -1140,6 +1164,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
       if (changed && !queued[succ]) queued[succ] = 1, work.push_back(succ);
     }
   }
+  if (error_passthrough && last.empty()) last.insert(kStart);  // every way out is that error: stay transparent
   Summary& out = summaries_[sid];
   out.first.assign(first.begin(), first.end());
   out.last.assign(last.begin(), last.end());

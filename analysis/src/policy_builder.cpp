@@ -271,11 +271,11 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
       const Access& x = a.accesses[pos];
       auto [region, offset] = placeOf(x);
       NodeSpec n;
-      n.id = ch.name + ".w" + std::to_string(ch.nodes.size());
+      n.id = ch.name + (x.dir == Dir::Read ? ".r" : ".w") + std::to_string(ch.nodes.size());
       n.region = region;
       n.offset = offset;
       n.size = x.size;
-      n.dir = Dir::Write;
+      n.dir = x.dir;
       if (x.value) {
         n.value.kind = ValueKind::Exact;
         n.value.a = *x.value;
