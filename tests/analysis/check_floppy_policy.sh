@@ -11,7 +11,7 @@ rc=$?
 if [ $rc -ne 0 ] || ! grep -q 'refused 0' <<<"$out"; then
   echo "FAIL: real floppy trace not fully forwarded (exit $rc)"; echo "$out" | head -20; status=1
 fi
-for attack in fdc-cve-2021-20196 fdc-cve-2021-3507; do
+for attack in fdc-cve-2021-20196 fdc-cve-2021-3507 fdc-venom-cve-2015-3456; do
   out=$(timeout 120 "$bin" check --policy "$policy" --bind floppy=isa:0x3f0 "$src/tests/data/attacks/$attack.qtest" 2>&1)
   if ! grep -q 'refused before it' <<<"$out"; then
     echo "FAIL: $attack not refused before its trigger"; echo "$out" | tail -5; status=1

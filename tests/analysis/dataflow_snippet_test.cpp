@@ -551,5 +551,91 @@ TEST(DataFlow, ArrayElementsAroundTheLoopFollowTheCounter) {
   EXPECT_EQ(a->result.roots[0].first.size(), 128u);  // without the entry value's relation, any element may start
 }
 
+TEST(DataFlow, PolledReadIsAPositionAndASingleReadIsNot) {
+  // output_byte's handshake: wait for the status register, then write the FIFO. The poll orders the
+  // write (no FIFO byte without a status read before it); a one-off read (disk change) stays stateless.
+  auto a = analyse({
+      0xe4, 0xf4,           //  0: in al, 0xf4          (status, polled)
+      0x84, 0xc0,           //  2: test al, al
+      0x79, 0xfa,           //  4: jns 0
+      0xe6, 0xf5,           //  6: out 0xf5, al         (FIFO)
+      0xe4, 0xf7,           //  8: in al, 0xf7          (read once)
+      0xc3,                 // 10: ret
+  }, {}, {}, AnalysisOptions{{{0xf0, 0xf7}}});
+  auto poll = accessesAt(a->result, 0), fifo = accessesAt(a->result, 6), once = accessesAt(a->result, 8);
+  ASSERT_EQ(poll.size(), 1u);
+  ASSERT_EQ(fifo.size(), 1u);
+  ASSERT_EQ(once.size(), 1u);
+  EXPECT_TRUE(poll[0]->position);
+  EXPECT_TRUE(fifo[0]->position);
+  EXPECT_FALSE(once[0]->position);
+  const auto ip = std::uint32_t(poll[0] - a->result.accesses.data()), iw = std::uint32_t(fifo[0] - a->result.accesses.data());
+  EXPECT_TRUE(a->result.edges.count({ip, ip}));
+  EXPECT_TRUE(a->result.edges.count({ip, iw}));
+  ASSERT_EQ(a->result.roots.size(), 1u);
+  EXPECT_EQ(a->result.roots[0].first, std::vector<std::uint32_t>{ip});
+  PolicyOptions isa;
+  isa.isa_kind = "isa-test";
+  auto policy = buildPolicy(a->result, isa);
+  ASSERT_TRUE(policy) << policy.error().message();
+  const auto& ch = policy->graphs[0].channels[0];
+  ASSERT_EQ(ch.nodes.size(), 2u);
+  ASSERT_EQ(ch.entries.size(), 1u);
+  EXPECT_EQ(ch.nodes[ch.entries[0]].dir, Dir::Read) << "the FIFO write cannot begin a sequence";
+}
+
+// wait(): returns -1 (or 0) without touching the device when a flag is set, else polls the status.
+// snippet_fn: write A; if (wait() < 0) return; write B.
+std::unique_ptr<Analysed> writeWaitWrite(std::uint8_t early_return_low_byte, std::uint8_t early_return_high_bytes) {
+  const std::uint8_t lo = early_return_low_byte, hi = early_return_high_bytes;
+  return analyse({
+      0xb0, 0x01,                   //  0: mov al, 1
+      0xe6, 0xf5,                   //  2: out 0xf5, al         (A)
+      0xe8, 0x09, 0, 0, 0,          //  4: call wait (18)
+      0x85, 0xc0,                   //  9: test eax, eax
+      0x78, 0x04,                   // 11: js 17
+      0xb0, 0x02,                   // 13: mov al, 2
+      0xe6, 0xf5,                   // 15: out 0xf5, al         (B)
+      0xc3,                         // 17: ret
+      0x85, 0xff,                   // 18: test edi, edi        (wait)
+      0x75, 0x07,                   // 20: jne 29
+      0xe4, 0xf4,                   // 22: in al, 0xf4
+      0x84, 0xc0,                   // 24: test al, al
+      0x79, 0xfa,                   // 26: jns 22
+      0xc3,                         // 28: ret
+      0xb8, lo, hi, hi, hi,         // 29: mov eax, early value
+      0xc3,                         // 34: ret
+  }, {function("wait", 18, 17)}, {}, AnalysisOptions{{{0xf0, 0xf7}}});
+}
+
+std::uint32_t writeOf(const ModuleAnalysis& r, std::uint64_t value) {
+  for (std::uint32_t i = 0; i < r.accesses.size(); ++i)
+    if (r.accesses[i].value == value) return i;
+  return ~0u;
+}
+
+TEST(DataFlow, ErrnoReturnWithoutDeviceAccessIsNotAWayPast) {
+  // wait() returning -1 untouched is the driver giving up: B still needs the status poll before it.
+  auto a = writeWaitWrite(0xff, 0xff);
+  const std::uint32_t wa = writeOf(a->result, 1), wb = writeOf(a->result, 2);
+  ASSERT_NE(wa, ~0u);
+  ASSERT_NE(wb, ~0u);
+  auto poll = accessesAt(a->result, 22);
+  ASSERT_EQ(poll.size(), 1u);
+  const auto ip = std::uint32_t(poll[0] - a->result.accesses.data());
+  EXPECT_TRUE(a->result.edges.count({wa, ip}));
+  EXPECT_TRUE(a->result.edges.count({ip, wb}));
+  EXPECT_FALSE(a->result.edges.count({wa, wb}));
+}
+
+TEST(DataFlow, SuccessReturnWithoutDeviceAccessIsAWayPast) {
+  // The same early return with 0: a normal way through wait(), so B may follow A directly.
+  auto a = writeWaitWrite(0x00, 0x00);
+  const std::uint32_t wa = writeOf(a->result, 1), wb = writeOf(a->result, 2);
+  ASSERT_NE(wa, ~0u);
+  ASSERT_NE(wb, ~0u);
+  EXPECT_TRUE(a->result.edges.count({wa, wb}));
+}
+
 }  // namespace
 }  // namespace iof::analysis

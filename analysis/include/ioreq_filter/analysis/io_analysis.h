@@ -7,9 +7,10 @@
 // access: in/out/ins/outs, ioread*/iowrite*(_rep) calls, and movs through an ioremapped base.
 //
 // Sequences: writes to the device are the positions of a Glushkov-style automaton built over the
-// CFG and composed across direct calls (first/last/nullable per function and context). Reads do not
-// move a sequence (the filter sees them before the device answers and cannot constrain their value),
-// so they are collected as stateless accesses. An indirect call (function pointer, retpoline) is a
+// CFG and composed across direct calls (first/last/nullable per function and context). A read the
+// driver polls in a loop (a status handshake, result bytes) is a position too: its value cannot be
+// constrained, but where it stands orders the accesses it gates. Other reads are stateless accesses.
+// A path that returns an errno without touching the device is the driver giving up, not a way past. An indirect call (function pointer, retpoline) is a
 // point where control may leave for another entry point: what came before may end a sequence, and
 // what follows may begin one.
 #pragma once
@@ -96,7 +97,7 @@ struct Access {
   std::int8_t index_direction = 0; // and the way the counter walks the array (+1 up, -1 down, 0 either)
   std::optional<std::uint64_t> value;  // writes: the exact value when the code fixes it
   std::string why_unresolved;
-  bool position = false;       // a sequence position (a write to the device); else stateless
+  bool position = false;       // a sequence position (a write, or a polled read); else stateless
 };
 
 struct Cell {
