@@ -208,13 +208,52 @@ class Analyzer {
   // The state at a loop header from the states on its entry and back edges: loop counters become
   // index ranges (from their entry value to the bound the loop tests).
   State mergeAtLoopHeader(std::uint32_t fn, std::uint32_t header, const State& entry, const State& back, const State& previous);
-  // A read the driver repeats in a loop is a handshake (wait for the status, read the next result
-  // byte): where it stands in the sequence is what lets the next access happen, so it is a position.
+  // A poll is a handshake (wait for the status, then the next access): where it stands in the
+  // sequence is what lets the next access happen, so it is a position. A poll is a read inside a loop
+  // whose value, within the read's block, decides a branch out of that loop (wait_til_ready's
+  // `in; test; jns`). A read whose value only lands in memory (a result byte) or nowhere (a posted-write
+  // flush) stays stateless.
   bool polled(std::uint32_t fn, CodeAddr insn) {
     const Function& f = d_.functions()[fn];
     const FunctionLoops& fl = loopsOf(fn);
-    for (std::uint32_t b = 0; b < f.blocks.size(); ++b)
-      if (f.insns[f.blocks[b].first].addr <= insn && insn <= f.insns[f.blocks[b].last].addr) return fl.innermost[b] >= 0;
+    for (std::uint32_t b = 0; b < f.blocks.size(); ++b) {
+      const BasicBlock& bb = f.blocks[b];
+      if (insn < f.insns[bb.first].addr || insn > f.insns[bb.last].addr) continue;
+      const std::int32_t loop = fl.innermost[b];
+      if (loop < 0) return false;
+      auto body = fl.bodies.find(loop);
+      if (body == fl.bodies.end()) return false;
+      const Insn& last = f.insns[bb.last];
+      if (last.flow != Flow::CondJump || bb.last == bb.first) return false;
+      bool leaves = false;
+      for (auto succ : bb.succs) leaves |= std::find(body->second.begin(), body->second.end(), succ) == body->second.end();
+      if (!leaves) return false;
+      // Registers holding the read value (or a part of it) from the read to the branch.
+      std::uint32_t tainted = 0;
+      for (std::uint32_t i = bb.first; i < bb.last; ++i) {
+        const Insn& in = f.insns[i];
+        auto isReg = [&](const Operand& o) { return o.kind == Operand::Reg && o.reg.gpr != NoReg; };
+        auto has = [&](const Operand& o) { return isReg(o) && (tainted >> o.reg.gpr & 1); };
+        if (in.addr == insn) {
+          // in al,dx / ioread*() leave it in rax; a load through the base, in its destination.
+          if (in.flow == Flow::Call || in.id == X86_INS_IN) tainted = 1u << RAX;
+          else if (in.op_count >= 1 && isReg(in.ops[0])) tainted = 1u << in.ops[0].reg.gpr;
+          continue;
+        }
+        if (!tainted) continue;
+        if (i + 1 == bb.last && (in.id == X86_INS_TEST || in.id == X86_INS_CMP || in.id == X86_INS_AND) && in.op_count == 2)
+          return has(in.ops[0]) || has(in.ops[1]);
+        if (in.flow == Flow::Call) tainted &= (1u << RBX) | (1u << RBP) | (1u << R12) | (1u << R13) | (1u << R14) | (1u << R15);
+        if (in.op_count == 2 && isReg(in.ops[0])) {
+          const bool from = has(in.ops[1]) && (in.id == X86_INS_MOV || in.id == X86_INS_MOVZX || in.id == X86_INS_MOVSX);
+          const bool keeps = has(in.ops[0]) && (in.id == X86_INS_AND || in.id == X86_INS_OR || in.id == X86_INS_SHR ||
+                                                in.id == X86_INS_SHL || in.id == X86_INS_TEST || in.id == X86_INS_CMP);
+          if (from || keeps) tainted |= 1u << in.ops[0].reg.gpr;
+          else tainted &= ~(1u << in.ops[0].reg.gpr);
+        }
+      }
+      return false;
+    }
     return false;
   }
 

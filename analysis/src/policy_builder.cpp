@@ -300,8 +300,10 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
     std::set<std::uint32_t> entry_set(ch.entries.begin(), ch.entries.end());
     // The cycle's bound: iterations of the CFG loops that made its edges, plus the straight-line
     // edges that close it (two call sites merged by context-insensitive composition).
+    // through_polls: the loop is a write repeating through status polls; the polls' own spinning
+    // (read to read) does not enter the header again, so it does not count towards the bound.
     auto addLoop = [&](ChannelSpec& chan, std::uint32_t header, const std::vector<std::uint32_t>& comp,
-                       const std::set<std::uint32_t>& in_comp) {
+                       const std::set<std::uint32_t>& in_comp, bool through_polls = false) {
       LoopSpec l;
       l.id = chan.name + ".loop" + std::to_string(chan.loops.size());
       l.header = header;
@@ -313,6 +315,7 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
       for (auto [from, to] : a.edges) {
         auto f = node_of.find(from), t = node_of.find(to);
         if (f == node_of.end() || t == node_of.end() || !in_comp.count(f->second) || !in_comp.count(t->second)) continue;
+        if (through_polls && chan.nodes[f->second].dir == Dir::Read && chan.nodes[t->second].dir == Dir::Read) continue;
         auto tags = a.edge_loops.find({from, to});
         if (tags == a.edge_loops.end()) ++straight;
         else cfg_loops.insert(tags->second.begin(), tags->second.end());
@@ -360,11 +363,37 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
         }
       }
       addLoop(ch, header, comp, in_comp);
-      // A node that repeats itself inside a larger cycle (a FIFO written in a loop) gets its own,
+      // A write that repeats itself inside a larger cycle (a FIFO written in a loop), directly or
+      // through the status polls that gate it (write MDIC, poll MDIC, write MDIC), gets its own,
       // tighter bound: the outer cycle may be unbounded (a request loop) while the burst is not.
       if (comp.size() > 1)
-        for (auto v : comp)
-          if (std::find(adj[v].begin(), adj[v].end(), v) != adj[v].end() && v != header) addLoop(ch, v, {v}, {v});
+        for (auto v : comp) {
+          if (v == header || ch.nodes[v].dir != Dir::Write) continue;
+          auto viaPolls = [&](bool forward) {
+            std::set<std::uint32_t> seen;
+            std::vector<std::uint32_t> work{v};
+            bool back_to_v = false;
+            while (!work.empty()) {
+              const std::uint32_t x = work.back();
+              work.pop_back();
+              for (auto y : comp) {
+                const auto& out = adj[forward ? x : y];
+                if (std::find(out.begin(), out.end(), forward ? y : x) == out.end()) continue;
+                if (y == v) back_to_v = true;
+                else if (ch.nodes[y].dir == Dir::Read && seen.insert(y).second) work.push_back(y);
+              }
+            }
+            return std::pair{seen, back_to_v};
+          };
+          auto [after, cycles] = viaPolls(true);
+          if (!cycles) continue;
+          auto [before, unused] = viaPolls(false);
+          std::vector<std::uint32_t> burst{v};
+          for (auto r : after)
+            if (before.count(r)) burst.push_back(r);
+          std::sort(burst.begin(), burst.end());
+          addLoop(ch, v, burst, std::set<std::uint32_t>(burst.begin(), burst.end()), true);
+        }
     }
     g.channels.push_back(std::move(ch));
   }

@@ -637,5 +637,35 @@ TEST(DataFlow, SuccessReturnWithoutDeviceAccessIsAWayPast) {
   EXPECT_TRUE(a->result.edges.count({wa, wb}));
 }
 
+TEST(DataFlow, WriteRepeatingThroughItsPollGetsItsOwnBound) {
+  // for (n = 4; n; n--) { while (!(inb(status) & 0x80)); outb(fifo); }: the poll spins without bound,
+  // but the write comes back to itself through it only as often as the counted loop runs.
+  auto a = analyse({
+      0xb9, 0x04, 0, 0, 0,  //  0: mov ecx, 4
+      0x90,                 //  5: nop                   (outer loop header)
+      0xe4, 0xf4,           //  6: in al, 0xf4           (poll)
+      0xa8, 0x80,           //  8: test al, 0x80
+      0x74, 0xfa,           // 10: je 6
+      0xe6, 0xf5,           // 12: out 0xf5, al          (write)
+      0x83, 0xe9, 0x01,     // 14: sub ecx, 1
+      0x75, 0xf2,           // 17: jne 5
+      0xc3,                 // 19: ret
+  }, {}, {}, AnalysisOptions{{{0xf0, 0xf7}}});
+  PolicyOptions isa;
+  isa.isa_kind = "isa-test";
+  auto policy = buildPolicy(a->result, isa);
+  ASSERT_TRUE(policy) << policy.error().message();
+  const auto& ch = policy->graphs[0].channels[0];
+  ASSERT_EQ(ch.nodes.size(), 2u);
+  const LoopSpec* burst = nullptr;
+  for (const auto& l : ch.loops)
+    if (ch.nodes[l.header].dir == Dir::Write) burst = &l;
+  ASSERT_NE(burst, nullptr);
+  EXPECT_FALSE(burst->unbounded);
+  EXPECT_EQ(burst->members.size(), 2u);
+  EXPECT_LE(burst->max_iterations, 8u);
+  EXPECT_GE(burst->max_iterations, 4u);
+}
+
 }  // namespace
 }  // namespace iof::analysis
