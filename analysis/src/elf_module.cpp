@@ -109,7 +109,8 @@ std::vector<std::string_view> Module::modinfoValues(std::string_view key) const 
 
 std::string Module::describe(std::uint32_t section, std::uint64_t offset) const {
   std::string sec = section < sections.size() ? sections[section].name : (std::string("section#") + dec(section));
-  return (std::string(name) + std::string(".ko ") + std::string(sec) + std::string("+") + hex(offset));
+  const bool linked = section < section_origin.size() && !section_origin[section].empty();
+  return (linked ? section_origin[section] : name) + ".ko " + sec + "+" + hex(offset);
 }
 
 Result<Module> parseModule(std::vector<std::uint8_t> image, std::string path) {

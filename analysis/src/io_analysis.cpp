@@ -18,12 +18,26 @@ namespace {
 constexpr std::uint32_t kStart = 0xffffffffu;  // sequence marker: function entry, nothing written yet
 constexpr std::uint32_t kIdle = 0xfffffffeu;   // sequence marker: control may have left the sequence
 constexpr std::uint32_t kErrorReturn = 1;       // Item::Return index: the function returns a negative errno
+// Value::field of a Base from which a pointer with an identity was subtracted (see the SUB rule).
+constexpr std::int64_t kMinusParam = Value::kNoField + 16;
+
+// A pointer with an identity the analysis can subtract and add back: an unknown argument or call
+// result (Ptr), or a pointer into the structure holding a base (whose `off` counts the other way).
+struct PointerPos {
+  std::int64_t tag, pos;
+};
+std::optional<PointerPos> pointerPos(const Value& v) noexcept {
+  if (v.alts != 0) return std::nullopt;
+  if (v.kind == Value::Ptr) return PointerPos{kMinusParam - 2 * std::int64_t(v.id), v.off};
+  if (v.kind == Value::Holder) return PointerPos{kMinusParam - 2 * std::int64_t(v.id) - 1, -v.off};
+  return std::nullopt;
+}
 
 std::uint64_t maskFor(unsigned bytes) noexcept { return bytes >= 8 ? ~0ull : ((1ull << (bytes * 8)) - 1); }
 
 bool isSymbolic(const Value& v) noexcept {
   return v.kind == Value::GlobalAddr || v.kind == Value::Cell || v.kind == Value::Base || v.kind == Value::Stack ||
-         v.kind == Value::Holder || v.kind == Value::Ptr || v.kind == Value::FieldVal;
+         v.kind == Value::Holder || v.kind == Value::Ptr || v.kind == Value::FieldVal || v.kind == Value::PciDev;
 }
 
 Value join(const Value& a, const Value& b) noexcept {
@@ -32,12 +46,12 @@ Value join(const Value& a, const Value& b) noexcept {
   const bool same = a.kind == b.kind && a.kind != Value::Top && a.kind != Value::Stack && a.id == b.id &&
                     (a.kind != Value::Const || (a.known == 8 && b.known == 8));
   if (!same) return Value::top();
-  std::int64_t all[8];
+  std::int64_t all[16];
   int n = 0;
   auto add = [&](std::int64_t x) {
     for (int i = 0; i < n; ++i)
       if (all[i] == x) return;
-    if (n < 8) all[n++] = x;
+    if (n < 16) all[n++] = x;
   };
   a.forEach(add);
   b.forEach(add);
@@ -196,13 +210,43 @@ class Analyzer {
   std::map<std::tuple<CodeAddr, int, std::uint64_t, std::int64_t, std::uint64_t, bool>, std::uint32_t> access_index_;
   std::set<CodeAddr> site_insns_, pinned_insns_, foreign_insns_;
   int depth_ = 0;
+  // `for (i = lo; i < N; i++)`: a register stepped by one once per iteration, from a constant to a
+  // constant; uses before the step see lo..hi, uses after it lo+1..hi+1.
+  struct Induction {
+    std::uint8_t gpr = NoReg;
+    std::int64_t lo = 0, hi = 0;
+    CodeAddr step = 0;
+  };
   struct FunctionLoops {
     bool computed = false;
     std::vector<std::int32_t> innermost;  // per block: index into ModuleAnalysis::loops, or -1
     std::map<std::pair<std::uint32_t, std::uint32_t>, std::int32_t> back_edges;  // (from, header) -> loop
     std::vector<std::int32_t> header_of;                          // per block: the loop it heads, or -1
     std::map<std::int32_t, std::vector<std::uint32_t>> bodies;    // loop -> its blocks
+    std::map<std::int32_t, std::vector<Induction>> inductions;  // loop -> its counted registers
   };
+  const std::vector<Induction>* cur_inductions_ = nullptr;  // of the innermost loop around the block being stepped
+  void enterBlock(std::uint32_t fn, std::uint32_t b) {
+    const FunctionLoops& fl = loopsOf(fn);
+    cur_inductions_ = nullptr;
+    if (b < fl.innermost.size() && fl.innermost[b] >= 0) {
+      auto it = fl.inductions.find(fl.innermost[b]);
+      if (it != fl.inductions.end()) cur_inductions_ = &it->second;
+    }
+  }
+  // The values a counted loop's index register takes at `at`, as alternatives (register arrays
+  // written in a loop: 8390's `for (i = 0; i < 6; i++) outb(dev_addr[i], base + EN1_PHYS + i)`).
+  std::optional<Value> inductionValues(std::uint8_t gpr, CodeAddr at) const {
+    if (!cur_inductions_) return std::nullopt;
+    for (const Induction& ind : *cur_inductions_) {
+      if (ind.gpr != gpr) continue;
+      const std::int64_t shift = at > ind.step ? 1 : 0;
+      Value v = Value::constant(std::uint64_t(ind.lo + shift));
+      for (std::int64_t x = ind.lo + shift + 1; x <= ind.hi + shift; ++x) v.alt[v.alts++] = x;
+      return v;
+    }
+    return std::nullopt;
+  }
   std::vector<FunctionLoops> loops_;
   const FunctionLoops& loopsOf(std::uint32_t fn);
   // The state at a loop header from the states on its entry and back edges: loop counters become
@@ -284,6 +328,71 @@ class Analyzer {
     for (Gpr g : {RAX, RCX, RDX, RSI, RDI, R8, R9, R10, R11}) s.reg[g] = Value::top();
   }
   std::string functionName(std::uint32_t fn) const { return d_.functions()[fn].name; }
+  // `pdev->resource[bar].start`: an 8-byte load at resource + bar * sizeof(struct resource).
+  std::optional<int> resourceBar(const Value& a, bool indexed, std::uint8_t width) const {
+    if (indexed || !single(a) || width != 8) return std::nullopt;
+    const std::int64_t rel = a.off - opt_.pci_dev_resource_offset;
+    if (rel < 0 || rel % opt_.pci_resource_size != 0 || rel / opt_.pci_resource_size >= 6) return std::nullopt;
+    return int(rel / opt_.pci_resource_size);
+  }
+  // Stack slots hold up to 8 bytes at the offset they were stored at. A narrower store keeps what it
+  // fixes: a port number spilled as 16 bits (8390's `u16 isr = base + EN0_ISR` kept on the stack), or
+  // the low bytes of a constant. Slots the store overlaps lose their value.
+  static void stackWrite(State& s, std::int64_t off, std::uint8_t size, Value v) {
+    // A slot's extent is its `known` bytes (8 unless stored narrower).
+    for (std::int64_t k = off - 7; k < off + std::max<std::int64_t>(size, 1); ++k)
+      if (k != off && (k > off || k + s.slot(k).known > off)) s.setSlot(k, Value::top());
+    if (size >= 4) return s.setSlot(off, v);
+    if (size == 2 && isSymbolic(v)) {
+      v.known = 2;
+      return s.setSlot(off, v);
+    }
+    if (size && v.kind == Value::Const && v.known >= size) {
+      v = maskAll(v, maskFor(size));
+      v.known = size;
+      return s.setSlot(off, v);
+    }
+    s.setSlot(off, Value::top());
+  }
+  // A read inside a slot holding a known constant (a table of bytes built on the stack with wide
+  // immediate stores, read back one byte at a time) gives those bytes.
+  static Value stackRead(const State& s, std::int64_t off, std::uint8_t width) {
+    Value exact = s.slot(off);
+    if (isSymbolic(exact)) {
+      if (exact.known < 8 && width > exact.known) return Value::top();
+      exact.known = 8;
+    }
+    if (exact.kind != Value::Top) return exact;
+    for (std::int64_t k = off - 1; k > off - 8; --k) {
+      const Value v = s.slot(k);
+      if (v.kind == Value::Top) continue;
+      if (v.kind != Value::Const || !single(v) || width == 0 || (off - k) + width > v.known) return Value::top();
+      return Value::constant((std::uint64_t(v.off) >> (8 * (off - k))) & maskFor(width));
+    }
+    return Value::top();
+  }
+  // A load from read-only data with no relocation in it is the constant the file holds (a table
+  // initialiser the compiler placed in .rodata).
+  std::optional<Value> readOnlyConstant(const Value& a, std::uint8_t width) const {
+    if (width != 1 && width != 2 && width != 4 && width != 8) return std::nullopt;
+    if (a.id >= m_.sections.size()) return std::nullopt;
+    const Section& sec = m_.sections[a.id];
+    if (sec.type != SHT_PROGBITS || (sec.flags & SHF_WRITE) || !(sec.flags & SHF_ALLOC) || sec.executable()) return std::nullopt;
+    const auto off = std::uint64_t(a.off);
+    if (off + width > sec.bytes.size()) return std::nullopt;
+    if (m_.relocationIn(a.id, off >= 7 ? off - 7 : 0, off + width)) return std::nullopt;
+    std::uint64_t v = 0;
+    for (unsigned i = 0; i < width; ++i) v |= std::uint64_t(sec.bytes[off + i]) << (8 * i);
+    return Value::constant(v);
+  }
+  // A one-block loop whose trip count the entry state fixes (a walk over a table of constants built
+  // on the stack, `for (p = seq; p != seq + n; p += 2) outb(p[0], base + p[1])`): its iterations in
+  // order, each with its own exact register and value, instead of one merged, unresolved access.
+  std::optional<Induction> countedRegister(const Function& f, std::uint32_t header, const std::vector<char>& body,
+                                          const std::vector<std::vector<std::uint32_t>>& preds) const;
+  bool unrollSelfLoop(std::uint32_t fn, std::uint32_t b, const std::vector<State>& out_states, std::vector<Item>& items);
+  // The PCI probe callbacks: the function a struct pci_driver names right after its id_table.
+  std::set<std::uint32_t> pciProbes() const;
 };
 
 std::string sectionName(const Module& m, std::uint32_t s) { return s < m.sections.size() ? m.sections[s].name : "?"; }
@@ -312,7 +421,21 @@ Value Analyzer::address(const State& s, const Insn& in, const Operand& op, bool*
   }
   if (op.index.gpr != NoReg) {
     const bool was_indexed = *indexed;
-    const Value& ix = s.reg[op.index.gpr];
+    Value ix = s.reg[op.index.gpr];
+    if (ix.kind == Value::Top && v.kind == Value::Base && single(v) && op.scale >= 1)
+      if (auto counted = inductionValues(op.index.gpr, in.addr)) ix = *counted;
+    if (ix.kind == Value::Const && ix.known == 8 && ix.alts && ix.count == 0 && v.kind == Value::Base && single(v)) {
+      Value r = v;
+      r.off = v.off + ix.off * op.scale;
+      r.alts = ix.alts;
+      for (int i = 0; i < ix.alts; ++i) r.alt[std::size_t(i)] = v.off + ix.alt[std::size_t(i)] * op.scale;
+      return r;
+    }
+    if (auto p = pointerPos(ix); p && v.kind == Value::Base && v.field == p->tag && op.scale == 1 && single(v)) {
+      v.off += p->pos;
+      v.field = Value::kNoField;
+      return v;
+    }
     if (ix.kind == Value::FieldVal && v.kind == Value::Base && v.field == Value::kNoField && op.scale == 1 && single(v) && single(ix)) {
       v.off += ix.off;
       v.field = ix.field;
@@ -463,7 +586,9 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
     case Operand::Mem: {
       bool indexed = false;
       Value a = address(s, in, op, &indexed);
-      if (a.kind == Value::Stack) return single(a) ? s.slot(a.off) : Value::top();
+      if (a.kind == Value::Stack) return single(a) && !indexed ? stackRead(s, a.off, width) : Value::top();
+      if (a.kind == Value::GlobalAddr && a.off >= 0 && !indexed && single(a))
+        if (auto c = readOnlyConstant(a, width)) return *c;
       if (a.kind == Value::GlobalAddr && a.off >= 0) {
         const std::uint32_t c = cellOf(a.id, std::uint64_t(a.off));
         if (out_.cells[c].base) return Value{Value::Base, 8, *out_.cells[c].base, 0};
@@ -490,11 +615,22 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
         v.field = op.disp;
         return v;
       };
+      if (a.kind == Value::PciDev) {
+        if (auto bar = resourceBar(a, indexed, width)) {
+          return Value{Value::Base, 8, baseFor(DeviceBase::PciResource, *bar, 0, "pci_resource_start(bar " + std::to_string(*bar) + ")",
+                                               out_.where(in.addr)), 0};
+        }
+        return fieldValue();
+      }
       if (a.kind == Value::Ptr && !indexed && single(a)) {
         auto it = ptr_holds_.find({a.id, a.off});
         if (it != ptr_holds_.end() && width == 8) return Value{Value::Base, 8, it->second, 0};
-        if (plain_field && width == 8)
-          if (auto fb = field_base_.find(op.disp); fb != field_base_.end()) return Value{Value::Base, 8, fb->second, 0};
+        if (plain_field)
+          if (auto fb = field_base_.find(op.disp); fb != field_base_.end()) {
+            // Port numbers are 16 bits: `inb(dev->base_addr + reg)` may load only the low half.
+            const bool port_half = width == 2 && !out_.bases[fb->second].memory();
+            if (width == 8 || port_half) return Value{Value::Base, 8, fb->second, 0};
+          }
         return fieldValue();
       }
       if (a.kind == Value::Holder && !indexed && single(a)) {
@@ -509,7 +645,9 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
       }
       if (plain_field) {
         auto it = field_base_.find(op.disp);
-        if (it != field_base_.end() && width == 8) return Value{Value::Base, 8, it->second, 0};
+        // Port numbers are 16 bits: `inb(dev->base_addr + reg)` may load only the low half.
+        const bool port_half = width == 2 && it != field_base_.end() && !out_.bases[it->second].memory();
+        if (it != field_base_.end() && (width == 8 || port_half)) return Value{Value::Base, 8, it->second, 0};
       }
       return fieldValue();
     }
@@ -548,7 +686,7 @@ void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& 
   bool indexed = false;
   Value a = address(s, in, dst, &indexed);
   if (a.kind == Value::Stack) {
-    if (!indexed && single(a)) s.setSlot(a.off, dst.size >= 4 ? v : Value::top());
+    if (!indexed && single(a)) stackWrite(s, a.off, dst.size, v);
     return;
   }
   if (a.kind == Value::GlobalAddr && a.off >= 0) {
@@ -832,6 +970,19 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
         r = addOffset(a, std::int64_t(w == 8 ? std::uint64_t(b.off) : std::uint64_t(std::int64_t(std::int32_t(std::uint32_t(b.off))))));
       } else if (in.id == X86_INS_ADD && a.kind == Value::Const && a.known >= w && single(a) && isSymbolic(b)) {
         r = addOffset(b, a.off);
+      } else if (in.id == X86_INS_SUB && single(a) && a.kind == Value::Base && a.field == Value::kNoField && pointerPos(b)) {
+        // base - &table[0]: adding &table[i] back later gives base + i.
+        r = a;
+        r.off = a.off - pointerPos(b)->pos;
+        r.field = pointerPos(b)->tag;
+      } else if (in.id == X86_INS_ADD && single(a) && single(b) &&
+                 ((a.kind == Value::Base && pointerPos(b) && a.field == pointerPos(b)->tag) ||
+                  (b.kind == Value::Base && pointerPos(a) && b.field == pointerPos(a)->tag))) {
+        const Value& base = a.kind == Value::Base ? a : b;
+        const Value& ptr = a.kind == Value::Base ? b : a;
+        r = base;
+        r.off = base.off + pointerPos(ptr)->pos;
+        r.field = Value::kNoField;
       } else if (in.id == X86_INS_SUB && bc && isSymbolic(a)) {
         r = addOffset(a, -std::int64_t(b.off));
       } else if (in.id == X86_INS_ADD && w == 8 && single(a) && single(b) &&
@@ -974,6 +1125,12 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
 }
 
 std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
+  // The caller's loop context survives its calls.
+  struct KeepInductions {
+    const std::vector<Induction>*& ref;
+    const std::vector<Induction>* saved;
+    ~KeepInductions() { ref = saved; }
+  } keep{cur_inductions_, cur_inductions_};
   for (auto& a : args)
     if (a.kind == Value::FieldVal) a = Value::top();  // keeps the number of contexts down
   // Parameter types: a parameter once seen pointing at the structure that holds a base always does.
@@ -1023,6 +1180,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     }
   }
   const State initial = in[0];
+  std::vector<State> out_states(nb);
   std::vector<char> queued(nb, 0);
   std::vector<std::uint32_t> work{0};
   queued[0] = 1;
@@ -1036,7 +1194,9 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     queued[b] = 0;
     State s = in[b];
     const BasicBlock& bb = f.blocks[b];
+    enterBlock(fn, b);
     for (std::uint32_t i = bb.first; i <= bb.last; ++i) step(s, f.insns[i], fn, nullptr, false);
+    out_states[b] = s;
     for (std::uint32_t succ : bb.succs) {
       if (value_loops.header_of.empty() || value_loops.header_of[succ] < 0) {
         if (in[succ].joinWith(s) && !queued[succ]) queued[succ] = 1, work.push_back(succ);
@@ -1060,10 +1220,16 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
   std::vector<std::vector<Item>> items(nb);
   Value ret;
   bool ret_set = false;
+  std::vector<char> unrolled(nb, 0);
   for (std::uint32_t b = 0; b < nb; ++b) {
     if (!in[b].reachable) continue;
+    if (unrollSelfLoop(fn, b, out_states, items[b])) {
+      unrolled[b] = 1;
+      continue;
+    }
     State s = in[b];
     const BasicBlock& bb = f.blocks[b];
+    enterBlock(fn, b);
     for (std::uint32_t i = bb.first; i <= bb.last; ++i) {
       step(s, f.insns[i], fn, &items[b], true);
       if (!items[b].empty() && items[b].back().kind == Item::Return) {
@@ -1186,6 +1352,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     }
     if (returned) continue;
     for (std::uint32_t succ : f.blocks[b].succs) {
+      if (succ == b && unrolled[b]) continue;  // its iterations are already in the block's items
       bool changed = !seen[succ];
       seen[succ] = 1;
       changed |= addAll(last_in[succ], cur);
@@ -1211,6 +1378,130 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
   out.ret = ret_set ? ret : Value::top();
   out.done = true;
   return sid;
+}
+
+std::optional<Analyzer::Induction> Analyzer::countedRegister(const Function& f, std::uint32_t h, const std::vector<char>& body,
+                                                             const std::vector<std::vector<std::uint32_t>>& preds) const {
+  const std::size_t n = f.blocks.size();
+  for (std::uint32_t b = 0; b < n; ++b) {
+    if (!body[b]) continue;
+    const std::uint32_t last = f.blocks[b].last;
+    const Insn& jcc = f.insns[last];
+    if (jcc.flow != Flow::CondJump || last == f.blocks[b].first) continue;
+    const Insn& test = f.insns[last - 1];
+    if (test.id != X86_INS_CMP || test.op_count != 2 || test.ops[0].kind != Operand::Reg || test.ops[1].kind != Operand::Imm) continue;
+    const std::uint8_t gpr = test.ops[0].reg.gpr;
+    if (gpr == NoReg || gpr == RSP) continue;
+    // The only definition in the body: one step by +1.
+    const Insn* step_insn = nullptr;
+    bool other_def = false;
+    for (std::uint32_t bb = 0; bb < n && !other_def; ++bb) {
+      if (!body[bb]) continue;
+      for (std::uint32_t i = f.blocks[bb].first; i <= f.blocks[bb].last; ++i) {
+        const Insn& in = f.insns[i];
+        if (in.flow == Flow::Call || in.flow == Flow::IndirectCall)
+          if (gpr == RAX || gpr == RCX || gpr == RDX || gpr == RSI || gpr == RDI || gpr == R8 || gpr == R9 || gpr == R10 || gpr == R11)
+            other_def = true;
+        if (in.op_count < 1 || in.ops[0].kind != Operand::Reg || in.ops[0].reg.gpr != gpr || in.id == X86_INS_CMP || in.id == X86_INS_TEST ||
+            in.id == X86_INS_PUSH)
+          continue;
+        const bool plus_one = in.id == X86_INS_INC || (in.id == X86_INS_ADD && in.op_count == 2 && in.ops[1].kind == Operand::Imm && in.ops[1].imm == 1);
+        if (!plus_one || step_insn) other_def = true;
+        else step_insn = &in;
+      }
+    }
+    if (other_def || !step_insn || step_insn->addr > test.addr) continue;
+    // Initial value: a constant set in the one block that enters the loop.
+    std::optional<std::int64_t> lo;
+    int entries = 0;
+    for (auto p : preds[h]) {
+      if (body[p]) continue;
+      ++entries;
+      for (std::uint32_t i = f.blocks[p].last + 1; i-- > f.blocks[p].first;) {
+        const Insn& in = f.insns[i];
+        if (in.op_count < 1 || in.ops[0].kind != Operand::Reg || in.ops[0].reg.gpr != gpr || in.id == X86_INS_CMP || in.id == X86_INS_TEST) continue;
+        if (in.id == X86_INS_XOR && in.ops[1].kind == Operand::Reg && in.ops[1].reg.gpr == gpr) lo = 0;
+        else if (in.id == X86_INS_MOV && in.ops[1].kind == Operand::Imm) lo = in.ops[1].imm;
+        break;
+      }
+    }
+    if (entries != 1 || !lo) continue;
+    // Which way the branch leaves decides the last value: `i != N`/`i < N` keeps going up to N - 1.
+    bool taken_stays = false;
+    for (std::uint32_t t = 0; t < n; ++t)
+      if (body[t] && f.insns[f.blocks[t].first].addr == jcc.target) taken_stays = true;
+    std::int64_t limit = test.ops[1].imm, hi = 0;
+    unsigned id = jcc.id;
+    if (!taken_stays) {
+      // The taken branch leaves: invert it to the condition that stays.
+      switch (id) {
+        case X86_INS_JE: id = X86_INS_JNE; break;
+        case X86_INS_JAE: id = X86_INS_JB; break;
+        case X86_INS_JGE: id = X86_INS_JL; break;
+        case X86_INS_JA: id = X86_INS_JBE; break;
+        case X86_INS_JG: id = X86_INS_JLE; break;
+        default: id = 0; break;
+      }
+    }
+    switch (id) {
+      case X86_INS_JNE: case X86_INS_JB: case X86_INS_JL: hi = limit - 1; break;
+      case X86_INS_JBE: case X86_INS_JLE: hi = limit; break;
+      default: continue;
+    }
+    // The test sees the stepped value, so before the step the body saw lo .. hi.
+    if (hi < *lo || hi - *lo > 7) continue;
+    return Induction{gpr, *lo, hi, step_insn->addr};
+  }
+  return std::nullopt;
+}
+
+bool Analyzer::unrollSelfLoop(std::uint32_t fn, std::uint32_t b, const std::vector<State>& out_states, std::vector<Item>& items) {
+  constexpr int kMaxIterations = 32;
+  const Function& f = d_.functions()[fn];
+  const BasicBlock& bb = f.blocks[b];
+  if (std::find(bb.succs.begin(), bb.succs.end(), b) == bb.succs.end() || bb.succs.size() != 2 || bb.last == bb.first) return false;
+  const Insn& jcc = f.insns[bb.last];
+  const Insn& test = f.insns[bb.last - 1];
+  if (jcc.flow != Flow::CondJump || (jcc.id != X86_INS_JNE && jcc.id != X86_INS_JE)) return false;
+  if (test.id != X86_INS_CMP || test.op_count != 2) return false;
+  const bool back_when_taken = jcc.target == f.insns[bb.first].addr;
+  // Entry state: what every other predecessor hands over.
+  State s;
+  for (std::uint32_t p = 0; p < f.blocks.size(); ++p) {
+    if (p == b || !out_states[p].reachable) continue;
+    if (std::find(f.blocks[p].succs.begin(), f.blocks[p].succs.end(), b) == f.blocks[p].succs.end()) continue;
+    s.joinWith(out_states[p]);
+  }
+  if (!s.reachable) return false;
+  // Dry run: the trip count must follow from the entry state alone.
+  auto equalKnown = [&](const State& st) -> std::optional<bool> {
+    Value x = read(st, test, test.ops[0], test.ops[0].size, nullptr, fn, false);
+    Value y = read(st, test, test.ops[1], test.ops[1].size, nullptr, fn, false);
+    if (!single(x) || !single(y)) return std::nullopt;
+    const bool comparable = (x.kind == Value::Const && y.kind == Value::Const && x.known == 8 && y.known == 8) ||
+                            (x.kind == Value::Stack && y.kind == Value::Stack) ||
+                            (pointerPos(x) && pointerPos(y) && pointerPos(x)->tag == pointerPos(y)->tag);
+    if (!comparable) return std::nullopt;
+    return x.off == y.off;  // same kind and identity: equal offsets, equal pointers
+  };
+  auto runBody = [&](State& st, std::vector<Item>* out, bool record) {
+    enterBlock(fn, b);
+    for (std::uint32_t i = bb.first; i < bb.last; ++i) step(st, f.insns[i], fn, out, record);
+  };
+  int trips = 0;
+  {
+    State st = s;
+    for (;;) {
+      if (++trips > kMaxIterations) return false;
+      runBody(st, nullptr, false);
+      auto eq = equalKnown(st);
+      if (!eq) return false;
+      const bool taken = jcc.id == X86_INS_JE ? *eq : !*eq;
+      if (taken != back_when_taken) break;
+    }
+  }
+  for (int t = 0; t < trips; ++t) runBody(s, &items, true);
+  return true;
 }
 
 // Natural loops (back edges to a dominating header) and their trip bounds where the code fixes one:
@@ -1422,6 +1713,7 @@ const Analyzer::FunctionLoops& Analyzer::loopsOf(std::uint32_t fn) {
     info.bound = best;
     info.why = best ? why : "no exit test against a constant or a byte/word count";
     const auto id = std::int32_t(out_.loops.size());
+    if (auto ind = countedRegister(f, h, body, preds)) out.inductions[id].push_back(*ind);
     out_.loops.push_back(std::move(info));
     for (std::uint32_t b = 0; b < n; ++b)
       if (body[b] && size < size_of[b]) size_of[b] = size, out.innermost[b] = id;
@@ -1544,6 +1836,28 @@ bool isMetadataSection(std::string_view name) {
   return false;
 }
 
+std::set<std::uint32_t> Analyzer::pciProbes() const {
+  std::set<std::uint32_t> probes;
+  const Symbol* table = m_.pci_table_symbol.empty() ? nullptr : m_.findSymbol(m_.pci_table_symbol);
+  if (!table) return probes;
+  for (const Section& sec : m_.sections) {
+    if (sec.type != SHT_PROGBITS || sec.executable()) continue;
+    for (const Relocation& r : m_.relocations(sec.index)) {
+      const Symbol& s = m_.symbols[r.symbol];
+      if (r.type != R_X86_64_64 || !s.defined() || s.section != table->section ||
+          std::int64_t(s.value) + r.addend != std::int64_t(table->value))
+        continue;
+      const Relocation* next = m_.relocationAt(sec.index, r.offset + 8);
+      if (!next || next->type != R_X86_64_64) continue;
+      const Symbol& f = m_.symbols[next->symbol];
+      if (!f.defined()) continue;
+      const int fi = d_.functionAt(codeAddr(f.section, std::uint64_t(std::int64_t(f.value) + next->addend)));
+      if (fi >= 0) probes.insert(std::uint32_t(fi));
+    }
+  }
+  return probes;
+}
+
 void Analyzer::run() {
   const auto& fns = d_.functions();
   contexts_per_function_.assign(fns.size(), 0);
@@ -1559,6 +1873,9 @@ void Analyzer::run() {
       }
   for (const Section& sec : m_.sections) {
     if (sec.type != SHT_PROGBITS || isMetadataSection(sec.name)) continue;
+    // A linked dependency's export table names everything it offers any driver, not what this one uses.
+    const bool from_dependency = sec.index < m_.section_origin.size() && !m_.section_origin[sec.index].empty();
+    if (from_dependency && sec.name.starts_with("__ksymtab")) continue;
     for (const Relocation& r : m_.relocations(sec.index)) {
       const Symbol& s = m_.symbols[r.symbol];
       if (!s.defined()) continue;
@@ -1580,10 +1897,16 @@ void Analyzer::run() {
     }
   }
   for (std::uint32_t fi = 0; fi < fns.size(); ++fi) {
+    // A linked dependency's code runs only where the driver (or the dependency's own callbacks) leads
+    // to it: its exports the driver never uses and its own module init/exit are not this driver's.
+    const std::uint32_t sec = sectionOf(fns[fi].entry);
+    const bool dependency = sec < m_.section_origin.size() && !m_.section_origin[sec].empty();
+    if (dependency) continue;
     if (fns[fi].name == "init_module" || fns[fi].name == "cleanup_module") why[fi] = fns[fi].name;
     else if (why[fi].empty() && !called[fi] && !fns[fi].name.ends_with(".cold") && fns[fi].name.find(".cold.") == std::string::npos)
       why[fi] = "not called within the module";
   }
+  const std::set<std::uint32_t> probes = pciProbes();
   // Two rounds: the first learns which globals and struct fields hold device bases, the second uses them.
   for (int round = 0; round < 2; ++round) {
     if (round == 1) {
@@ -1607,6 +1930,7 @@ void Analyzer::run() {
     for (std::uint32_t fi = 0; fi < fns.size(); ++fi) {
       if (why[fi].empty()) continue;
       std::array<Value, 6> top{};
+      if (probes.count(fi)) top[0] = Value{Value::PciDev, 8, 0, 0};
       const std::uint32_t sid = analyze(fi, top);
       const Summary& s = summaries_[sid];
       RootSummary root;

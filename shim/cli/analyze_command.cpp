@@ -2,6 +2,7 @@
 // requires: ioreq_analysis
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -37,11 +38,23 @@ struct Analysed {
   analysis::ModuleAnalysis result;
 };
 
-Result<std::unique_ptr<Analysed>> analyseFile(const std::string& path) {
+// The driver, linked with its dependencies (their exports become direct calls), disassembled and analysed.
+Result<std::unique_ptr<Analysed>> analyseFile(const std::string& path, const std::vector<std::string>& dependencies = {}) {
   auto mod = analysis::loadModule(path);
   if (!mod) return std::unexpected(mod.error());
   auto a = std::make_unique<Analysed>();
   a->module = std::move(*mod);
+  if (!dependencies.empty()) {
+    std::vector<analysis::Module> deps;
+    for (const auto& d : dependencies) {
+      auto dep = analysis::loadModule(d);
+      if (!dep) return std::unexpected(dep.error());
+      deps.push_back(std::move(*dep));
+    }
+    auto linked = analysis::linkModules(std::move(a->module), std::move(deps));
+    if (!linked) return std::unexpected(linked.error());
+    a->module = std::move(*linked);
+  }
   auto dis = analysis::disassemble(a->module);
   if (!dis) return std::unexpected(dis.error());
   a->disassembly = std::move(*dis);
@@ -116,19 +129,17 @@ int run(const AnalyzeOptions& o) {
     po.pci_vendor = id->first;
     po.pci_device = id->second;
   }
-  auto a = analyseFile(o.modules.front());
+  const std::vector<std::string> dependencies(o.modules.begin() + 1, o.modules.end());
+  auto a = analyseFile(o.modules.front(), dependencies);
   if (!a) {
     std::cerr << "ioreq-filter analyze: " << a.error().message() << "\n";
     return kExitBadInput;
   }
-  // Dependencies are loaded and checked; their code is not yet linked into the driver's call graph.
-  for (std::size_t i = 1; i < o.modules.size(); ++i) {
-    auto dep = analysis::loadModule(o.modules[i]);
-    if (!dep) {
-      std::cerr << "ioreq-filter analyze: " << dep.error().message() << "\n";
-      return kExitBadInput;
-    }
-    po.dependencies.push_back(dep->name + ".ko");
+  for (std::size_t s = 0; s < (*a)->module.section_origin.size(); ++s) {
+    const std::string& origin = (*a)->module.section_origin[s];
+    const std::string dep = origin + ".ko";
+    if (!origin.empty() && std::find(po.dependencies.begin(), po.dependencies.end(), dep) == po.dependencies.end())
+      po.dependencies.push_back(dep);
   }
   auto policy = analysis::buildPolicy((*a)->result, po);
   const std::string report = analysis::formatCoverage((*a)->result);

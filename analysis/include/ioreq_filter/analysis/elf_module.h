@@ -61,6 +61,8 @@ class Module {
   std::vector<std::pair<std::string, std::string>> modinfo;  // key=value in file order
   std::vector<PciId> pci_ids;                                // empty for non-PCI drivers
   std::string pci_table_symbol;                              // "__mod_pci__<x>_device_table"
+  // After linkModules: per section index, the dependency it came from ("" = this module's own).
+  std::vector<std::string> section_origin;
 
   // Relocations that patch section `target`, sorted by offset.
   const std::vector<Relocation>& relocations(std::uint32_t target) const noexcept;
@@ -92,13 +94,20 @@ class Module {
 
  private:
   friend Result<Module> parseModule(std::vector<std::uint8_t> image, std::string path);
+  friend Result<Module> linkModules(Module driver, std::vector<Module> dependencies);
   std::vector<std::uint8_t> image_;
+  std::vector<std::vector<std::uint8_t>> linked_images_;  // dependencies' bytes (their sections point here)
   std::vector<std::vector<Relocation>> relocations_;          // by target section index
   std::vector<std::vector<std::uint32_t>> symbols_by_section_;  // defined symbols sorted by value
 };
 
 // Parses an in-memory module image (the whole file, signature included). `path` names it in errors.
 Result<Module> parseModule(std::vector<std::uint8_t> image, std::string path);
+// The driver with its dependencies' sections and symbols appended, and each symbol the driver (or a
+// dependency) imports bound to the dependency that exports it, the way the kernel's module loader
+// resolves them: calls into 8390's ei_* from ne2k-pci become direct calls the analysis follows.
+// Identity (.modinfo, PCI ids, name) stays the driver's. A symbol exported twice is an error.
+Result<Module> linkModules(Module driver, std::vector<Module> dependencies);
 // Reads and parses a .ko file.
 Result<Module> loadModule(const std::string& path);
 

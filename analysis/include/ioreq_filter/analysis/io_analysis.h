@@ -37,14 +37,17 @@ struct Value {
   // stored through one copy (probe's `adapter->hw.hw_addr = ...`) is found through another.
   // FieldVal: a value loaded from a structure field at displacement `field` (+ off); a Base with
   // `field` set is base + such a value (e1000's `writel(i, hw_addr + tx_ring->tdt)`).
-  enum Kind : std::uint8_t { Top, Const, GlobalAddr, Cell, Base, Stack, Holder, Ptr, FieldVal };
+  // PciDev: the struct pci_dev the PCI core hands the driver's probe (its first argument); loading
+  // `pdev->resource[bar].start` from it (pci_resource_start, inline in 6.1) gives a device base.
+  enum Kind : std::uint8_t { Top, Const, GlobalAddr, Cell, Base, Stack, Holder, Ptr, FieldVal, PciDev };
   Kind kind = Top;
   std::uint8_t known = 8;   // Const: how many low bytes are known
   std::uint32_t id = 0;     // GlobalAddr: section; Cell: cell index; Base: base index
   std::int64_t off = 0;     // Const: value; others: added offset
-  // Up to three alternatives to `off` where paths merge (a tail-merged `out` for DOR or DSR).
+  // Alternatives to `off`: up to three where paths merge (a tail-merged `out` for DOR or DSR), up to
+  // seven for the offsets a counted loop's index reaches.
   std::uint8_t alts = 0;
-  std::array<std::int64_t, 3> alt{};
+  std::array<std::int64_t, 7> alt{};
   static constexpr std::int64_t kNoField = INT64_MIN;
   std::int64_t field = kNoField;
   // Const or Base: every value off + k*stride for k < count (count >= 2), for each alternative: a loop
@@ -68,6 +71,7 @@ struct DeviceBase {
     PciIomap,       // pci_iomap/pcim_iomap/pci_iomap_range(pdev, bar, ...): port or memory per the BAR
     PciIoremapBar,  // pci_ioremap_bar(pdev, bar): memory
     Ioremap,        // ioremap*(phys, size): memory, physical address unknown statically
+    PciResource,    // pci_resource_start(pdev, bar) used as a port: the BAR's I/O space
   };
   Kind kind = PortCell;
   int bar = -1;
@@ -128,6 +132,12 @@ struct AnalysisOptions {
   // Constant ports that belong to the device (ISA devices addressed without a base variable).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> device_ports;
   std::size_t max_contexts_per_function = 64;
+  // struct pci_dev layout of the kernel build the modules come from (Debian 12, 6.1 x86-64):
+  // offsetof(struct pci_dev, resource) and sizeof(struct resource). Read from the code itself:
+  // ne2k_pci_init_one loads 0x3c8(pdev) and passes it to request_region(start, 0x20), and
+  // pcnet32_probe_pci computes pci_resource_len as 0x3d0(pdev) - 0x3c8(pdev) (end - start).
+  std::int64_t pci_dev_resource_offset = 0x3c8;
+  std::int64_t pci_resource_size = 0x40;
 };
 
 struct CoverageReport {
