@@ -15,3 +15,7 @@ timeout 120 "$bin" analyze "$kernel/drivers/block/floppy.ko" --device floppy \
 # e1000: the NIC QEMU emulates (82540EM, 8086:100e) among the driver's ids.
 timeout 120 "$bin" analyze "$kernel/drivers/net/ethernet/intel/e1000/e1000.ko" --device e1000 --pci 8086:100e \
   --guest-os "Debian 12 (Linux $ver)" -o "$out/e1000.json" --coverage "$out/e1000.coverage.txt"
+# ne2k-pci with 8390.ko linked in: ei_* do most of the register traffic through dev->base_addr.
+net="$kernel/drivers/net/ethernet"
+timeout 120 "$bin" analyze "$net/8390/ne2k-pci.ko" "$net/8390/8390.ko" --device ne2k_pci --pci 10ec:8029 \
+  --guest-os "Debian 12 (Linux $ver)" -o "$out/ne2k_pci.json" --coverage "$out/ne2k_pci.coverage.txt"

@@ -295,7 +295,7 @@ namespace iof::analysis {
 
 Module Module::synthetic(std::string name, std::vector<std::uint8_t> text, std::string function_name,
                          std::vector<Symbol> extra, std::vector<Relocation> text_relocations,
-                         std::uint64_t data_size, std::uint64_t bss_size) {
+                         std::uint64_t data_size, std::uint64_t bss_size, std::vector<Relocation> data_relocations) {
   Module m;
   m.path = name + ".ko";
   m.name = std::move(name);
@@ -319,8 +319,9 @@ Module Module::synthetic(std::string name, std::vector<std::uint8_t> text, std::
     std::stable_sort(list.begin(), list.end(), [&](std::uint32_t a, std::uint32_t b) { return m.symbols[a].value < m.symbols[b].value; });
   m.relocations_.resize(4);
   m.relocations_[1] = std::move(text_relocations);
-  std::stable_sort(m.relocations_[1].begin(), m.relocations_[1].end(),
-                   [](const Relocation& a, const Relocation& b) { return a.offset < b.offset; });
+  m.relocations_[2] = std::move(data_relocations);
+  for (auto& relocs : m.relocations_)
+    std::stable_sort(relocs.begin(), relocs.end(), [](const Relocation& a, const Relocation& b) { return a.offset < b.offset; });
   return m;
 }
 

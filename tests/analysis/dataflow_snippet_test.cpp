@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -665,6 +666,250 @@ TEST(DataFlow, WriteRepeatingThroughItsPollGetsItsOwnBound) {
   EXPECT_EQ(burst->members.size(), 2u);
   EXPECT_LE(burst->max_iterations, 8u);
   EXPECT_GE(burst->max_iterations, 4u);
+}
+
+// ---- Port-I/O PCI drivers (issue #4) ----
+
+namespace pio {
+
+// A PCI driver: .data holds struct pci_driver {list_head; name; id_table (+0x18) = the id table at
+// .data+0x80; probe (+0x20) = the snippet function}, so the snippet's first argument is the pci_dev.
+// Symbol 2 is the id table; a test's own extra symbols start at 3.
+constexpr std::uint64_t kIdTable = 0x80;
+std::unique_ptr<Analysed> analyseProbe(std::vector<std::uint8_t> text, std::vector<Symbol> extra = {},
+                                       std::vector<Relocation> relocs = {}, bool read_only_data = false) {
+  std::vector<Symbol> symbols{Symbol{"__mod_pci__snippet_device_table", kIdTable, 0x28, Module::kDataSection, STT_OBJECT, STB_LOCAL}};
+  for (auto& s : extra) symbols.push_back(std::move(s));
+  std::vector<Relocation> data{{0x18, R_X86_64_64, 2, 0}, {0x20, R_X86_64_64, 1, 0}};
+  auto a = std::make_unique<Analysed>();
+  a->module = Module::synthetic("snippet", std::move(text), "snippet_probe", std::move(symbols), std::move(relocs), 0x100, 0x100,
+                                std::move(data));
+  a->module.pci_table_symbol = "__mod_pci__snippet_device_table";
+  if (read_only_data) a->module.sections[Module::kDataSection].flags &= ~std::uint64_t(SHF_WRITE);
+  auto d = disassemble(a->module);
+  EXPECT_TRUE(d) << d.error().message();
+  a->dis = std::move(*d);
+  a->result = analyzeModule(a->dis);
+  return a;
+}
+
+std::vector<std::pair<std::int64_t, std::optional<std::uint64_t>>> writesAt(const ModuleAnalysis& r, std::uint64_t offset) {
+  std::vector<std::pair<std::int64_t, std::optional<std::uint64_t>>> out;
+  for (const Access* x : accessesAt(r, offset))
+    if (x->where == Access::Where::BaseOffset) out.emplace_back(x->offset, x->value);
+  return out;
+}
+
+}  // namespace pio
+
+TEST(DataFlow, PciResourceStartInTheProbeIsAPortBase) {
+  // ne2k_pci_init_one: `ioaddr = pci_resource_start(pdev, 0)` is an inline load of pdev->resource[0].start.
+  auto a = pio::analyseProbe({
+      0x48, 0x8b, 0x97, 0xc8, 0x03, 0x00, 0x00,  //  0: mov rdx,QWORD PTR [rdi+0x3c8]   resource[0].start
+      0x83, 0xc2, 0x07,                          //  7: add edx,0x7
+      0xb0, 0xff,                                // 10: mov al,0xff
+      0xee,                                      // 12: out dx,al
+      0x48, 0x8b, 0x97, 0x08, 0x04, 0x00, 0x00,  // 13: mov rdx,QWORD PTR [rdi+0x408]   resource[1].start
+      0xb0, 0x01,                                // 20: mov al,0x1
+      0xee,                                      // 22: out dx,al
+      0xc3,                                      // 23: ret
+  });
+  auto bar0 = accessesAt(a->result, 12);
+  ASSERT_EQ(bar0.size(), 1u);
+  ASSERT_EQ(bar0[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(bar0[0]->offset, 7);
+  EXPECT_EQ(bar0[0]->value, 0xffu);
+  EXPECT_EQ(a->result.bases[bar0[0]->base].kind, DeviceBase::PciResource);
+  EXPECT_EQ(a->result.bases[bar0[0]->base].bar, 0);
+  auto bar1 = accessesAt(a->result, 22);
+  ASSERT_EQ(bar1.size(), 1u);
+  EXPECT_EQ(a->result.bases[bar1[0]->base].bar, 1);
+  PolicyOptions pci;
+  pci.pci_vendor = 0x10ec;
+  pci.pci_device = 0x8029;
+  auto policy = buildPolicy(a->result, pci);
+  ASSERT_TRUE(policy) << policy.error().message();
+  ASSERT_EQ(policy->regions.size(), 2u);
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Io);
+  EXPECT_EQ(policy->regions[0].bar, 0);
+}
+
+TEST(DataFlow, ResourceLoadOutsideAProbeIsNoBase) {
+  // Same bytes, no struct pci_driver naming the function: its first argument is not known to be a pci_dev.
+  auto a = analyse({
+      0x48, 0x8b, 0x97, 0xc8, 0x03, 0x00, 0x00,  //  0: mov rdx,QWORD PTR [rdi+0x3c8]
+      0xb0, 0xff,                                //  7: mov al,0xff
+      0xee,                                      //  9: out dx,al
+      0xc3,                                      // 10: ret
+  }, {}, {});
+  auto out = accessesAt(a->result, 9);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0]->where, Access::Where::Unresolved);
+}
+
+TEST(DataFlow, PortSpilledAsSixteenBitsSurvivesTheStack) {
+  // 8390's ei_interrupt keeps `e8390_base + EN0_ISR` in a u16 on the stack; a byte stored next to it
+  // must not erase it.
+  auto a = pio::analyseProbe({
+      0x48, 0x8b, 0x97, 0xc8, 0x03, 0x00, 0x00,  //  0: mov rdx,QWORD PTR [rdi+0x3c8]
+      0x8d, 0x42, 0x07,                          //  7: lea eax,[rdx+0x7]
+      0x66, 0x89, 0x44, 0x24, 0xee,              // 10: mov WORD PTR [rsp-0x12],ax
+      0xc6, 0x44, 0x24, 0xf3, 0x00,              // 15: mov BYTE PTR [rsp-0xd],0x0
+      0x0f, 0xb7, 0x54, 0x24, 0xee,              // 20: movzx edx,WORD PTR [rsp-0x12]
+      0xec,                                      // 25: in al,dx
+      0xc3,                                      // 26: ret
+  });
+  auto in = accessesAt(a->result, 25);
+  ASSERT_EQ(in.size(), 1u);
+  ASSERT_EQ(in[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(in[0]->offset, 7);
+}
+
+TEST(DataFlow, TableOfRegisterValuePairsOnTheStackIsUnrolledInOrder) {
+  // ne2k_pci_init_one's program_seq[]: {value, register} byte pairs built with wide immediate stores
+  // (the tail loaded from read-only data), written in a one-block loop up to the table's end.
+  auto a = pio::analyseProbe({
+      0x48, 0x8b, 0xb7, 0xc8, 0x03, 0x00, 0x00,  //  0: mov rsi,QWORD PTR [rdi+0x3c8]
+      0x48, 0xb8, 0x21, 0x00, 0x49, 0x0e, 0x00,  //  7: movabs rax,0xb000a000e490021
+      0x0a, 0x00, 0x0b,                          //     (cont.)
+      0x48, 0x89, 0x44, 0x24, 0xe0,              // 17: mov QWORD PTR [rsp-0x20],rax
+      0x0f, 0xb7, 0x05, 0x00, 0x00, 0x00, 0x00,  // 22: movzx eax,WORD PTR [rip+table_tail]
+      0x66, 0x89, 0x44, 0x24, 0xe8,              // 29: mov WORD PTR [rsp-0x18],ax
+      0x48, 0x8d, 0x4c, 0x24, 0xe0,              // 34: lea rcx,[rsp-0x20]
+      0x4c, 0x8d, 0x4c, 0x24, 0xea,              // 39: lea r9,[rsp-0x16]
+      0x0f, 0xb6, 0x51, 0x01,                    // 44: movzx edx,BYTE PTR [rcx+0x1]
+      0x0f, 0xb6, 0x01,                          // 48: movzx eax,BYTE PTR [rcx]
+      0x01, 0xf2,                                // 51: add edx,esi
+      0xee,                                      // 53: out dx,al
+      0x48, 0x83, 0xc1, 0x02,                    // 54: add rcx,0x2
+      0x49, 0x39, 0xc9,                          // 58: cmp r9,rcx
+      0x75, 0xed,                                // 61: jne 44
+      0xc3,                                      // 63: ret
+  }, {Symbol{"table_tail", 0x40, 2, Module::kDataSection, STT_OBJECT, STB_LOCAL}}, {pc32(25, 3, -4)}, /*read_only_data=*/true);
+  using W = std::pair<std::int64_t, std::optional<std::uint64_t>>;
+  auto writes = pio::writesAt(a->result, 53);
+  std::sort(writes.begin(), writes.end());
+  // (0x21 -> 0), (0x49 -> 0xe), (0 -> 0xa), (0 -> 0xb), and the zero pair read from .data.
+  EXPECT_EQ(writes, (std::vector<W>{{0, 0x00}, {0, 0x21}, {0xa, 0}, {0xb, 0}, {0xe, 0x49}}));
+  // In program order, each pair once: CR=0x21 first, then DCFG, RBCR0, RBCR1, CR=0.
+  auto node = [&](std::int64_t off, std::uint64_t v) {
+    for (std::uint32_t i = 0; i < a->result.accesses.size(); ++i)
+      if (a->result.accesses[i].offset == off && a->result.accesses[i].value == v) return i;
+    return ~0u;
+  };
+  EXPECT_TRUE(a->result.edges.count({node(0, 0x21), node(0xe, 0x49)}));
+  EXPECT_TRUE(a->result.edges.count({node(0xb, 0), node(0, 0)}));
+  EXPECT_FALSE(a->result.edges.count({node(0, 0), node(0, 0x21)})) << "the walk is unrolled, not a loop";
+}
+
+TEST(DataFlow, WritableDataIsNoConstant) {
+  // The same load from a writable object: the module may change it, so the value stays unknown.
+  auto a = pio::analyseProbe({
+      0x48, 0x8b, 0x97, 0xc8, 0x03, 0x00, 0x00,  //  0: mov rdx,QWORD PTR [rdi+0x3c8]
+      0x0f, 0xb7, 0x05, 0x00, 0x00, 0x00, 0x00,  //  7: movzx eax,WORD PTR [rip+table_tail]
+      0xee,                                      // 14: out dx,al
+      0xc3,                                      // 15: ret
+  }, {Symbol{"table_tail", 0x40, 2, Module::kDataSection, STT_OBJECT, STB_LOCAL}}, {pc32(10, 3, -4)});
+  auto out = accessesAt(a->result, 14);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_FALSE(out[0]->value.has_value());
+}
+
+TEST(DataFlow, CountedLoopIndexReachesEachRegisterOfTheArray) {
+  // __NS8390_init: `for (i = 0; i < 6; i++) outb(dev_addr[i], e8390_base + EN1_PHYS_SHIFT(i))`.
+  auto a = pio::analyseProbe({
+      0x48, 0x8b, 0xaf, 0xc8, 0x03, 0x00, 0x00,  //  0: mov rbp,QWORD PTR [rdi+0x3c8]
+      0x31, 0xdb,                                //  7: xor ebx,ebx
+      0x8d, 0x54, 0x1d, 0x01,                    //  9: lea edx,[rbp+rbx*1+0x1]
+      0xb0, 0x00,                                // 13: mov al,0x0
+      0xee,                                      // 15: out dx,al
+      0x48, 0x83, 0xc3, 0x01,                    // 16: add rbx,0x1
+      0x48, 0x83, 0xfb, 0x06,                    // 20: cmp rbx,0x6
+      0x75, 0xef,                                // 24: jne 9
+      0xc3,                                      // 26: ret
+  });
+  std::set<std::int64_t> offsets;
+  for (auto [off, v] : pio::writesAt(a->result, 15)) offsets.insert(off);
+  EXPECT_EQ(offsets, (std::set<std::int64_t>{1, 2, 3, 4, 5, 6}));
+  ASSERT_FALSE(a->result.loops.empty());
+  EXPECT_EQ(a->result.loops[0].bound, 7u);
+}
+
+TEST(DataFlow, PointerWalkOverAStructArrayIsUnrolled) {
+  // do_set_multicast_list: `for (i = 0; i < 8; i++) outb(ei_local->mcfilter[i], base + EN1_MULT_SHIFT(i))`
+  // compiled to a pointer walk from &mcfilter[0] to &mcfilter[8] with port = (base + 8 - &mcfilter[0]) + p.
+  auto a = pio::analyseProbe({
+      0x48, 0x8b, 0xaf, 0xc8, 0x03, 0x00, 0x00,  //  0: mov rbp,QWORD PTR [rdi+0x3c8]
+      0x48, 0x8d, 0x5e, 0x40,                    //  7: lea rbx,[rsi+0x40]
+      0x4c, 0x8d, 0x46, 0x48,                    // 11: lea r8,[rsi+0x48]
+      0x44, 0x8d, 0x55, 0x08,                    // 15: lea r10d,[rbp+0x8]
+      0x48, 0x89, 0xd9,                          // 19: mov rcx,rbx
+      0x41, 0x29, 0xda,                          // 22: sub r10d,ebx
+      0x0f, 0xb6, 0x01,                          // 25: movzx eax,BYTE PTR [rcx]
+      0x41, 0x8d, 0x14, 0x0a,                    // 28: lea edx,[r10+rcx*1]
+      0xee,                                      // 32: out dx,al
+      0x48, 0x83, 0xc1, 0x01,                    // 33: add rcx,0x1
+      0x49, 0x39, 0xc8,                          // 37: cmp r8,rcx
+      0x75, 0xef,                                // 40: jne 25
+      0xc3,                                      // 42: ret
+  });
+  std::set<std::int64_t> offsets;
+  for (auto [off, v] : pio::writesAt(a->result, 32)) offsets.insert(off);
+  EXPECT_EQ(offsets, (std::set<std::int64_t>{8, 9, 10, 11, 12, 13, 14, 15}));
+}
+
+TEST(DataFlow, PortBaseFieldLoadedAsSixteenBits) {
+  // ne2k_pci_block_output: `outb(..., dev->base_addr + NE_DATAPORT)` loads only the low 16 bits.
+  auto a = pio::analyseProbe({
+      0x48, 0x8b, 0x97, 0xc8, 0x03, 0x00, 0x00,  //  0: mov rdx,QWORD PTR [rdi+0x3c8]
+      0x48, 0x89, 0x56, 0x30,                    //  7: mov QWORD PTR [rsi+0x30],rdx    dev->base_addr = ioaddr
+      0x0f, 0xb7, 0x53, 0x30,                    // 11: movzx edx,WORD PTR [rbx+0x30]
+      0x83, 0xc2, 0x0e,                          // 15: add edx,0xe
+      0xb0, 0x49,                                // 18: mov al,0x49
+      0xee,                                      // 20: out dx,al
+      0xc3,                                      // 21: ret
+  });
+  using W = std::pair<std::int64_t, std::optional<std::uint64_t>>;
+  EXPECT_EQ(pio::writesAt(a->result, 20), (std::vector<W>{{0xe, 0x49}}));
+}
+
+TEST(DataFlow, DependencyExportsAreLinkedIntoTheCallGraph) {
+  // ne2k-pci calls 8390's exported ei_* functions; linked, the call is followed like a local one.
+  Module driver = Module::synthetic("drv", {
+      0xe8, 0x00, 0x00, 0x00, 0x00,  //  0: call ei_fn
+      0xc3,                          //  5: ret
+  }, "drv_entry", {external("ei_fn")}, {plt32(1, 2)});
+  std::vector<Module> deps;
+  deps.push_back(Module::synthetic("dep", {
+      0xba, 0xf5, 0x03, 0x00, 0x00,  //  0: mov edx,0x3f5
+      0xb0, 0x01,                    //  5: mov al,0x1
+      0xee,                          //  7: out dx,al
+      0xc3,                          //  8: ret
+  }, "ei_fn", {}, {}));
+  auto linked = linkModules(std::move(driver), std::move(deps));
+  ASSERT_TRUE(linked) << linked.error().message();
+  EXPECT_EQ(linked->name, "drv");
+  auto d = disassemble(*linked);
+  ASSERT_TRUE(d) << d.error().message();
+  EXPECT_EQ(d->functions().size(), 2u) << "the import is bound, not decoded again";
+  auto r = analyzeModule(*d, AnalysisOptions{{{0x3f0, 0x3f7}}});
+  ASSERT_EQ(r.accesses.size(), 1u);
+  EXPECT_EQ(r.accesses[0].port, 0x3f5u);
+  EXPECT_NE(r.where(r.accesses[0].insn).find("dep.ko .text"), std::string::npos) << r.where(r.accesses[0].insn);
+  // Reached from the driver's entry; the dependency's export is not an entry point of its own.
+  ASSERT_EQ(r.roots.size(), 1u);
+  EXPECT_EQ(d->functions()[r.roots[0].function].name, "drv_entry");
+  EXPECT_EQ(r.roots[0].first, std::vector<std::uint32_t>{0});
+}
+
+TEST(DataFlow, ASymbolExportedByTwoDependenciesIsAnError) {
+  Module driver = Module::synthetic("drv", {0xc3}, "drv_entry", {}, {});
+  std::vector<Module> deps;
+  deps.push_back(Module::synthetic("dep1", {0xc3}, "ei_fn", {}, {}));
+  deps.push_back(Module::synthetic("dep2", {0xc3}, "ei_fn", {}, {}));
+  auto linked = linkModules(std::move(driver), std::move(deps));
+  ASSERT_FALSE(linked);
+  EXPECT_NE(linked.error().message().find("exported by both dep1.ko and dep2.ko"), std::string::npos) << linked.error().message();
 }
 
 }  // namespace

@@ -215,6 +215,87 @@ TEST(RealModules, E1000GraphCoversItsRegisterArraysAndConcurrentPaths) {
   }
 }
 
+// A driver linked with the modules it imports from (ne2k-pci + 8390), as `analyze DRIVER DEP...` does.
+std::unique_ptr<Analysed> analyseLinked(const std::string& driver, const std::vector<std::string>& dependencies) {
+  auto m = loadModule(modulePath(driver));
+  EXPECT_TRUE(m) << m.error().message();
+  if (!m) return nullptr;
+  std::vector<Module> deps;
+  for (const auto& d : dependencies) {
+    auto dep = loadModule(modulePath(d));
+    EXPECT_TRUE(dep) << dep.error().message();
+    if (!dep) return nullptr;
+    deps.push_back(std::move(*dep));
+  }
+  auto linked = linkModules(std::move(*m), std::move(deps));
+  EXPECT_TRUE(linked) << linked.error().message();
+  if (!linked) return nullptr;
+  auto a = std::make_unique<Analysed>();
+  a->module = std::move(*linked);
+  auto d = disassemble(a->module);
+  EXPECT_TRUE(d) << d.error().message();
+  if (!d) return nullptr;
+  a->dis = std::move(*d);
+  a->result = analyzeModule(a->dis);
+  return a;
+}
+
+TEST(RealModules, Ne2kPciWith8390WritesThroughBar0OfTheRealtekChip) {
+  auto a = analyseLinked("drivers/net/ethernet/8390/ne2k-pci.ko", {"drivers/net/ethernet/8390/8390.ko"});
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->module.name, "ne2k_pci");
+  PolicyOptions po;
+  po.pci_vendor = 0x10ec;
+  po.pci_device = 0x8029;
+  auto policy = buildPolicy(a->result, po);
+  ASSERT_TRUE(policy) << policy.error().message();
+  // One base: pci_resource_start(pdev, 0) in ne2k_pci_init_one, reached in 8390's code through
+  // dev->base_addr.
+  ASSERT_EQ(a->result.bases.size(), 1u);
+  EXPECT_EQ(a->result.bases[0].kind, DeviceBase::PciResource);
+  EXPECT_EQ(a->result.bases[0].bar, 0);
+  ASSERT_EQ(policy->regions.size(), 1u);
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Io);
+  EXPECT_EQ(policy->regions[0].bar, 0);
+  // Up to the RTL8029's full-duplex register at 0x20 (ne2k_pci_set_fdx), past the reset port at 0x1f.
+  EXPECT_EQ(policy->regions[0].length, 0x40u);
+  ASSERT_EQ(policy->graphs[0].channels.size(), 1u);
+  const auto& ch = policy->graphs[0].channels[0];
+  std::map<std::uint64_t, std::set<std::uint64_t>> exact;  // offset -> exact values written
+  std::set<std::uint64_t> offsets;
+  std::set<std::string> functions;
+  for (const auto& n : ch.nodes) {
+    offsets.insert(n.offset);
+    functions.insert(n.provenance.function);
+    if (n.value.kind == ValueKind::Exact) exact[n.offset].insert(n.value.a);
+  }
+  // Every register of page 0/1 from CR (0) to DCFG/IMR (0xe, 0xf), the data port (0x10), reset (0x1f).
+  for (std::uint64_t off = 0; off <= 0x10; ++off) EXPECT_TRUE(offsets.count(off)) << "offset " << off;
+  EXPECT_TRUE(offsets.count(0x1f));
+  EXPECT_TRUE(offsets.count(0x20));
+  EXPECT_TRUE(exact[0].count(0x21)) << "E8390_NODMA | E8390_STOP";
+  EXPECT_TRUE(exact[0].count(0x22)) << "E8390_NODMA | E8390_START";
+  EXPECT_TRUE(exact[0].count(0x61)) << "E8390_NODMA | E8390_PAGE1 | E8390_STOP";
+  EXPECT_TRUE(exact[0xe].count(0x49)) << "DCFG from program_seq[]";
+  EXPECT_TRUE(exact[7].count(0x05)) << "ei_receive acks ENISR_RX | ENISR_RX_ERR";
+  // The call graph crosses into 8390.ko (ei_open -> __NS8390_init, ei_interrupt, ei_start_xmit).
+  EXPECT_TRUE(functions.count("__NS8390_init"));
+  EXPECT_TRUE(functions.count("__ei_interrupt.constprop.0"));
+  EXPECT_TRUE(functions.count("ne2k_pci_block_output"));
+  // Loops: the station-address loop (6 iterations) is bounded.
+  std::size_t unbounded = 0, bounded = 0;
+  for (const auto& l : ch.loops) (l.unbounded ? unbounded : bounded)++;
+  // Unbounded: block_output's word/dword copies (a count from the packet length) and its
+  // remote-DMA-complete poll, and the two
+  // reset-complete polls (ne2k_pci_reset_8390, ne2k_pci_init_one), which time out on jiffies.
+  EXPECT_EQ(unbounded, 5u);
+  EXPECT_GE(bounded, 3u);
+  bool par_loop_bound_7 = false;
+  for (const auto& li : a->result.loops)
+    par_loop_bound_7 |= a->dis.functions()[li.function].name == "__NS8390_init" && li.bound == 7u;
+  EXPECT_TRUE(par_loop_bound_7);
+}
+
 TEST(RealModules, SignedModulesCarryTheirSignatureAfterTheElf) {
   std::ifstream in(modulePath("drivers/block/floppy.ko"), std::ios::binary);
   std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -83,7 +83,8 @@ class Module {
   // `extra` symbols are appended after the function symbol (index 1), so their indices start at 2.
   static Module synthetic(std::string name, std::vector<std::uint8_t> text, std::string function_name,
                           std::vector<Symbol> extra, std::vector<Relocation> text_relocations,
-                          std::uint64_t data_size = 0x100, std::uint64_t bss_size = 0x100);
+                          std::uint64_t data_size = 0x100, std::uint64_t bss_size = 0x100,
+                          std::vector<Relocation> data_relocations = {});
   static constexpr std::uint32_t kTextSection = 1, kDataSection = 2, kBssSection = 3;
 
   Module() = default;
