@@ -19,3 +19,6 @@ timeout 120 "$bin" analyze "$kernel/drivers/net/ethernet/intel/e1000/e1000.ko" -
 net="$kernel/drivers/net/ethernet"
 timeout 120 "$bin" analyze "$net/8390/ne2k-pci.ko" "$net/8390/8390.ko" --device ne2k_pci --pci 10ec:8029 \
   --guest-os "Debian 12 (Linux $ver)" -o "$out/ne2k_pci.json" --coverage "$out/ne2k_pci.coverage.txt"
+# pcnet32 (+ mii.ko, which it imports from): QEMU's PCnet-PCI II, 1022:2000.
+timeout 120 "$bin" analyze "$net/amd/pcnet32.ko" "$kernel/drivers/net/mii.ko" --device pcnet --pci 1022:2000 \
+  --guest-os "Debian 12 (Linux $ver)" -o "$out/pcnet.json" --coverage "$out/pcnet.coverage.txt"

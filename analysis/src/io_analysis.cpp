@@ -22,7 +22,8 @@ constexpr std::uint32_t kErrorReturn = 1;       // Item::Return index: the funct
 constexpr std::int64_t kMinusParam = Value::kNoField + 16;
 
 // A pointer with an identity the analysis can subtract and add back: an unknown argument or call
-// result (Ptr), or a pointer into the structure holding a base (whose `off` counts the other way).
+// result (Ptr), a pointer into the structure holding a base (whose `off` counts the other way), or
+// into this function's stack frame (pcnet32_probe1 reading the address PROM into a local buffer).
 struct PointerPos {
   std::int64_t tag, pos;
 };
@@ -30,6 +31,7 @@ std::optional<PointerPos> pointerPos(const Value& v) noexcept {
   if (v.alts != 0) return std::nullopt;
   if (v.kind == Value::Ptr) return PointerPos{kMinusParam - 2 * std::int64_t(v.id), v.off};
   if (v.kind == Value::Holder) return PointerPos{kMinusParam - 2 * std::int64_t(v.id) - 1, -v.off};
+  if (v.kind == Value::Stack) return PointerPos{kMinusParam + 1, v.off};  // a buffer in this frame
   return std::nullopt;
 }
 
@@ -198,6 +200,10 @@ class Analyzer {
   std::map<CodeAddr, std::uint32_t> ptr_ids_;                           // call instruction -> pointer identity
   std::map<std::pair<std::uint32_t, std::int64_t>, std::uint32_t> ptr_holds_;  // (pointer, offset) -> base
   std::map<std::pair<std::uint32_t, int>, std::pair<std::uint32_t, std::int64_t>> param_holder_;  // (fn, arg) -> (base, field)
+  // (fn, arg) -> the port base its direct callers pass (pcnet32's `pcnet32_wio_read_csr(ioaddr, 0)` in
+  // probe), also assumed where the same function is reached through a pointer (`lp->a->read_csr`).
+  std::map<std::pair<std::uint32_t, int>, std::uint32_t> param_base_;
+  std::set<std::pair<std::uint32_t, int>> param_base_conflict_;
   // Resolves a pointer to "holds base b at +d" if it is known to.
   std::optional<Value> asHolder(const Value& v) const {
     if (v.kind == Value::Holder) return v;
@@ -320,7 +326,44 @@ class Analyzer {
   Value address(const State& s, const Insn& in, const Operand& op, bool* indexed) const;
   void store(State& s, const Insn& in, const Operand& dst, const Value& v, std::vector<Item>* items, std::uint32_t fn, bool record);
   void step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record);
-  void call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record, bool tail);
+  void call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record, bool tail, int known_callee = -1);
+  // The function an indirect call reaches when its pointer is a known code address: `call *%rax` or
+  // `call __x86_indirect_thunk_rax` (retpoline) with %rax = &some_function.
+  std::optional<int> knownIndirectTarget(const State& s, const Insn& in) const {
+    std::uint8_t gpr = NoReg;
+    if (in.ref.kind == Reference::External) {
+      const std::string& name = m_.symbols[in.ref.symbol].name;
+      static const std::pair<const char*, Gpr> thunks[] = {
+          {"__x86_indirect_thunk_rax", RAX}, {"__x86_indirect_thunk_rcx", RCX}, {"__x86_indirect_thunk_rdx", RDX},
+          {"__x86_indirect_thunk_rbx", RBX}, {"__x86_indirect_thunk_rsi", RSI}, {"__x86_indirect_thunk_rdi", RDI},
+          {"__x86_indirect_thunk_rbp", RBP}, {"__x86_indirect_thunk_r8", R8},   {"__x86_indirect_thunk_r9", R9},
+          {"__x86_indirect_thunk_r10", R10}, {"__x86_indirect_thunk_r11", R11}, {"__x86_indirect_thunk_r12", R12},
+          {"__x86_indirect_thunk_r13", R13}, {"__x86_indirect_thunk_r14", R14}, {"__x86_indirect_thunk_r15", R15}};
+      for (auto [thunk, reg] : thunks)
+        if (name == thunk) gpr = reg;
+    } else if (in.op_count == 1 && in.ops[0].kind == Operand::Reg) {
+      gpr = in.ops[0].reg.gpr;
+    }
+    if (gpr == NoReg) return std::nullopt;
+    const Value& v = s.reg[gpr];
+    if (v.kind != Value::GlobalAddr || !single(v) || v.off < 0 || v.id >= m_.sections.size() || !m_.sections[v.id].executable())
+      return std::nullopt;
+    const int callee = d_.functionAt(codeAddr(v.id, std::uint64_t(v.off)));
+    if (callee < 0) return std::nullopt;
+    return callee;
+  }
+  // An 8-byte load from read-only data where a relocation places an address: that address (a const
+  // table of function pointers such as pcnet32's `struct pcnet32_access`).
+  std::optional<Value> readOnlyPointer(const Value& a, std::uint8_t width) const {
+    if (width != 8 || a.id >= m_.sections.size()) return std::nullopt;
+    const Section& sec = m_.sections[a.id];
+    if (sec.type != SHT_PROGBITS || (sec.flags & SHF_WRITE) || !(sec.flags & SHF_ALLOC) || sec.executable()) return std::nullopt;
+    const Relocation* r = m_.relocationAt(a.id, std::uint64_t(a.off));
+    if (!r || r->offset != std::uint64_t(a.off) || r->type != R_X86_64_64) return std::nullopt;
+    const Symbol& sym = m_.symbols[r->symbol];
+    if (!sym.defined()) return std::nullopt;
+    return Value{Value::GlobalAddr, 8, sym.section, std::int64_t(sym.value) + r->addend};
+  }
   std::uint32_t recordOne(Access a, const Value& addr, std::optional<Value> value, bool record);
   // Records every alternative (address x value) and appends them to `items` as one choice.
   std::uint32_t recordAccess(const Access& a, const Value& addr, std::optional<Value> value, bool record, std::vector<Item>* items);
@@ -587,8 +630,10 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
       bool indexed = false;
       Value a = address(s, in, op, &indexed);
       if (a.kind == Value::Stack) return single(a) && !indexed ? stackRead(s, a.off, width) : Value::top();
-      if (a.kind == Value::GlobalAddr && a.off >= 0 && !indexed && single(a))
+      if (a.kind == Value::GlobalAddr && a.off >= 0 && !indexed && single(a)) {
         if (auto c = readOnlyConstant(a, width)) return *c;
+        if (auto p = readOnlyPointer(a, width)) return *p;
+      }
       if (a.kind == Value::GlobalAddr && a.off >= 0) {
         const std::uint32_t c = cellOf(a.id, std::uint64_t(a.off));
         if (out_.cells[c].base) return Value{Value::Base, 8, *out_.cells[c].base, 0};
@@ -727,11 +772,11 @@ void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& 
   }
 }
 
-void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record, bool tail) {
+void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record, bool tail, int known_callee) {
   (void)tail;
   std::array<Value, 6> args;
   for (int i = 0; i < 6; ++i) args[i] = s.reg[kArgRegs[i]];
-  if (in.ref.kind == Reference::External) {
+  if (in.ref.kind == Reference::External && known_callee < 0) {
     const std::string& name = m_.symbols[in.ref.symbol].name;
     if (name == "__fentry__") return;
     auto io = [&](Access::Form form, Dir dir, std::uint8_t size, const Value& addr, std::optional<Value> value, bool rep) {
@@ -784,8 +829,8 @@ void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
     }
     return;
   }
-  int callee = -1;
-  if (in.target) callee = d_.functionAt(in.target);
+  int callee = known_callee;
+  if (callee < 0 && in.target) callee = d_.functionAt(in.target);
   if (callee < 0) {
     clobber(s);
     return;
@@ -811,6 +856,12 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       return;
     case Flow::IndirectCall: {
       const bool paravirt = in.ref.kind == Reference::External && m_.symbols[in.ref.symbol].name == "pv_ops";
+      // A pointer the code has just loaded with a known function (pcnet32_probe1 calling through
+      // &pcnet32_wio's read_csr before it keeps the table): a direct call in disguise.
+      if (auto callee = knownIndirectTarget(s, in); callee && !paravirt) {
+        call(s, in, fn, items, record, false, *callee);
+        return;
+      }
       clobber(s);
       if (!paravirt && items && record) items->push_back(Item{Item::Break, 0});
       return;
@@ -1135,6 +1186,12 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     if (a.kind == Value::FieldVal) a = Value::top();  // keeps the number of contexts down
   // Parameter types: a parameter once seen pointing at the structure that holds a base always does.
   for (int i = 0; i < 6; ++i) {
+    const Value& arg = args[std::size_t(i)];
+    if (arg.kind == Value::Base && single(arg) && arg.off == 0 && arg.field == Value::kNoField && !out_.bases[arg.id].memory() &&
+        !param_base_conflict_.count({fn, i})) {
+      auto [it, inserted] = param_base_.try_emplace({fn, i}, arg.id);
+      if (!inserted && it->second != arg.id) param_base_.erase(it), param_base_conflict_.insert({fn, i});
+    }
     if (auto h = asHolder(args[std::size_t(i)])) {
       param_holder_.try_emplace({fn, i}, std::pair{h->id, h->off});
       args[std::size_t(i)] = *h;
@@ -1150,6 +1207,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
         if (passed.kind == Value::Ptr && single(passed))
           ptr_holds_.try_emplace({passed.id, passed.off + it->second.second}, it->second.first);
       }
+      else if (auto b = param_base_.find({fn, i}); b != param_base_.end()) args[std::size_t(i)] = Value{Value::Base, 8, b->second, 0};
     }
   }
   if (contexts_per_function_[fn] >= opt_.max_contexts_per_function) args.fill(Value::top());
@@ -1910,7 +1968,7 @@ void Analyzer::run() {
   // Two rounds: the first learns which globals and struct fields hold device bases, the second uses them.
   for (int round = 0; round < 2; ++round) {
     if (round == 1) {
-      bool learned = !field_base_.empty() || !param_holder_.empty() || field_offsets_used_;
+      bool learned = !field_base_.empty() || !param_holder_.empty() || !param_base_.empty() || field_offsets_used_;
       for (const Cell& c : out_.cells) learned |= c.base.has_value() || c.alias.has_value();
       if (!learned) break;
       memo_.clear();

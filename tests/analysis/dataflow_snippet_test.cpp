@@ -677,10 +677,12 @@ namespace pio {
 // Symbol 2 is the id table; a test's own extra symbols start at 3.
 constexpr std::uint64_t kIdTable = 0x80;
 std::unique_ptr<Analysed> analyseProbe(std::vector<std::uint8_t> text, std::vector<Symbol> extra = {},
-                                       std::vector<Relocation> relocs = {}, bool read_only_data = false) {
+                                       std::vector<Relocation> relocs = {}, bool read_only_data = false,
+                                       std::vector<Relocation> data_extra = {}) {
   std::vector<Symbol> symbols{Symbol{"__mod_pci__snippet_device_table", kIdTable, 0x28, Module::kDataSection, STT_OBJECT, STB_LOCAL}};
   for (auto& s : extra) symbols.push_back(std::move(s));
   std::vector<Relocation> data{{0x18, R_X86_64_64, 2, 0}, {0x20, R_X86_64_64, 1, 0}};
+  data.insert(data.end(), data_extra.begin(), data_extra.end());
   auto a = std::make_unique<Analysed>();
   a->module = Module::synthetic("snippet", std::move(text), "snippet_probe", std::move(symbols), std::move(relocs), 0x100, 0x100,
                                 std::move(data));
@@ -871,6 +873,56 @@ TEST(DataFlow, PortBaseFieldLoadedAsSixteenBits) {
   });
   using W = std::pair<std::int64_t, std::optional<std::uint64_t>>;
   EXPECT_EQ(pio::writesAt(a->result, 20), (std::vector<W>{{0xe, 0x49}}));
+}
+
+TEST(DataFlow, CallThroughAConstFunctionTableIsDirectAndTypesTheParameter) {
+  // pcnet32_probe1 calls `pcnet32_wio.read_csr(ioaddr, ...)` through the const table before keeping it;
+  // elsewhere `lp->a->write_csr(ioaddr, ...)` reaches the same function through an unknown pointer.
+  auto a = pio::analyseProbe({
+      0x48, 0x8b, 0xbf, 0xc8, 0x03, 0x00, 0x00,  //  0: mov rdi,QWORD PTR [rdi+0x3c8]
+      0x48, 0x8b, 0x05, 0x00, 0x00, 0x00, 0x00,  //  7: mov rax,QWORD PTR [rip+ops_table]
+      0xff, 0xd0,                                // 14: call rax
+      0xc3,                                      // 16: ret
+      0x8d, 0x57, 0x12,                          // 17: lea edx,[rdi+0x12]        (csr_write)
+      0x89, 0xf0,                                // 20: mov eax,esi
+      0x66, 0xef,                                // 22: out dx,ax
+      0xc3,                                      // 24: ret
+  }, {Symbol{"ops_table", 0x40, 8, Module::kDataSection, STT_OBJECT, STB_LOCAL}, function("csr_write", 17, 8)}, {pc32(10, 3, -4)},
+     /*read_only_data=*/true, {{0x40, R_X86_64_64, 4, 0}});
+  auto out = accessesAt(a->result, 22);
+  ASSERT_FALSE(out.empty());
+  for (const Access* x : out) {
+    ASSERT_EQ(x->where, Access::Where::BaseOffset) << "csr_write entered through the table pointer too";
+    EXPECT_EQ(x->offset, 0x12);
+    EXPECT_EQ(a->result.bases[x->base].kind, DeviceBase::PciResource);
+  }
+  // Two entry points: the probe, and csr_write (its address is in the table).
+  EXPECT_EQ(a->result.roots.size(), 2u);
+}
+
+TEST(DataFlow, PointerWalkOverAStackBufferIsUnrolled) {
+  // pcnet32_probe1: `for (i = 0; i < 6; i++) promaddr[i] = inb(ioaddr + i)` as a walk over the local
+  // buffer with port = (ioaddr - &promaddr[0]) + p.
+  auto a = pio::analyseProbe({
+      0x4c, 0x8b, 0xaf, 0xc8, 0x03, 0x00, 0x00,  //  0: mov r13,QWORD PTR [rdi+0x3c8]
+      0x48, 0x8d, 0x74, 0x24, 0xe0,              //  7: lea rsi,[rsp-0x20]
+      0x4c, 0x8d, 0x7c, 0x24, 0xe6,              // 12: lea r15,[rsp-0x1a]
+      0x48, 0x89, 0xf1,                          // 17: mov rcx,rsi
+      0x41, 0x29, 0xf5,                          // 20: sub r13d,esi
+      0x41, 0x8d, 0x54, 0x0d, 0x00,              // 23: lea edx,[r13+rcx*1+0x0]
+      0xec,                                      // 28: in al,dx
+      0x88, 0x01,                                // 29: mov BYTE PTR [rcx],al
+      0x48, 0x83, 0xc1, 0x01,                    // 31: add rcx,0x1
+      0x49, 0x39, 0xcf,                          // 35: cmp r15,rcx
+      0x75, 0xef,                                // 38: jne 23
+      0xc3,                                      // 40: ret
+  });
+  std::set<std::int64_t> offsets;
+  for (const Access* x : accessesAt(a->result, 28)) {
+    ASSERT_EQ(x->where, Access::Where::BaseOffset);
+    offsets.insert(x->offset);
+  }
+  EXPECT_EQ(offsets, (std::set<std::int64_t>{0, 1, 2, 3, 4, 5}));
 }
 
 TEST(DataFlow, DependencyExportsAreLinkedIntoTheCallGraph) {

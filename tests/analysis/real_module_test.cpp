@@ -296,6 +296,38 @@ TEST(RealModules, Ne2kPciWith8390WritesThroughBar0OfTheRealtekChip) {
   EXPECT_TRUE(par_loop_bound_7);
 }
 
+TEST(RealModules, Pcnet32AccessesCsrsThroughRapAndRdpOfBar0) {
+  auto a = analyseLinked("drivers/net/ethernet/amd/pcnet32.ko", {"drivers/net/mii.ko"});
+  ASSERT_TRUE(a);
+  PolicyOptions po;
+  po.pci_vendor = 0x1022;
+  po.pci_device = 0x2000;
+  auto policy = buildPolicy(a->result, po);
+  ASSERT_TRUE(policy) << policy.error().message();
+  ASSERT_EQ(policy->regions.size(), 1u);
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Io);
+  EXPECT_EQ(policy->regions[0].bar, 0);
+  EXPECT_EQ(policy->regions[0].length, 0x20u);
+  // Word I/O: RAP (0x12) selects, RDP (0x10) and BDP (0x16) carry the CSR/BCR; the PROM (0..5) is read.
+  std::set<std::pair<std::uint64_t, std::uint8_t>> writes, reads;
+  std::map<std::uint64_t, std::set<std::uint64_t>> exact;
+  for (const auto& ch : policy->graphs[0].channels)
+    for (const auto& n : ch.nodes) {
+      (n.dir == Dir::Write ? writes : reads).emplace(n.offset, n.size);
+      if (n.dir == Dir::Write && n.value.kind == ValueKind::Exact) exact[n.offset].insert(n.value.a);
+    }
+  for (const auto& n : policy->graphs[0].anywhere) reads.emplace(n.offset, n.size);
+  EXPECT_TRUE(writes.count({0x12, 2}));
+  EXPECT_TRUE(writes.count({0x10, 2}));
+  EXPECT_TRUE(writes.count({0x16, 2}));
+  for (std::uint64_t i = 0; i < 6; ++i) EXPECT_TRUE(reads.count({i, 1})) << "PROM byte " << i;
+  EXPECT_TRUE(exact[0x12].count(0x58)) << "probe selects CSR88 (chip id) through the const pcnet32_wio table";
+  // probe1's DWIO check writes DWIO RAP (0x14) as a dword; nothing is written at an odd offset (the
+  // CVE-2021-3416 reproducer starts with dword writes at 0x11 and 0x15).
+  EXPECT_TRUE(writes.count({0x14, 4}));
+  for (const auto& [off, size] : writes) EXPECT_EQ(off % 2, 0u) << off;
+}
+
 TEST(RealModules, SignedModulesCarryTheirSignatureAfterTheElf) {
   std::ifstream in(modulePath("drivers/block/floppy.ko"), std::ios::binary);
   std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
