@@ -821,7 +821,14 @@ void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       s.reg[RAX] = Value{Value::Base, 8, baseFor(DeviceBase::PciIoremapBar, bar, 0, name + "(bar " + std::to_string(bar) + ")", out_.where(in.addr)), 0};
     } else if (n == "ioremap" || n == "ioremap_uc" || n == "ioremap_wc" || n == "ioremap_cache" || n == "devm_ioremap" ||
                n == "devm_ioremap_uc" || n == "devm_ioremap_wc" || n == "ioremap_nocache") {
-      s.reg[RAX] = Value{Value::Base, 8, baseFor(DeviceBase::Ioremap, -1, 0, name, out_.where(in.addr)), 0};
+      // ioremap(pci_resource_start(pdev, bar), len) (8139cp's cp_init_one) maps that BAR.
+      const Value& phys = args[0];
+      if (phys.kind == Value::Base && single(phys) && phys.off == 0 && out_.bases[phys.id].kind == DeviceBase::PciResource) {
+        const int bar = out_.bases[phys.id].bar;
+        s.reg[RAX] = Value{Value::Base, 8, baseFor(DeviceBase::PciIoremapBar, bar, 0, name + "(bar " + std::to_string(bar) + ")", out_.where(in.addr)), 0};
+      } else {
+        s.reg[RAX] = Value{Value::Base, 8, baseFor(DeviceBase::Ioremap, -1, 0, name, out_.where(in.addr)), 0};
+      }
     } else {
       // Anything else an external call returns may be the driver's private structure (alloc_etherdev…).
       auto [it, inserted] = ptr_ids_.try_emplace(in.addr, std::uint32_t(ptr_ids_.size()));

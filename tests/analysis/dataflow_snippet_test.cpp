@@ -925,6 +925,25 @@ TEST(DataFlow, PointerWalkOverAStackBufferIsUnrolled) {
   EXPECT_EQ(offsets, (std::set<std::int64_t>{0, 1, 2, 3, 4, 5}));
 }
 
+TEST(DataFlow, IoremapOfAResourceStartMapsThatBar) {
+  // 8139cp's cp_init_one: `regs = ioremap(pci_resource_start(pdev, 1), CP_REGS_SIZE)`.
+  auto a = pio::analyseProbe({
+      0x48, 0x8b, 0xbf, 0x08, 0x04, 0x00, 0x00,  //  0: mov rdi,QWORD PTR [rdi+0x408]   resource[1].start
+      0xbe, 0x00, 0x01, 0x00, 0x00,              //  7: mov esi,0x100
+      0xe8, 0x00, 0x00, 0x00, 0x00,              // 12: call ioremap
+      0xc7, 0x40, 0x3c, 0xff, 0xff, 0x00, 0x00,  // 17: mov DWORD PTR [rax+0x3c],0xffff
+      0xc3,                                      // 24: ret
+  }, {external("ioremap")}, {plt32(13, 3)});
+  auto out = accessesAt(a->result, 17);
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(out[0]->offset, 0x3c);
+  EXPECT_EQ(out[0]->value, 0xffffu);
+  const DeviceBase& base = a->result.bases[out[0]->base];
+  EXPECT_EQ(base.kind, DeviceBase::PciIoremapBar);
+  EXPECT_EQ(base.bar, 1);
+}
+
 TEST(DataFlow, DependencyExportsAreLinkedIntoTheCallGraph) {
   // ne2k-pci calls 8390's exported ei_* functions; linked, the call is followed like a local one.
   Module driver = Module::synthetic("drv", {
