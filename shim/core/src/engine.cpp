@@ -529,7 +529,7 @@ struct Engine::Impl {
       slot = slotOf(t, from, key_value, symbol);
       const Transition& tr = t.transitions[slot];
       if (tr.from == from && tr.symbol == symbol && tr.value == key_value &&
-          replay(d, tr, &t.loop_ops[slot * 3 * c.loop_words])) {
+          replay(d, tr, t.loop_ops.data() + slot * 3 * c.loop_words)) {
         ++engine_counters->transition_cache_hits;
         return StepResult{true, Reason::None, tr.graph, tr.node};
       }
@@ -550,7 +550,7 @@ struct Engine::Impl {
     tr.node = r.node;
     tr.deaths = std::uint16_t(deaths);
     tr.resets = std::uint16_t(resets);
-    Word* ops = &t.loop_ops[slot * 3 * c.loop_words];
+    Word* ops = t.loop_ops.data() + slot * 3 * c.loop_words;  // empty when the device has no loops
     std::copy_n(k.entered.data(), c.loop_words, ops);
     std::copy_n(k.entered_fresh.data(), c.loop_words, ops + c.loop_words);
     std::copy_n(k.zeroed.data(), c.loop_words, ops + 2 * c.loop_words);
