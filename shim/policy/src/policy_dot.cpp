@@ -42,10 +42,12 @@ std::string policyToDot(const DevicePolicy& p) {
     const auto& graph = p.graphs[g];
     for (std::size_t c = 0; c < graph.channels.size(); ++c) {
       const auto& ch = graph.channels[c];
-      const std::string prefix = "g" + std::to_string(g) + "c" + std::to_string(c) + "n";
-      out += "  subgraph cluster_g" + std::to_string(g) + "c" + std::to_string(c) + " {\n    label=\"" + escape(graph.name + " / " + ch.name) +
-             "\";\n";
-      const std::string idle = "g" + std::to_string(g) + "c" + std::to_string(c) + "idle";
+      // Appended piece by piece: GCC 12 -O3 reports a false -Wrestrict on chains of operator+ (GCC PR 105651).
+      std::string id = "g";
+      id.append(std::to_string(g)).append("c").append(std::to_string(c));
+      const std::string prefix = id + "n";
+      out.append("  subgraph cluster_").append(id).append(" {\n    label=\"").append(escape(graph.name + " / " + ch.name)).append("\";\n");
+      const std::string idle = id + "idle";
       out += "    " + idle + " [label=\"idle\", shape=circle];\n";
       for (std::size_t n = 0; n < ch.nodes.size(); ++n) {
         std::string label = nodeLabel(ch.nodes[n], p);
