@@ -18,4 +18,4 @@ read -r dir ver < <(fetch_kernel)
 for m in drivers/block/floppy.ko drivers/net/ethernet/8390/ne2k-pci.ko drivers/input/misc/pcspkr.ko; do
   cp "$dir/lib/modules/$ver/kernel/$m" "$out/corpus/" 2>/dev/null || true
 done
-timeout $((seconds + 120)) "$out/fuzz_module_loader" -max_total_time="$seconds" -max_len=200000 -timeout=10 -rss_limit_mb=2048 "$out/corpus"
+timeout $((seconds + 120)) "$out/fuzz_module_loader" -artifact_prefix="$out/" -max_total_time="$seconds" -max_len=200000 -timeout=10 -rss_limit_mb=2048 "$out/corpus"

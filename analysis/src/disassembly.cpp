@@ -59,10 +59,11 @@ bool isPcRelative(std::uint32_t type) noexcept { return type == R_X86_64_PC32 ||
 
 Reference resolve(const Module& m, const Relocation& r, std::uint64_t insn_end) {
   const Symbol& s = m.symbols[r.symbol];
-  std::int64_t value = r.addend;
-  if (isPcRelative(r.type)) value += std::int64_t(insn_end - r.offset);
-  if (!s.defined()) return Reference{Reference::External, 0, value, r.symbol};
-  return Reference{Reference::Local, s.section, std::int64_t(s.value) + value, r.symbol};
+  // Wrapping arithmetic: damaged values and addends must not overflow.
+  std::uint64_t value = std::uint64_t(r.addend);
+  if (isPcRelative(r.type)) value += insn_end - r.offset;
+  if (!s.defined()) return Reference{Reference::External, 0, std::int64_t(value), r.symbol};
+  return Reference{Reference::Local, s.section, std::int64_t(s.value + value), r.symbol};
 }
 
 bool startsWith(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }

@@ -125,7 +125,9 @@ Result<Module> parseModule(std::vector<std::uint8_t> image, std::string path) {
     return fail(m.path, (std::string("ELF class ") + dec(m.image_[EI_CLASS]) + std::string(" is not ELFCLASS64: only x86-64 modules are analysed")));
   if (m.image_[EI_DATA] != ELFDATA2LSB) return fail(m.path, "ELF data encoding is not little-endian");
 
-  if (elf_version(EV_CURRENT) == EV_NONE) return fail(m.path, "libelf initialisation failed: " + elfError());
+  // elf_version() sets libelf's global state: once, so that modules can be parsed on several threads.
+  static const bool libelf_ready = elf_version(EV_CURRENT) != EV_NONE;
+  if (!libelf_ready) return fail(m.path, "libelf initialisation failed: " + elfError());
   std::unique_ptr<Elf, ElfCloser> elf(elf_memory(reinterpret_cast<char*>(m.image_.data()), m.image_.size()));
   if (!elf) return fail(m.path, "libelf cannot open the image: " + elfError());
   GElf_Ehdr ehdr;
@@ -138,6 +140,11 @@ Result<Module> parseModule(std::vector<std::uint8_t> image, std::string path) {
   if (elf_getshdrnum(elf.get(), &shnum) != 0 || elf_getshdrstrndx(elf.get(), &shstrndx) != 0)
     return fail(m.path + ":section headers", "unreadable: " + elfError());
   if (shnum == 0) return fail(m.path, "no section headers");
+  // libelf takes both as given; the kernel refuses such modules, and so do we.
+  if (ehdr.e_shentsize != sizeof(Elf64_Shdr))
+    return fail(m.path + ":e_shentsize", "section header size " + dec(ehdr.e_shentsize) + " is not " + dec(sizeof(Elf64_Shdr)) + " (Elf64_Shdr)");
+  if (shstrndx >= shnum)
+    return fail(m.path + ":e_shstrndx", "section name table index " + dec(shstrndx) + " out of range (" + dec(shnum) + " sections)");
   const std::uint64_t file_size = m.image_.size();
 
   m.sections.resize(shnum);
@@ -172,6 +179,8 @@ Result<Module> parseModule(std::vector<std::uint8_t> image, std::string path) {
     const Section& st = m.sections[symtab_index];
     if (st.link >= shnum || m.sections[st.link].type != SHT_STRTAB)
       return fail(m.path + ":.symtab", (std::string("sh_link ") + dec(st.link) + std::string(" does not name a string table")));
+    if (st.size % sizeof(Elf64_Sym) != 0)
+      return fail(m.path + ":.symtab", "size " + hex(st.size) + " is not a whole number of " + dec(sizeof(Elf64_Sym)) + "-byte symbols");
     Elf_Data* data = elf_getdata(elf_getscn(elf.get(), symtab_index), nullptr);
     if (!data) return fail(m.path + ":.symtab", "unreadable: " + elfError());
     const std::size_t count = st.size / sizeof(Elf64_Sym);
@@ -214,6 +223,9 @@ Result<Module> parseModule(std::vector<std::uint8_t> image, std::string path) {
       return fail((std::string(m.path) + std::string(":section ") + dec(i) + std::string(" (") + std::string(rs.name) + std::string(")")), (std::string("sh_info ") + dec(rs.info) + std::string(" names no section")));
     if (rs.link != symtab_index)
       return fail((std::string(m.path) + std::string(":section ") + dec(i) + std::string(" (") + std::string(rs.name) + std::string(")")), (std::string("sh_link ") + dec(rs.link) + std::string(" is not the symbol table")));
+    if (rs.size % sizeof(Elf64_Rela) != 0)
+      return fail(m.path + ":section " + dec(i) + " (" + rs.name + ")",
+                  "size " + hex(rs.size) + " is not a whole number of " + dec(sizeof(Elf64_Rela)) + "-byte relocations");
     Elf_Data* data = elf_getdata(elf_getscn(elf.get(), i), nullptr);
     if (!data) return fail((std::string(m.path) + std::string(":section ") + dec(i) + std::string(" (") + std::string(rs.name) + std::string(")")), "unreadable: " + elfError());
     const std::size_t count = rs.size / sizeof(Elf64_Rela);

@@ -29,8 +29,10 @@ struct PointerPos {
 };
 std::optional<PointerPos> pointerPos(const Value& v) noexcept {
   if (v.alts != 0) return std::nullopt;
-  if (v.kind == Value::Ptr) return PointerPos{kMinusParam - 2 * std::int64_t(v.id), v.off};
-  if (v.kind == Value::Holder) return PointerPos{kMinusParam - 2 * std::int64_t(v.id) - 1, -v.off};
+  // Tags wrap rather than overflow: ids come from the binary, and a damaged one may be huge (fuzzer).
+  const std::int64_t tag = std::int64_t(std::uint64_t(kMinusParam) - 2 * std::uint64_t(v.id));
+  if (v.kind == Value::Ptr) return PointerPos{tag, v.off};
+  if (v.kind == Value::Holder) return PointerPos{std::int64_t(std::uint64_t(tag) - 1), std::int64_t(0 - std::uint64_t(v.off))};
   if (v.kind == Value::Stack) return PointerPos{kMinusParam + 1, v.off};  // a buffer in this frame
   return std::nullopt;
 }
@@ -1910,7 +1912,7 @@ std::set<std::uint32_t> Analyzer::pciProbes() const {
     for (const Relocation& r : m_.relocations(sec.index)) {
       const Symbol& s = m_.symbols[r.symbol];
       if (r.type != R_X86_64_64 || !s.defined() || s.section != table->section ||
-          std::int64_t(s.value) + r.addend != std::int64_t(table->value))
+          s.value + std::uint64_t(r.addend) != table->value)
         continue;
       const Relocation* next = m_.relocationAt(sec.index, r.offset + 8);
       if (!next || next->type != R_X86_64_64) continue;
@@ -1944,7 +1946,8 @@ void Analyzer::run() {
     for (const Relocation& r : m_.relocations(sec.index)) {
       const Symbol& s = m_.symbols[r.symbol];
       if (!s.defined()) continue;
-      std::int64_t off = std::int64_t(s.value) + r.addend;
+      // Wrapping arithmetic: a damaged symbol value or addend must not overflow (found by the fuzzer).
+      std::int64_t off = std::int64_t(s.value + std::uint64_t(r.addend));
       if (sec.executable()) {
         // In code, a reference is an address take unless it is the target of a call/jump.
         int fi = d_.functionCovering(codeAddr(sec.index, r.offset));
@@ -1954,7 +1957,8 @@ void Analyzer::run() {
         if (it == insns.begin()) continue;
         --it;
         if (it->flow == Flow::Call || it->flow == Flow::Jump || it->flow == Flow::CondJump) continue;
-        if (r.type == R_X86_64_PC32 || r.type == R_X86_64_PLT32) off += std::int64_t(it->addr + it->size - codeAddr(sec.index, r.offset));
+        if (r.type == R_X86_64_PC32 || r.type == R_X86_64_PLT32)
+          off = std::int64_t(std::uint64_t(off) + (it->addr + it->size - codeAddr(sec.index, r.offset)));
       }
       if (off < 0) continue;
       int t = d_.functionAt(codeAddr(s.section, std::uint64_t(off)));

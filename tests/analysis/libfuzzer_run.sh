@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the clang libFuzzer target (analysis/fuzz/build-fuzzer.sh) for SECONDS, seeded with the committed
+# corpus. Exit 77 (ctest: skipped) when clang-16 is not installed.
+# Usage: libfuzzer_run.sh SOURCE_DIR SCRATCH_DIR SECONDS
+set -euo pipefail
+src=$1 scratch=$2 seconds=$3
+if ! command -v clang++-16 >/dev/null || [ ! -d /usr/lib/llvm-16/lib/clang/16/lib/linux ]; then
+  echo "SKIPPED: clang++-16 / libclang-rt-16-dev not installed (not in scripts/packages.txt); the GCC ASan+UBSan replay (analysis_fuzz_*) still runs"
+  exit 77
+fi
+rm -rf "$scratch" && mkdir -p "$scratch/corpus"
+cp "$src"/tests/analysis/fuzz-corpus/*.ko "$scratch/corpus/"
+exec "$src/analysis/fuzz/build-fuzzer.sh" "$scratch" "$seconds"
