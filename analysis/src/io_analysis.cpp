@@ -37,6 +37,18 @@ std::optional<PointerPos> pointerPos(const Value& v) noexcept {
   return std::nullopt;
 }
 
+// The constant result of add/sub/and/or/xor on two known operands; nullopt for other instructions.
+std::optional<std::uint64_t> foldAddLogic(unsigned id, std::uint64_t x, std::uint64_t y) noexcept {
+  switch (id) {
+    case X86_INS_ADD: return x + y;
+    case X86_INS_SUB: return x - y;
+    case X86_INS_AND: return x & y;
+    case X86_INS_OR: return x | y;
+    case X86_INS_XOR: return x ^ y;
+    default: return std::nullopt;
+  }
+}
+
 std::uint64_t maskFor(unsigned bytes) noexcept { return bytes >= 8 ? ~0ull : ((1ull << (bytes * 8)) - 1); }
 
 bool isSymbolic(const Value& v) noexcept {
@@ -997,29 +1009,16 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
         bool any = false;
         a.forEach([&](std::int64_t xa) {
           Value one = Value::constant(std::uint64_t(xa));
-          const std::uint64_t x = std::uint64_t(xa), y = std::uint64_t(b.off);
-          std::uint64_t z = 0;
-          switch (in.id) {
-            case X86_INS_ADD: z = x + y; break;
-            case X86_INS_SUB: z = x - y; break;
-            case X86_INS_AND: z = x & y; break;
-            case X86_INS_OR: z = x | y; break;
-            case X86_INS_XOR: z = x ^ y; break;
-            default: z = x; any = true; break;  // shifts/multiplies of alternatives: give up below
-          }
-          one = Value::constant(z & maskFor(w));
+          const auto z = foldAddLogic(in.id, std::uint64_t(xa), std::uint64_t(b.off));
+          if (!z) any = true;  // shifts/multiplies of alternatives: give up below
+          one = Value::constant((z ? *z : std::uint64_t(xa)) & maskFor(w));
           acc = acc.kind == Value::Top && !any ? one : join(acc, one);
         });
         r = any ? Value::top() : acc;
       } else if (a.kind == Value::Const && a.known >= w && bc && single(a)) {
         const std::uint64_t x = std::uint64_t(a.off), y = std::uint64_t(b.off);
-        std::uint64_t z = 0;
+        std::uint64_t z = foldAddLogic(in.id, x, y).value_or(0);
         switch (in.id) {
-          case X86_INS_ADD: z = x + y; break;
-          case X86_INS_SUB: z = x - y; break;
-          case X86_INS_AND: z = x & y; break;
-          case X86_INS_OR: z = x | y; break;
-          case X86_INS_XOR: z = x ^ y; break;
           case X86_INS_SHL: z = (y & 63) ? x << (y & 63) : x; break;
           case X86_INS_SHR: z = (x & maskFor(w)) >> (y & 63); break;
           case X86_INS_SAR: z = std::uint64_t(std::int64_t(x << (64 - w * 8)) >> (64 - w * 8) >> (y & 63)); break;
