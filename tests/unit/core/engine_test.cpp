@@ -94,15 +94,6 @@ TEST(Engine, MidStreamAttachStillBoundsAFlood) {
   EXPECT_FALSE(e->onRequest(pio(kFifo, Dir::Write, 0x01)).forwarded());  // but not twice
 }
 
-DevicePolicy loopDevice(std::uint32_t max) {
-  DevicePolicy p = fifoDevice();
-  auto& c = p.graphs[0].channels[0];
-  // param may repeat: cmd -> param{1..max} -> r1 -> r2
-  c.edges.push_back({1, 1});
-  c.loops.push_back(LoopSpec{"params", 1, {1}, max, false, {}});
-  return p;
-}
-
 TEST(Engine, RepetitionBoundRefusesTheFlood) {
   auto e = makeEngine(loopDevice(3), isaInstance("toy", kBase, 8));
   ASSERT_TRUE(e->onRequest(pio(kFifo, Dir::Write, 0x0a)).forwarded());

@@ -48,6 +48,15 @@ inline DevicePolicy fifoDevice() {
   return p;
 }
 
+// fifoDevice() whose parameter may repeat: cmd -> param{1..max} -> r1 -> r2.
+inline DevicePolicy loopDevice(std::uint32_t max) {
+  DevicePolicy p = fifoDevice();
+  auto& c = p.graphs[0].channels[0];
+  c.edges.push_back({1, 1});
+  c.loops.push_back(LoopSpec{"params", 1, {1}, max, false, {}});
+  return p;
+}
+
 inline DeviceInstance isaInstance(std::string kind, std::uint64_t base, std::uint64_t length) {
   DeviceInstance d;
   d.name = kind;

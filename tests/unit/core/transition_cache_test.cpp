@@ -20,14 +20,6 @@ EngineOptions withCache(std::size_t entries, EngineOptions o = {}) {
   return o;
 }
 
-DevicePolicy loopDevice(std::uint32_t max) {
-  DevicePolicy p = fifoDevice();
-  auto& c = p.graphs[0].channels[0];
-  c.edges.push_back({1, 1});
-  c.loops.push_back(LoopSpec{"params", 1, {1}, max, false, {}});
-  return p;
-}
-
 void runRound(Engine& e, int params) {
   ASSERT_TRUE(e.onRequest(pio(kFifo, Dir::Write, 0x0a)).forwarded());
   for (int i = 0; i < params; ++i) ASSERT_TRUE(e.onRequest(pio(kFifo, Dir::Write, 0x01)).forwarded()) << i;
