@@ -29,18 +29,23 @@ struct Analysed {
   ModuleAnalysis result;
 };
 
-std::unique_ptr<Analysed> analyse(const std::string& relative) {
-  auto m = loadModule(modulePath(relative));
-  EXPECT_TRUE(m) << m.error().message();
-  if (!m) return nullptr;
+// Disassembles and analyses a loaded (possibly linked) module.
+std::unique_ptr<Analysed> analyseLoaded(Module module) {
   auto a = std::make_unique<Analysed>();
-  a->module = std::move(*m);
+  a->module = std::move(module);
   auto d = disassemble(a->module);
   EXPECT_TRUE(d) << d.error().message();
   if (!d) return nullptr;
   a->dis = std::move(*d);
   a->result = analyzeModule(a->dis);
   return a;
+}
+
+std::unique_ptr<Analysed> analyse(const std::string& relative) {
+  auto m = loadModule(modulePath(relative));
+  EXPECT_TRUE(m) << m.error().message();
+  if (!m) return nullptr;
+  return analyseLoaded(std::move(*m));
 }
 
 TEST(RealModules, FloppyPortsAreTheControllerBasePlusRegister) {
@@ -230,14 +235,7 @@ std::unique_ptr<Analysed> analyseLinked(const std::string& driver, const std::ve
   auto linked = linkModules(std::move(*m), std::move(deps));
   EXPECT_TRUE(linked) << linked.error().message();
   if (!linked) return nullptr;
-  auto a = std::make_unique<Analysed>();
-  a->module = std::move(*linked);
-  auto d = disassemble(a->module);
-  EXPECT_TRUE(d) << d.error().message();
-  if (!d) return nullptr;
-  a->dis = std::move(*d);
-  a->result = analyzeModule(a->dis);
-  return a;
+  return analyseLoaded(std::move(*linked));
 }
 
 TEST(RealModules, Ne2kPciWith8390WritesThroughBar0OfTheRealtekChip) {
