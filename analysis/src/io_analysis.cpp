@@ -442,6 +442,49 @@ class Analyzer {
     for (unsigned i = 0; i < width; ++i) v |= std::uint64_t(sec.bytes[off + i]) << (8 * i);
     return Value::constant(v);
   }
+  // An indexed load from a small relocation-free read-only object (8139cp's `mii_2_8139_map[location]`,
+  // the MII register number to the chip's register offset): whichever element it is, it is one of the
+  // object's values. Up to eight distinct values, as alternatives; more stay unknown.
+  std::optional<Value> readOnlyTableValues(const Value& a, std::uint8_t width) const {
+    if (width != 1 && width != 2 && width != 4) return std::nullopt;
+    if (a.kind != Value::GlobalAddr || a.off < 0 || a.id >= m_.sections.size()) return std::nullopt;
+    const Section& sec = m_.sections[a.id];
+    if (sec.type != SHT_PROGBITS || (sec.flags & SHF_WRITE) || !(sec.flags & SHF_ALLOC) || sec.executable()) return std::nullopt;
+    const Symbol* table = m_.symbolCovering(a.id, std::uint64_t(a.off), STT_OBJECT);
+    if (!table || table->size < width || table->size > 64) return std::nullopt;
+    const std::uint64_t begin = table->value, end = table->value + table->size;
+    if (end > sec.bytes.size() || m_.relocationIn(a.id, begin, end)) return std::nullopt;
+    std::set<std::uint64_t> values;
+    // Elements are `width` apart and one of them starts where the code indexes from.
+    for (std::uint64_t at = begin + (std::uint64_t(a.off) - begin) % width; at + width <= end; at += width) {
+      std::uint64_t v = 0;
+      for (unsigned i = 0; i < width; ++i) v |= std::uint64_t(sec.bytes[at + i]) << (8 * i);
+      values.insert(v);
+      if (values.size() > 8) return std::nullopt;
+    }
+    if (values.empty()) return std::nullopt;
+    Value r = Value::constant(*values.begin(), width);
+    for (auto it = std::next(values.begin()); it != values.end(); ++it) r.alt[r.alts++] = std::int64_t(*it);
+    return r;
+  }
+  // A function a kernel API stores together with a pointer it will later be called with
+  // (netif_napi_add(dev, &priv->napi, poll) calls poll(&priv->napi, budget)): that parameter points
+  // where the registered pointer does, so it reaches the base the structure around it holds.
+  void typeCallbackParameter(std::string_view api, const std::array<Value, 6>& args);
+  // "Holds base b at +d" for a pointer into a structure known to hold a base, the field before or
+  // after it (container_of of an embedded member: 8139cp's regs at -0x18 from &cp->napi).
+  std::optional<Value> nearestHolder(const Value& v) const {
+    if (v.kind == Value::Holder) return v;
+    if (v.kind != Value::Ptr || !single(v)) return std::nullopt;
+    std::optional<Value> best;
+    std::uint64_t best_distance = 0x10000;
+    for (auto it = ptr_holds_.lower_bound({v.id, INT64_MIN}); it != ptr_holds_.end() && it->first.first == v.id; ++it) {
+      const std::int64_t d = std::int64_t(std::uint64_t(it->first.second) - std::uint64_t(v.off));
+      const std::uint64_t distance = d < 0 ? 0 - std::uint64_t(d) : std::uint64_t(d);
+      if (distance < best_distance) best_distance = distance, best = Value{Value::Holder, 8, it->second, d};
+    }
+    return best;
+  }
   // A one-block loop whose trip count the entry state fixes (a walk over a table of constants built
   // on the stack, `for (p = seq; p != seq + n; p += 2) outb(p[0], base + p[1])`): its iterations in
   // order, each with its own exact register and value, instead of one merged, unresolved access.
@@ -648,6 +691,8 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
         if (auto c = readOnlyConstant(a, width)) return *c;
         if (auto p = readOnlyPointer(a, width)) return *p;
       }
+      if (a.kind == Value::GlobalAddr && indexed && single(a))
+        if (auto t = readOnlyTableValues(a, width)) return *t;
       if (a.kind == Value::GlobalAddr && a.off >= 0) {
         const std::uint32_t c = cellOf(a.id, std::uint64_t(a.off));
         if (out_.cells[c].base) return Value{Value::Base, 8, *out_.cells[c].base, 0};
@@ -786,6 +831,31 @@ void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& 
   }
 }
 
+void Analyzer::typeCallbackParameter(std::string_view api, const std::array<Value, 6>& args) {
+  // {API, argument holding the pointer, argument holding the function, the function's parameter}.
+  struct Registration {
+    std::string_view api;
+    int pointer, callback, parameter;
+  };
+  static constexpr Registration kRegistrations[] = {
+      {"netif_napi_add_weight", 1, 2, 0},     // poll(napi, budget)
+      {"netif_napi_add_tx_weight", 1, 2, 0},  // poll(napi, budget)
+      {"init_timer_key", 0, 1, 0},            // timer_setup(): fn(timer)
+      {"tasklet_setup", 0, 1, 0},             // callback(tasklet)
+  };
+  for (const Registration& r : kRegistrations) {
+    if (api != r.api) continue;
+    const Value& fnptr = args[std::size_t(r.callback)];
+    if (fnptr.kind != Value::GlobalAddr || !single(fnptr) || fnptr.off < 0 || fnptr.id >= m_.sections.size() ||
+        !m_.sections[fnptr.id].executable())
+      return;
+    const int callee = d_.functionAt(codeAddr(fnptr.id, std::uint64_t(fnptr.off)));
+    auto holder = nearestHolder(args[std::size_t(r.pointer)]);
+    if (callee < 0 || !holder) return;
+    param_holder_.try_emplace({std::uint32_t(callee), r.parameter}, std::pair{holder->id, holder->off});
+  }
+}
+
 void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item>* items, bool record, bool tail, int known_callee) {
   (void)tail;
   std::array<Value, 6> args;
@@ -844,6 +914,7 @@ void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
         s.reg[RAX] = Value{Value::Base, 8, baseFor(DeviceBase::Ioremap, -1, 0, name, out_.where(in.addr)), 0};
       }
     } else {
+      typeCallbackParameter(n, args);
       // Anything else an external call returns may be the driver's private structure (alloc_etherdev…).
       auto [it, inserted] = ptr_ids_.try_emplace(in.addr, std::uint32_t(ptr_ids_.size()));
       s.reg[RAX] = Value{Value::Ptr, 8, it->second, 0};
@@ -920,6 +991,18 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       if (o[0].kind == Operand::Reg) {
         if (extend && rangeFitsSigned(v, o[1].size)) {
           // movslq/movzbl of a loop counter: the same values
+        } else if (extend && v.kind == Value::Const && v.alts && v.count == 0 && v.known >= o[1].size) {
+          // Each alternative extended (a byte picked from a table of register offsets).
+          Value r = v;
+          r.known = 8;
+          auto ext = [&](std::int64_t x0) {
+            std::uint64_t x = std::uint64_t(x0) & maskFor(o[1].size);
+            if (in.id != X86_INS_MOVZX && (x >> (o[1].size * 8 - 1)) & 1) x |= ~maskFor(o[1].size);
+            return std::int64_t(x & maskFor(o[0].size));
+          };
+          r.off = ext(v.off);
+          for (int i = 0; i < v.alts; ++i) r.alt[std::size_t(i)] = ext(v.alt[std::size_t(i)]);
+          v = r;
         } else if (extend && v.kind == Value::Const) {
           std::uint64_t x = std::uint64_t(v.off) & maskFor(o[1].size);
           if (in.id != X86_INS_MOVZX && (x >> (o[1].size * 8 - 1)) & 1) x |= ~maskFor(o[1].size);

@@ -31,6 +31,7 @@ struct Analysed {
   Module module;
   Disassembly dis;
   ModuleAnalysis result;
+  std::vector<std::uint8_t> data_image;  // .data's bytes where a snippet needs them non-zero
 };
 
 std::unique_ptr<Analysed> analyse(std::vector<std::uint8_t> text, std::vector<Symbol> extra, std::vector<Relocation> relocs,
@@ -678,7 +679,8 @@ namespace pio {
 constexpr std::uint64_t kIdTable = 0x80;
 std::unique_ptr<Analysed> analyseProbe(std::vector<std::uint8_t> text, std::vector<Symbol> extra = {},
                                        std::vector<Relocation> relocs = {}, bool read_only_data = false,
-                                       std::vector<Relocation> data_extra = {}) {
+                                       std::vector<Relocation> data_extra = {},
+                                       std::vector<std::pair<std::uint64_t, std::uint8_t>> data_bytes = {}) {
   std::vector<Symbol> symbols{Symbol{"__mod_pci__snippet_device_table", kIdTable, 0x28, Module::kDataSection, STT_OBJECT, STB_LOCAL}};
   for (auto& s : extra) symbols.push_back(std::move(s));
   std::vector<Relocation> data{{0x18, R_X86_64_64, 2, 0}, {0x20, R_X86_64_64, 1, 0}};
@@ -688,6 +690,12 @@ std::unique_ptr<Analysed> analyseProbe(std::vector<std::uint8_t> text, std::vect
                                 std::move(data));
   a->module.pci_table_symbol = "__mod_pci__snippet_device_table";
   if (read_only_data) a->module.sections[Module::kDataSection].flags &= ~std::uint64_t(SHF_WRITE);
+  if (!data_bytes.empty()) {
+    Section& data_section = a->module.sections[Module::kDataSection];
+    a->data_image.assign(data_section.bytes.begin(), data_section.bytes.end());
+    for (auto [at, byte] : data_bytes) a->data_image.at(at) = byte;
+    data_section.bytes = std::span<const std::uint8_t>(a->data_image);
+  }
   auto d = disassemble(a->module);
   EXPECT_TRUE(d) << d.error().message();
   a->dis = std::move(*d);
@@ -981,6 +989,91 @@ TEST(DataFlow, ASymbolExportedByTwoDependenciesIsAnError) {
   auto linked = linkModules(std::move(driver), std::move(deps));
   ASSERT_FALSE(linked);
   EXPECT_NE(linked.error().message().find("exported by both dep1.ko and dep2.ko"), std::string::npos) << linked.error().message();
+}
+
+// netif_napi_add(dev, &cp->napi, cp_rx_poll) in the probe, regs kept at dev+0x980 and napi at
+// dev+0x998; cp_rx_poll(napi, budget) reaches regs only as `napi - 0x18`.
+std::vector<std::uint8_t> napiProbeAndPoll() {
+  return {
+      0x48, 0x89, 0xfd,                          //  0: mov rbp,rdi
+      0xe8, 0x00, 0x00, 0x00, 0x00,              //  3: call alloc_etherdev_mqs
+      0x48, 0x89, 0xc3,                          //  8: mov rbx,rax
+      0x48, 0x8b, 0xbd, 0x08, 0x04, 0x00, 0x00,  // 11: mov rdi,QWORD PTR [rbp+0x408]   resource[1].start
+      0xbe, 0x00, 0x01, 0x00, 0x00,              // 18: mov esi,0x100
+      0xe8, 0x00, 0x00, 0x00, 0x00,              // 23: call ioremap
+      0x48, 0x89, 0x83, 0x80, 0x09, 0x00, 0x00,  // 28: mov QWORD PTR [rbx+0x980],rax    cp->regs
+      0x48, 0x8d, 0xb3, 0x98, 0x09, 0x00, 0x00,  // 35: lea rsi,[rbx+0x998]              &cp->napi
+      0x48, 0xc7, 0xc2, 0x00, 0x00, 0x00, 0x00,  // 42: mov rdx,poll
+      0x48, 0x89, 0xdf,                          // 49: mov rdi,rbx
+      0xe8, 0x00, 0x00, 0x00, 0x00,              // 52: call <registration API>
+      0xc3,                                      // 57: ret
+      0x48, 0x8b, 0x47, 0xe8,                    // 58: mov rax,QWORD PTR [rdi-0x18]     (poll)
+      0xba, 0xff, 0x80, 0x00, 0x00,              // 62: mov edx,0x80ff
+      0x66, 0x89, 0x50, 0x3c,                    // 67: mov WORD PTR [rax+0x3c],dx
+      0xc3,                                      // 71: ret
+  };
+}
+
+std::unique_ptr<Analysed> analyseNapiRegistration(const char* api) {
+  return pio::analyseProbe(napiProbeAndPoll(),
+                           {external("alloc_etherdev_mqs"), external("ioremap"), external(api), function("poll", 58, 14)},
+                           {plt32(4, 3), plt32(24, 4), Relocation{45, R_X86_64_32S, 6, 0}, plt32(53, 5)});
+}
+
+TEST(DataFlow, NapiPollParameterIsThePointerRegisteredWithIt) {
+  auto a = analyseNapiRegistration("netif_napi_add_weight");
+  auto out = accessesAt(a->result, 67);
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out[0]->where, Access::Where::BaseOffset) << "poll's napi - 0x18 is cp->regs";
+  EXPECT_EQ(out[0]->offset, 0x3c);
+  EXPECT_EQ(out[0]->value, 0x80ffu);
+  EXPECT_EQ(a->result.bases[out[0]->base].kind, DeviceBase::PciIoremapBar);
+  EXPECT_EQ(a->result.bases[out[0]->base].bar, 1);
+}
+
+TEST(DataFlow, FunctionPassedToAnUnknownApiGetsNoParameterType) {
+  // Same bytes, an API whose calling convention for the function is not known: nothing is assumed.
+  auto a = analyseNapiRegistration("some_subsystem_register");
+  for (const Access* x : accessesAt(a->result, 67)) EXPECT_NE(x->where, Access::Where::BaseOffset);
+}
+
+TEST(DataFlow, RegisterPickedFromAReadOnlyByteTableIsEachOfItsValues) {
+  // 8139cp's mdio_read: `readw(cp->regs + mii_2_8139_map[location])`, the map a static const u8[8].
+  auto a = pio::analyseProbe({
+      0x48, 0x8b, 0xbf, 0x08, 0x04, 0x00, 0x00,  //  0: mov rdi,QWORD PTR [rdi+0x408]
+      0xbe, 0x00, 0x01, 0x00, 0x00,              //  7: mov esi,0x100
+      0xe8, 0x00, 0x00, 0x00, 0x00,              // 12: call ioremap
+      0x48, 0x63, 0xd2,                          // 17: movsxd rdx,edx
+      0x48, 0x0f, 0xbe, 0x92, 0x00, 0x00, 0x00, 0x00,  // 20: movsx rdx,BYTE PTR [rdx+map]
+      0x48, 0x01, 0xc2,                          // 28: add rdx,rax
+      0x66, 0x8b, 0x02,                          // 31: mov ax,WORD PTR [rdx]
+      0xc3,                                      // 34: ret
+  }, {external("ioremap"), Symbol{"map", 0x40, 8, Module::kDataSection, STT_OBJECT, STB_LOCAL}},
+     {plt32(13, 3), Relocation{24, R_X86_64_32S, 4, 0}}, /*read_only_data=*/true, {},
+     {{0x40, 0x62}, {0x41, 0x64}, {0x44, 0x66}, {0x45, 0x68}, {0x46, 0x6a}});
+  std::set<std::int64_t> offsets;
+  for (const Access* x : accessesAt(a->result, 31)) {
+    ASSERT_EQ(x->where, Access::Where::BaseOffset);
+    EXPECT_EQ(x->dir, Dir::Read);
+    offsets.insert(x->offset);
+  }
+  EXPECT_EQ(offsets, (std::set<std::int64_t>{0, 0x62, 0x64, 0x66, 0x68, 0x6a}));
+}
+
+TEST(DataFlow, IndexedLoadFromAWritableTableStaysUnknown) {
+  // The same lookup in a writable table: the module may change it, so the register is unknown.
+  auto a = pio::analyseProbe({
+      0x48, 0x8b, 0xbf, 0x08, 0x04, 0x00, 0x00,  //  0: mov rdi,QWORD PTR [rdi+0x408]
+      0xbe, 0x00, 0x01, 0x00, 0x00,              //  7: mov esi,0x100
+      0xe8, 0x00, 0x00, 0x00, 0x00,              // 12: call ioremap
+      0x48, 0x63, 0xd2,                          // 17: movsxd rdx,edx
+      0x48, 0x0f, 0xbe, 0x92, 0x00, 0x00, 0x00, 0x00,  // 20: movsx rdx,BYTE PTR [rdx+map]
+      0x48, 0x01, 0xc2,                          // 28: add rdx,rax
+      0x66, 0x8b, 0x02,                          // 31: mov ax,WORD PTR [rdx]
+      0xc3,                                      // 34: ret
+  }, {external("ioremap"), Symbol{"map", 0x40, 8, Module::kDataSection, STT_OBJECT, STB_LOCAL}},
+     {plt32(13, 3), Relocation{24, R_X86_64_32S, 4, 0}}, /*read_only_data=*/false, {}, {{0x40, 0x62}, {0x41, 0x64}});
+  for (const Access* x : accessesAt(a->result, 31)) EXPECT_NE(x->where, Access::Where::BaseOffset);
 }
 
 }  // namespace
