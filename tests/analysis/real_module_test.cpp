@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -324,6 +325,31 @@ TEST(RealModules, Pcnet32AccessesCsrsThroughRapAndRdpOfBar0) {
   // CVE-2021-3416 reproducer starts with dword writes at 0x11 and 0x15).
   EXPECT_TRUE(writes.count({0x14, 4}));
   for (const auto& [off, size] : writes) EXPECT_EQ(off % 2, 0u) << off;
+}
+
+TEST(RealModules, Rtl8139cpReachesItsRegistersFromTheNapiPollAndTheMiiMap) {
+  auto a = analyseLinked("drivers/net/ethernet/realtek/8139cp.ko", {"drivers/net/mii.ko"});
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->result.coverage.sites_pinned, a->result.coverage.io_sites);
+  PolicyOptions po;
+  po.pci_vendor = 0x10ec;
+  po.pci_device = 0x8139;
+  auto policy = buildPolicy(a->result, po);
+  ASSERT_TRUE(policy) << policy.error().message();
+  ASSERT_EQ(policy->regions.size(), 1u);
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Mem);
+  EXPECT_EQ(policy->regions[0].bar, 1);
+  std::map<std::string, std::set<std::pair<std::int64_t, std::optional<std::uint64_t>>>> writes, reads;
+  for (const Access& x : a->result.accesses) {
+    if (x.where != Access::Where::BaseOffset) continue;
+    (x.dir == Dir::Write ? writes : reads)[a->dis.functions()[x.function].name].emplace(x.offset, x.value);
+  }
+  // cp_rx_poll gets &cp->napi (netif_napi_add) and reaches cp->regs at -0x18 from it.
+  EXPECT_TRUE(writes["cp_rx_poll"].count({0x3e, 0x53})) << "IntrStatus ack: cp_rx_intr_mask";
+  EXPECT_TRUE(writes["cp_rx_poll"].count({0x3c, 0x80ff})) << "IntrMask: cp_intr_mask, interrupts back on";
+  // mdio_read: cp->regs + mii_2_8139_map[location] (BMCR 0x62, BMSR 0x64, ADVERTISE 0x66, LPA 0x68, EXPANSION 0x6a).
+  for (std::int64_t reg : {0x62, 0x64, 0x66, 0x68, 0x6a})
+    EXPECT_TRUE(reads["mdio_read"].count({reg, std::nullopt})) << std::hex << reg;
 }
 
 TEST(RealModules, SignedModulesCarryTheirSignatureAfterTheElf) {
