@@ -467,6 +467,36 @@ class Analyzer {
     for (auto it = std::next(values.begin()); it != values.end(); ++it) r.alt[r.alts++] = std::int64_t(*it);
     return r;
   }
+  // `test %r,%r; je skip` (or jne taken): on the way where %r is not zero, none of its alternatives is
+  // zero (8139cp's mdio_read skips the access when mii_2_8139_map[location] is 0, "no such register").
+  // nullopt where the edge tells nothing about a register with alternatives.
+  static std::optional<State> nonZeroOnEdge(const Function& f, const BasicBlock& bb, std::uint32_t succ, const State& s) {
+    if (bb.last == bb.first || bb.succs.size() != 2 || bb.succs[0] == bb.succs[1]) return std::nullopt;
+    const Insn& jcc = f.insns[bb.last];
+    const Insn& test = f.insns[bb.last - 1];
+    if (jcc.flow != Flow::CondJump || (jcc.id != X86_INS_JE && jcc.id != X86_INS_JNE)) return std::nullopt;
+    if (test.id != X86_INS_TEST || test.op_count != 2 || test.ops[0].kind != Operand::Reg || test.ops[1].kind != Operand::Reg ||
+        test.ops[0].reg.gpr == NoReg || test.ops[0].reg.gpr != test.ops[1].reg.gpr || test.ops[0].reg.high8 || test.ops[1].reg.high8)
+      return std::nullopt;
+    const bool to_target = f.insns[f.blocks[succ].first].addr == jcc.target;
+    if (to_target != (jcc.id == X86_INS_JNE)) return std::nullopt;  // the way where it is zero
+    const std::uint8_t width = test.ops[0].size ? test.ops[0].size : 8;
+    const Value& v = s.reg[test.ops[0].reg.gpr];
+    if (v.kind != Value::Const || !v.alts || v.count || v.known < width) return std::nullopt;
+    Value r = v;
+    r.alts = 0;
+    r.alt = {};
+    bool first = true;
+    v.forEach([&](std::int64_t x) {
+      if ((std::uint64_t(x) & maskFor(width)) == 0) return;
+      if (first) r.off = x, first = false;
+      else r.alt[r.alts++] = x;
+    });
+    if (first || r.alts == v.alts) return std::nullopt;  // all of them zero, or none
+    State refined = s;
+    refined.reg[test.ops[0].reg.gpr] = r;
+    return refined;
+  }
   // A function a kernel API stores together with a pointer it will later be called with
   // (netif_napi_add(dev, &priv->napi, poll) calls poll(&priv->napi, budget)): that parameter points
   // where the registered pointer does, so it reaches the base the structure around it holds.
@@ -1348,7 +1378,8 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     out_states[b] = s;
     for (std::uint32_t succ : bb.succs) {
       if (value_loops.header_of.empty() || value_loops.header_of[succ] < 0) {
-        if (in[succ].joinWith(s) && !queued[succ]) queued[succ] = 1, work.push_back(succ);
+        const std::optional<State> nonzero = nonZeroOnEdge(f, bb, succ, s);
+        if (in[succ].joinWith(nonzero ? *nonzero : s) && !queued[succ]) queued[succ] = 1, work.push_back(succ);
         continue;
       }
       into_header[{b, succ}] = s;

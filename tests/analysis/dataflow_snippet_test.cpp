@@ -1060,6 +1060,31 @@ TEST(DataFlow, RegisterPickedFromAReadOnlyByteTableIsEachOfItsValues) {
   EXPECT_EQ(offsets, (std::set<std::int64_t>{0, 0x62, 0x64, 0x66, 0x68, 0x6a}));
 }
 
+TEST(DataFlow, TableEntryTestedAgainstZeroBeforeTheAccessIsNotZeroThere) {
+  // mdio_read as compiled: `if (location < 8 && mii_2_8139_map[location]) readw(regs + map[location])`;
+  // the map's 0 means "no such register" and the access is skipped for it.
+  auto a = pio::analyseProbe({
+      0x48, 0x8b, 0xbf, 0x08, 0x04, 0x00, 0x00,  //  0: mov rdi,QWORD PTR [rdi+0x408]
+      0xbe, 0x00, 0x01, 0x00, 0x00,              //  7: mov esi,0x100
+      0xe8, 0x00, 0x00, 0x00, 0x00,              // 12: call ioremap
+      0x48, 0x63, 0xd2,                          // 17: movsxd rdx,edx
+      0x48, 0x0f, 0xbe, 0x92, 0x00, 0x00, 0x00, 0x00,  // 20: movsx rdx,BYTE PTR [rdx+map]
+      0x84, 0xd2,                                // 28: test dl,dl
+      0x74, 0x06,                                // 30: je 38
+      0x48, 0x01, 0xc2,                          // 32: add rdx,rax
+      0x66, 0x8b, 0x02,                          // 35: mov ax,WORD PTR [rdx]
+      0xc3,                                      // 38: ret
+  }, {external("ioremap"), Symbol{"map", 0x40, 8, Module::kDataSection, STT_OBJECT, STB_LOCAL}},
+     {plt32(13, 3), Relocation{24, R_X86_64_32S, 4, 0}}, /*read_only_data=*/true, {},
+     {{0x40, 0x62}, {0x41, 0x64}, {0x44, 0x66}, {0x45, 0x68}, {0x46, 0x6a}});
+  std::set<std::int64_t> offsets;
+  for (const Access* x : accessesAt(a->result, 35)) {
+    ASSERT_EQ(x->where, Access::Where::BaseOffset);
+    offsets.insert(x->offset);
+  }
+  EXPECT_EQ(offsets, (std::set<std::int64_t>{0x62, 0x64, 0x66, 0x68, 0x6a}));
+}
+
 TEST(DataFlow, IndexedLoadFromAWritableTableStaysUnknown) {
   // The same lookup in a writable table: the module may change it, so the register is unknown.
   auto a = pio::analyseProbe({
