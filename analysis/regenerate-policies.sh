@@ -27,3 +27,7 @@ timeout 120 "$bin" analyze "$net/amd/pcnet32.ko" "$kernel/drivers/net/mii.ko" --
 # would only widen this device's policy: not shipped (analysis/README.md).
 timeout 120 "$bin" analyze "$net/realtek/8139cp.ko" "$kernel/drivers/net/mii.ko" --device rtl8139 --pci 10ec:8139 \
   --guest-os "Debian 12 (Linux $ver)" -o "$out/rtl8139.json" --coverage "$out/rtl8139.coverage.txt"
+# snd-ens1370: QEMU's ES1370 (1274:5000). Registers are ensoniq->port + offset (pci_resource_start, BAR 0);
+# its AK4531 codec writes come through the driver's own snd_es1370_codec_write, so no snd-* module is linked.
+timeout 120 "$bin" analyze "$kernel/sound/pci/snd-ens1370.ko" --device es1370 --pci 1274:5000 \
+  --guest-os "Debian 12 (Linux $ver)" -o "$out/es1370.json" --coverage "$out/es1370.coverage.txt"

@@ -352,6 +352,36 @@ TEST(RealModules, Rtl8139cpReachesItsRegistersFromTheNapiPollAndTheMiiMap) {
     EXPECT_TRUE(reads["mdio_read"].count({reg, std::nullopt})) << std::hex << reg;
 }
 
+TEST(RealModules, Ens1370WritesTheAk4531CodecThroughBar0) {
+  auto a = analyse("sound/pci/snd-ens1370.ko");
+  ASSERT_TRUE(a);
+  PolicyOptions po;
+  po.pci_vendor = 0x1274;
+  po.pci_device = 0x5000;
+  auto policy = buildPolicy(a->result, po);
+  ASSERT_TRUE(policy) << policy.error().message();
+  // ensoniq->port = pci_resource_start(pci, 0) in snd_audiopci_probe; every I/O site is reached from it.
+  ASSERT_EQ(a->result.bases.size(), 1u);
+  EXPECT_EQ(a->result.bases[0].kind, DeviceBase::PciResource);
+  EXPECT_EQ(a->result.coverage.sites_pinned, a->result.coverage.io_sites);
+  ASSERT_EQ(policy->regions.size(), 1u);
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Io);
+  EXPECT_EQ(policy->regions[0].bar, 0);
+  EXPECT_EQ(policy->regions[0].length, 0x40u);
+  std::map<std::uint64_t, std::set<std::string>> writers;  // offset -> functions writing it
+  for (const auto& ch : policy->graphs[0].channels)
+    for (const auto& n : ch.nodes)
+      if (n.dir == Dir::Write) writers[n.offset].insert(n.provenance.function);
+  // The AK4531 mixer writes arrive through the ak4531 struct's write callback (snd_es1370_codec_write),
+  // a function only reached through that pointer: its CODEC register (0x10) write must still be a node.
+  EXPECT_TRUE(writers[0x10].count("snd_es1370_codec_write"));
+  // CONTROL (0x00), SERIAL (0x20) and the page-selected frame registers (0x30..0x3c) of the prepare paths.
+  EXPECT_TRUE(writers[0x00].count("snd_ensoniq_trigger"));
+  EXPECT_TRUE(writers[0x20].count("snd_ensoniq_playback2_prepare"));
+  EXPECT_TRUE(writers[0x0c].count("snd_ensoniq_playback2_prepare")) << "MEM_PAGE select before the frame registers";
+  EXPECT_TRUE(writers[0x38].count("snd_ensoniq_playback2_prepare"));
+}
+
 TEST(RealModules, SignedModulesCarryTheirSignatureAfterTheElf) {
   std::ifstream in(modulePath("drivers/block/floppy.ko"), std::ios::binary);
   std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
