@@ -523,7 +523,119 @@ class Analyzer {
   bool unrollSelfLoop(std::uint32_t fn, std::uint32_t b, const std::vector<State>& out_states, std::vector<Item>& items);
   // The PCI probe callbacks: the function a struct pci_driver names right after its id_table.
   std::set<std::uint32_t> pciProbes() const;
+
+  // Scalar module parameters (module_param(use_io, int, 0)) the module itself only reads: a load of one
+  // is the default the file holds (0 in .bss). The policy describes the driver as loaded without
+  // options; a guest that overrides such a parameter may drive the device another way (e100's use_io=1
+  // maps the I/O BAR instead of the memory BAR) and is refused. Keys: (section, offset).
+  std::set<std::pair<std::uint32_t, std::uint64_t>> parameters_;
+  void collectModuleParameters();
+  std::optional<Value> parameterDefault(const Value& a, std::uint8_t width) const;
+  // `setcc` right after the test/cmp that set its flags, when that test's operands are known
+  // (e100_probe's `bar = use_io ? 1 : 0` as `test %eax,%eax; ...; setne %sil`).
+  std::optional<bool> setccOutcome(const Insn& in, std::uint32_t fn, const State& s) const;
+  // BARs whose pci_resource_flags the code tests, per BAR: bit 0 IORESOURCE_IO, bit 1 IORESOURCE_MEM.
+  std::map<int, std::uint8_t> bar_flag_tests_;
+  void noteResourceFlagsTest(const State& s, const Insn& in);
 };
+
+// struct kernel_param (include/linux/moduleparam.h, 6.1 x86-64): name, mod, ops (+0x10), perm, level,
+// flags, then the union whose `arg` (+0x20) points at the variable; 0x28 bytes per entry.
+constexpr std::uint64_t kKernelParamSize = 0x28, kKernelParamOps = 0x10, kKernelParamArg = 0x20;
+
+void Analyzer::collectModuleParameters() {
+  static const std::set<std::string_view> scalar_ops = {"param_ops_int",  "param_ops_uint",  "param_ops_bool", "param_ops_short",
+                                                        "param_ops_ushort", "param_ops_byte", "param_ops_long", "param_ops_ulong",
+                                                        "param_ops_ullong", "param_ops_hexint"};
+  for (const Section& sec : m_.sections) {
+    if (sec.name != "__param") continue;
+    for (std::uint64_t e = 0; e + kKernelParamSize <= sec.size; e += kKernelParamSize) {
+      const Relocation* ops = m_.relocationAt(sec.index, e + kKernelParamOps);
+      const Relocation* arg = m_.relocationAt(sec.index, e + kKernelParamArg);
+      if (!ops || !arg || ops->symbol >= m_.symbols.size() || arg->symbol >= m_.symbols.size()) continue;
+      if (!scalar_ops.count(m_.symbols[ops->symbol].name)) continue;  // arrays and strings hold pointers
+      const Symbol& var = m_.symbols[arg->symbol];
+      if (!var.defined()) continue;
+      parameters_.emplace(var.section, var.value + std::uint64_t(arg->addend));
+    }
+  }
+  if (parameters_.empty()) return;
+  // A parameter the module writes or whose address escapes can hold anything: only plain loads and
+  // compares keep it at its default.
+  for (const Function& f : d_.functions())
+    for (const Insn& in : f.insns) {
+      if (in.ref.kind != Reference::Local) continue;
+      auto it = parameters_.find({in.ref.section, std::uint64_t(in.ref.offset)});
+      if (it == parameters_.end()) continue;
+      const bool load = (in.id == X86_INS_MOV || in.id == X86_INS_MOVZX || in.id == X86_INS_MOVSX || in.id == X86_INS_MOVSXD) &&
+                        in.op_count == 2 && in.ops[0].kind == Operand::Reg && in.ops[1].kind == Operand::Mem;
+      const bool compare = (in.id == X86_INS_CMP || in.id == X86_INS_TEST) && in.op_count == 2 &&
+                           (in.ops[0].kind == Operand::Mem || in.ops[1].kind == Operand::Mem);
+      if (!load && !compare) parameters_.erase(it);
+    }
+}
+
+std::optional<Value> Analyzer::parameterDefault(const Value& a, std::uint8_t width) const {
+  if (a.kind != Value::GlobalAddr || !single(a) || a.off < 0 || a.id >= m_.sections.size()) return std::nullopt;
+  if (width != 1 && width != 2 && width != 4 && width != 8) return std::nullopt;
+  if (!parameters_.count({a.id, std::uint64_t(a.off)})) return std::nullopt;
+  const Section& sec = m_.sections[a.id];
+  if (sec.type == SHT_NOBITS) return Value::constant(0);
+  const auto off = std::uint64_t(a.off);
+  if (off + width > sec.bytes.size() || m_.relocationIn(a.id, off, off + width)) return std::nullopt;
+  std::uint64_t v = 0;
+  for (unsigned i = 0; i < width; ++i) v |= std::uint64_t(sec.bytes[off + i]) << (8 * i);
+  return Value::constant(v);
+}
+
+std::optional<bool> Analyzer::setccOutcome(const Insn& in, std::uint32_t fn, const State& s) const {
+  if (in.id != X86_INS_SETE && in.id != X86_INS_SETNE) return std::nullopt;
+  const Function& f = d_.functions()[fn];
+  auto at = std::lower_bound(f.insns.begin(), f.insns.end(), in.addr, [](const Insn& i, CodeAddr a) { return i.addr < a; });
+  if (at == f.insns.end() || at->addr != in.addr) return std::nullopt;
+  std::uint32_t written = 0;  // registers moved between the test and the setcc (moves leave the flags)
+  for (auto it = at; it != f.insns.begin();) {
+    const Insn& p = *--it;
+    if (p.flow != Flow::Next) return std::nullopt;
+    if ((p.id == X86_INS_MOV || p.id == X86_INS_MOVABS || p.id == X86_INS_LEA) && p.op_count == 2 && p.ops[0].kind == Operand::Reg) {
+      if (p.ops[0].reg.gpr != NoReg) written |= 1u << p.ops[0].reg.gpr;
+      continue;
+    }
+    if (p.id != X86_INS_TEST && p.id != X86_INS_CMP) return std::nullopt;
+    if (p.op_count != 2 || p.ops[0].kind != Operand::Reg || p.ops[0].reg.gpr == NoReg || p.ops[0].reg.high8) return std::nullopt;
+    if (written >> p.ops[0].reg.gpr & 1) return std::nullopt;
+    const std::uint8_t width = p.ops[0].size ? p.ops[0].size : 8;
+    const Value x = s.reg[p.ops[0].reg.gpr];
+    if (x.kind != Value::Const || !single(x) || x.known < width) return std::nullopt;
+    const std::uint64_t m = maskFor(width), xv = std::uint64_t(x.off) & m;
+    bool zero;
+    if (p.id == X86_INS_TEST && p.ops[1].kind == Operand::Reg && p.ops[1].reg.gpr == p.ops[0].reg.gpr && !p.ops[1].reg.high8) {
+      zero = xv == 0;
+    } else if (p.id == X86_INS_CMP && p.ops[1].kind == Operand::Imm) {
+      zero = xv == (std::uint64_t(p.ops[1].imm) & m);
+    } else {
+      return std::nullopt;
+    }
+    return in.id == X86_INS_SETE ? zero : !zero;
+  }
+  return std::nullopt;
+}
+
+void Analyzer::noteResourceFlagsTest(const State& s, const Insn& in) {
+  if (in.op_count != 2 || in.ops[0].kind != Operand::Mem || in.ops[1].kind != Operand::Imm) return;
+  bool indexed = false;
+  const Value a = address(s, in, in.ops[0], &indexed);
+  if (a.kind != Value::PciDev || indexed || !single(a)) return;
+  const std::int64_t rel = a.off - opt_.pci_dev_resource_offset;
+  if (rel < 0 || rel / opt_.pci_resource_size >= 6) return;
+  const std::int64_t byte = rel % opt_.pci_resource_size - opt_.pci_resource_flags_offset;
+  if (byte < 0 || byte >= 8) return;
+  const std::uint64_t bits = std::uint64_t(in.ops[1].imm) << (8 * byte);
+  constexpr std::uint64_t kIoresourceIo = 0x100, kIoresourceMem = 0x200;
+  auto& seen = bar_flag_tests_[int(rel / opt_.pci_resource_size)];
+  if (bits & kIoresourceIo) seen |= 1;
+  if (bits & kIoresourceMem) seen |= 2;
+}
 
 std::string sectionName(const Module& m, std::uint32_t s) { return s < m.sections.size() ? m.sections[s].name : "?"; }
 
@@ -718,6 +830,7 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
       Value a = address(s, in, op, &indexed);
       if (a.kind == Value::Stack) return single(a) && !indexed ? stackRead(s, a.off, width) : Value::top();
       if (a.kind == Value::GlobalAddr && a.off >= 0 && !indexed && single(a)) {
+        if (auto c = parameterDefault(a, width)) return *c;
         if (auto c = readOnlyConstant(a, width)) return *c;
         if (auto p = readOnlyPointer(a, width)) return *p;
       }
@@ -1231,8 +1344,25 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       s.reg[RDI] = s.reg[RSI] = s.reg[RCX] = Value::top();
       return;
     }
-    case X86_INS_CMP:
     case X86_INS_TEST:
+      noteResourceFlagsTest(s, in);
+      return;
+    case X86_INS_SETE: case X86_INS_SETNE: case X86_INS_SETA: case X86_INS_SETAE: case X86_INS_SETB: case X86_INS_SETBE:
+    case X86_INS_SETG: case X86_INS_SETGE: case X86_INS_SETL: case X86_INS_SETLE: case X86_INS_SETO: case X86_INS_SETNO:
+    case X86_INS_SETP: case X86_INS_SETNP: case X86_INS_SETS: case X86_INS_SETNS:
+      // A byte of 0 or 1; exact when the flags come from a test of known operands.
+      if (in.op_count == 1 && o[0].kind == Operand::Reg) {
+        if (o[0].reg.high8) {
+          writeReg(s, o[0].reg, 1, Value::top());
+        } else if (auto taken = setccOutcome(in, fn, s)) {
+          writeReg(s, o[0].reg, 1, Value::constant(*taken ? 1 : 0, 1));
+        } else {
+          writeReg(s, o[0].reg, 1, join(Value::constant(0), Value::constant(1)));
+        }
+        return;
+      }
+      break;
+    case X86_INS_CMP:
     case X86_INS_BT:
     case X86_INS_NOP:
     case X86_INS_PREFETCHT0:
@@ -2042,6 +2172,7 @@ void Analyzer::run() {
   const auto& fns = d_.functions();
   contexts_per_function_.assign(fns.size(), 0);
   loops_.assign(fns.size(), {});
+  collectModuleParameters();
   // Entry points: what the kernel calls without a direct call from this module.
   std::vector<std::string> why(fns.size());
   std::vector<char> called(fns.size(), 0);
@@ -2125,6 +2256,11 @@ void Analyzer::run() {
       out_.roots.push_back(std::move(root));
     }
   }
+  for (DeviceBase& b : out_.bases)
+    if (b.kind == DeviceBase::PciIomap && b.bar >= 0) {
+      auto it = bar_flag_tests_.find(b.bar);
+      b.bar_memory = it != bar_flag_tests_.end() && it->second == 2;
+    }
   CoverageReport& c = out_.coverage;
   c.functions = fns.size();
   c.instructions = d_.instructionCount();

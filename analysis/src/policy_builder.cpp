@@ -176,7 +176,7 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
       if (!d.empty()) r.base = *d.begin();
       r.name = "io";
     } else {
-      r.space = b.kind == DeviceBase::PciIomap || b.kind == DeviceBase::PciResource ? RegionSpace::Io : RegionSpace::Mem;
+      r.space = (b.kind == DeviceBase::PciIomap && !b.bar_memory) || b.kind == DeviceBase::PciResource ? RegionSpace::Io : RegionSpace::Mem;
       r.bar = b.bar;
       r.name = (r.space == RegionSpace::Io ? "io" : "mmio") + (b.bar >= 0 ? std::to_string(b.bar) : std::string());
     }

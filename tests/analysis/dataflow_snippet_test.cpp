@@ -1101,5 +1101,101 @@ TEST(DataFlow, IndexedLoadFromAWritableTableStaysUnknown) {
   for (const Access* x : accessesAt(a->result, 31)) EXPECT_NE(x->where, Access::Where::BaseOffset);
 }
 
+// ---- e100 (issue #4): the BAR pci_iomap maps, and what kind of BAR it is ----
+
+TEST(DataFlow, SetccAfterATestOfAKnownValueIsExact) {
+  // e100_probe: `pci_iomap(pdev, use_io ? 1 : 0, sizeof(struct csr))` with use_io known (0 here).
+  auto a = analyse({
+      0x31, 0xc0,                    //  0: xor eax,eax
+      0x31, 0xf6,                    //  2: xor esi,esi
+      0x85, 0xc0,                    //  4: test eax,eax
+      0xba, 0x18, 0x00, 0x00, 0x00,  //  6: mov edx,0x18          (moves leave the flags)
+      0x40, 0x0f, 0x95, 0xc6,        // 11: setne sil             -> 0
+      0xe8, 0x00, 0x00, 0x00, 0x00,  // 15: call pci_iomap
+      0x48, 0x89, 0xc3,              // 20: mov rbx,rax
+      0xb8, 0x05, 0x00, 0x00, 0x00,  // 23: mov eax,0x5
+      0x31, 0xf6,                    // 28: xor esi,esi
+      0x83, 0xf8, 0x05,              // 30: cmp eax,0x5
+      0x40, 0x0f, 0x94, 0xc6,        // 33: sete sil              -> 1
+      0xe8, 0x00, 0x00, 0x00, 0x00,  // 37: call pci_iomap
+      0x48, 0x8d, 0x73, 0x02,        // 42: lea rsi,[rbx+0x2]
+      0x48, 0x89, 0xc5,              // 46: mov rbp,rax
+      0xbf, 0x01, 0x00, 0x00, 0x00,  // 49: mov edi,0x1
+      0xe8, 0x00, 0x00, 0x00, 0x00,  // 54: call iowrite8
+      0x48, 0x8d, 0x75, 0x02,        // 59: lea rsi,[rbp+0x2]
+      0xbf, 0x01, 0x00, 0x00, 0x00,  // 63: mov edi,0x1
+      0xe8, 0x00, 0x00, 0x00, 0x00,  // 68: call iowrite8
+      0xc3,                          // 73: ret
+  }, {external("pci_iomap"), external("iowrite8")}, {plt32(16, 2), plt32(38, 2), plt32(55, 3), plt32(69, 3)});
+  auto first = accessesAt(a->result, 54);
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_EQ(first[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(a->result.bases[first[0]->base].bar, 0) << "test eax,eax with eax = 0: setne gives 0";
+  auto second = accessesAt(a->result, 68);
+  ASSERT_EQ(second.size(), 1u);
+  ASSERT_EQ(second[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(a->result.bases[second[0]->base].bar, 1) << "cmp eax,5 with eax = 5: sete gives 1";
+}
+
+TEST(DataFlow, SetccOfAnUnknownTestLeavesTheBarUnknown) {
+  auto a = analyse({
+      0x8b, 0x47, 0x10,              //  0: mov eax,DWORD PTR [rdi+0x10]   (unknown)
+      0x31, 0xf6,                    //  3: xor esi,esi
+      0x85, 0xc0,                    //  5: test eax,eax
+      0x40, 0x0f, 0x95, 0xc6,        //  7: setne sil             -> 0 or 1
+      0xe8, 0x00, 0x00, 0x00, 0x00,  // 11: call pci_iomap
+      0x48, 0x8d, 0x70, 0x02,        // 16: lea rsi,[rax+0x2]
+      0xbf, 0x01, 0x00, 0x00, 0x00,  // 20: mov edi,0x1
+      0xe8, 0x00, 0x00, 0x00, 0x00,  // 25: call iowrite8
+      0xc3,                          // 30: ret
+  }, {external("pci_iomap"), external("iowrite8")}, {plt32(12, 2), plt32(26, 3)});
+  auto w = accessesAt(a->result, 25);
+  ASSERT_EQ(w.size(), 1u);
+  ASSERT_EQ(w[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(a->result.bases[w[0]->base].bar, -1);
+}
+
+// e100_probe: `if (!(pci_resource_flags(pdev, 0) & IORESOURCE_MEM)) return -ENODEV;` then
+// `nic->csr = pci_iomap(pdev, 0, ...)`: ioread*/iowrite* through that cookie reach the memory BAR.
+std::vector<std::uint8_t> flagsTestThenIomap(std::uint8_t flag_byte) {
+  return {
+      0xf6, 0x87, 0xe1, 0x03, 0x00, 0x00, flag_byte,  //  0: test BYTE PTR [rdi+0x3e1],flag   resource[0].flags >> 8
+      0x31, 0xf6,                                     //  7: xor esi,esi
+      0xba, 0x18, 0x00, 0x00, 0x00,                   //  9: mov edx,0x18
+      0xe8, 0x00, 0x00, 0x00, 0x00,                   // 14: call pci_iomap
+      0x48, 0x8d, 0x70, 0x03,                         // 19: lea rsi,[rax+0x3]
+      0xbf, 0x01, 0x00, 0x00, 0x00,                   // 23: mov edi,0x1
+      0xe8, 0x00, 0x00, 0x00, 0x00,                   // 28: call iowrite8
+      0xc3,                                           // 33: ret
+  };
+}
+
+TEST(DataFlow, ProbeRequiringAMemoryBarMakesTheIomapRegionMemory) {
+  auto a = pio::analyseProbe(flagsTestThenIomap(0x02), {external("pci_iomap"), external("iowrite8")}, {plt32(15, 3), plt32(29, 4)});
+  auto w = accessesAt(a->result, 28);
+  ASSERT_EQ(w.size(), 1u);
+  ASSERT_EQ(w[0]->where, Access::Where::BaseOffset);
+  const DeviceBase& base = a->result.bases[w[0]->base];
+  EXPECT_EQ(base.kind, DeviceBase::PciIomap);
+  EXPECT_EQ(base.bar, 0);
+  EXPECT_TRUE(base.bar_memory);
+  PolicyOptions pci;
+  pci.pci_vendor = 0x8086;
+  pci.pci_device = 0x1229;
+  auto policy = buildPolicy(a->result, pci);
+  ASSERT_TRUE(policy) << policy.error().message();
+  ASSERT_EQ(policy->regions.size(), 1u);
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Mem);
+  EXPECT_EQ(policy->regions[0].bar, 0);
+}
+
+TEST(DataFlow, ProbeTestingForAnIoBarKeepsTheIomapRegionIo) {
+  auto a = pio::analyseProbe(flagsTestThenIomap(0x01), {external("pci_iomap"), external("iowrite8")}, {plt32(15, 3), plt32(29, 4)});
+  auto w = accessesAt(a->result, 28);
+  ASSERT_EQ(w.size(), 1u);
+  ASSERT_EQ(w[0]->where, Access::Where::BaseOffset);
+  EXPECT_FALSE(a->result.bases[w[0]->base].bar_memory) << "IORESOURCE_IO (0x100) tested, not IORESOURCE_MEM";
+}
+
 }  // namespace
 }  // namespace iof::analysis

@@ -382,6 +382,39 @@ TEST(RealModules, Ens1370WritesTheAk4531CodecThroughBar0) {
   EXPECT_TRUE(writers[0x38].count("snd_ensoniq_playback2_prepare"));
 }
 
+TEST(RealModules, E100MapsItsMemoryBarThroughPciIomapAtTheDefaultUseIo) {
+  auto a = analyseLinked("drivers/net/ethernet/intel/e100.ko", {"drivers/net/mii.ko"});
+  ASSERT_TRUE(a);
+  PolicyOptions po;
+  po.pci_vendor = 0x8086;
+  po.pci_device = 0x1229;
+  auto policy = buildPolicy(a->result, po);
+  ASSERT_TRUE(policy) << policy.error().message();
+  // nic->csr = pci_iomap(pdev, use_io ? 1 : 0, sizeof(struct csr)): use_io is a module parameter in
+  // .bss (default 0), and the probe refuses a device whose BAR 0 lacks IORESOURCE_MEM.
+  ASSERT_EQ(a->result.bases.size(), 1u);
+  EXPECT_EQ(a->result.bases[0].kind, DeviceBase::PciIomap);
+  EXPECT_EQ(a->result.bases[0].bar, 0);
+  EXPECT_TRUE(a->result.bases[0].bar_memory);
+  ASSERT_EQ(policy->regions.size(), 1u);
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Mem);
+  EXPECT_EQ(policy->regions[0].bar, 0);
+  EXPECT_EQ(policy->regions[0].length, 0x20u) << "struct csr: SCB, PORT, EEPROM control, MDI control";
+  std::map<std::uint64_t, std::set<std::uint64_t>> exact;  // offset -> exact values written
+  std::set<std::uint64_t> written;
+  for (const auto& ch : policy->graphs[0].channels)
+    for (const auto& n : ch.nodes) {
+      if (n.dir != Dir::Write) continue;
+      written.insert(n.offset);
+      if (n.value.kind == ValueKind::Exact) exact[n.offset].insert(n.value.a);
+    }
+  EXPECT_TRUE(exact[0x8].count(2)) << "e100_hw_reset: PORT selective reset";
+  EXPECT_TRUE(exact[0x8].count(0)) << "e100_hw_reset: PORT software reset";
+  EXPECT_TRUE(exact[0x3].count(1)) << "e100_disable_irq: SCB cmd_hi = irq_mask_all";
+  EXPECT_TRUE(exact[0xe].count(0x3) && exact[0xe].count(0x7)) << "EEPROM bit-banging: EECS | EESK, with EEDI";
+  EXPECT_TRUE(written.count(0x10)) << "MDI control, written by mdio_ctrl_hw through nic->mdio_ctrl";
+}
+
 TEST(RealModules, SignedModulesCarryTheirSignatureAfterTheElf) {
   std::ifstream in(modulePath("drivers/block/floppy.ko"), std::ios::binary);
   std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

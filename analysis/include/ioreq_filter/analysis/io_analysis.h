@@ -79,6 +79,9 @@ struct DeviceBase {
   std::vector<std::uint32_t> cells;  // PortCell: the cells (array elements) the base was loaded from
   std::string name;        // "fdc_state+0x8", "pci_iomap(bar 0)"
   std::string origin;      // where the base was produced, for provenance
+  // PciIomap: the probe refuses the device unless this BAR is memory (it tests IORESOURCE_MEM in
+  // pci_resource_flags(pdev, bar) and only IORESOURCE_MEM), so ioread*/iowrite* through it reach MMIO.
+  bool bar_memory = false;
 
   bool memory() const noexcept { return kind == PciIoremapBar || kind == Ioremap; }
 };
@@ -138,6 +141,9 @@ struct AnalysisOptions {
   // pcnet32_probe_pci computes pci_resource_len as 0x3d0(pdev) - 0x3c8(pdev) (end - start).
   std::int64_t pci_dev_resource_offset = 0x3c8;
   std::int64_t pci_resource_size = 0x40;
+  // offsetof(struct resource, flags): e100_probe's `testb $0x2, 0x3e1(pdev)` is
+  // pci_resource_flags(pdev, 0) & IORESOURCE_MEM (0x200) at 0x3c8 + 0x18, second byte.
+  std::int64_t pci_resource_flags_offset = 0x18;
 };
 
 struct CoverageReport {
