@@ -1904,6 +1904,22 @@ const Analyzer::FunctionLoops& Analyzer::loopsOf(std::uint32_t fn) {
       }
       return nullptr;
     };
+    // The definition reaching the loop from outside: a loop laid out before its header (`jmp head`
+    // over the body, cp_get_ethtool_stats' `mov $1000,%ebx; jmp poll` ... `sub $1,%ebx; je out`) has
+    // its own step between the entry's definition and the header.
+    auto entryDef = [&](std::uint8_t gpr) -> const Insn* {
+      for (std::uint32_t i = f.blocks[h].first; i-- > 0;) {
+        bool inside = false;
+        for (std::uint32_t bb = 0; bb < n && !inside; ++bb)
+          inside = body[bb] && i >= f.blocks[bb].first && i <= f.blocks[bb].last;
+        if (inside) continue;
+        const Insn& in = f.insns[i];
+        if (in.op_count >= 1 && in.ops[0].kind == Operand::Reg && in.ops[0].reg.gpr == gpr && in.id != X86_INS_CMP &&
+            in.id != X86_INS_TEST && in.id != X86_INS_PUSH)
+          return &in;
+      }
+      return nullptr;
+    };
     std::optional<std::uint64_t> best;
     std::string why;
     auto consider = [&](std::uint64_t b, std::string reason) {
@@ -2015,7 +2031,7 @@ const Analyzer::FunctionLoops& Analyzer::loopsOf(std::uint32_t fn) {
       if ((test.id == X86_INS_SUB || test.id == X86_INS_DEC) && test.ops[0].kind == Operand::Reg &&
                  (test.id == X86_INS_DEC || (test.ops[1].kind == Operand::Imm && test.ops[1].imm == 1))) {
         // Down-counter: its initial constant, set before the header.
-        const Insn* init = regDef(f.blocks[h].first, test.ops[0].reg.gpr);
+        const Insn* init = entryDef(test.ops[0].reg.gpr);
         if (init && init->id == X86_INS_MOV && init->ops[1].kind == Operand::Imm && init->ops[1].imm > 0)
           consider(std::uint64_t(init->ops[1].imm), "down-counter from " + std::to_string(init->ops[1].imm));
       }

@@ -333,6 +333,32 @@ TEST(DataFlow, DownCounterBoundsALoopOfWrites) {
   EXPECT_EQ(a->result.coverage.loops_bounded, 1u);
 }
 
+TEST(DataFlow, DownCounterOfALoopLaidOutBeforeItsHeaderBoundsIt) {
+  // cp_get_ethtool_stats: `for (i = 1000; readl(regs + StatsAddr) & DumpStats; ) { udelay(10); if (!--i) break; }`
+  // compiled with the body first and a jump to the poll: the step sits between the counter's
+  // initial constant and the header.
+  auto a = analyse({
+      0xb9, 0xe8, 0x03, 0, 0,  //  0: mov ecx, 1000
+      0xeb, 0x07,              //  5: jmp 14
+      0xe6, 0xf5,              //  7: out 0xf5, al
+      0x83, 0xe9, 0x01,        //  9: sub ecx, 1
+      0x74, 0x06,              // 12: je 20
+      0xe4, 0xf4,              // 14: in al, 0xf4
+      0xa8, 0x08,              // 16: test al, 8
+      0x75, 0xf3,              // 18: jne 7
+      0xc3,                    // 20: ret
+  }, {}, {}, AnalysisOptions{{{0xf0, 0xf7}}});
+  PolicyOptions isa;
+  isa.isa_kind = "isa-test";
+  auto policy = buildPolicy(a->result, isa);
+  ASSERT_TRUE(policy) << policy.error().message();
+  ASSERT_EQ(a->result.loops.size(), 1u);
+  EXPECT_EQ(a->result.loops[0].bound, 1000u);
+  // The write and the poll that gates it: every loop the graph builds around them is bounded.
+  for (const auto& loop : policy->graphs[0].channels[0].loops) EXPECT_FALSE(loop.unbounded);
+  EXPECT_TRUE(a->result.coverage.unbounded.empty());
+}
+
 TEST(DataFlow, LoopUntilTheDeviceAnswersIsUnbounded) {
   // A status poll is not a counter: nothing in the code bounds how often the write repeats.
   auto a = analyse({
