@@ -53,12 +53,26 @@ std::uint64_t maskFor(unsigned bytes) noexcept { return bytes >= 8 ? ~0ull : ((1
 
 bool isSymbolic(const Value& v) noexcept {
   return v.kind == Value::GlobalAddr || v.kind == Value::Cell || v.kind == Value::Base || v.kind == Value::Stack ||
-         v.kind == Value::Holder || v.kind == Value::Ptr || v.kind == Value::FieldVal || v.kind == Value::PciDev;
+         v.kind == Value::Holder || v.kind == Value::Ptr || v.kind == Value::FieldVal || v.kind == Value::PciDev ||
+         v.kind == Value::IomapTable;
+}
+
+// A Base whose alternatives are offsets from different bases (one per instance of a structure).
+bool mixedBases(const Value& v) noexcept {
+  for (int i = 0; i < v.alts; ++i)
+    if (v.alt_base[std::size_t(i)] != 0) return true;
+  return false;
+}
+
+// The base alternative i (-1: `off`) is an offset from.
+std::uint32_t baseOfAlternative(const Value& v, int i) noexcept {
+  return i < 0 || v.alt_base[std::size_t(i)] == 0 ? v.id : v.alt_base[std::size_t(i)] - 1;
 }
 
 Value join(const Value& a, const Value& b) noexcept {
   if (a == b) return a;
   if (a.count || b.count) return rangeHull(a, b).value_or(Value::top());
+  if (mixedBases(a) || mixedBases(b)) return Value::top();
   const bool same = a.kind == b.kind && a.kind != Value::Top && a.kind != Value::Stack && a.id == b.id &&
                     (a.kind != Value::Const || (a.known == 8 && b.known == 8));
   if (!same) return Value::top();
@@ -180,6 +194,7 @@ struct ContextKey {
       if (a.stride != b.stride) return a.stride < b.stride;
       if (a.count != b.count) return a.count < b.count;
       if (a.direction != b.direction) return a.direction < b.direction;
+      if (a.alt_base != b.alt_base) return a.alt_base < b.alt_base;
     }
     return false;
   }
@@ -208,7 +223,39 @@ class Analyzer {
   std::vector<Summary> summaries_;
   std::vector<std::uint32_t> contexts_per_function_;
   std::unordered_map<std::uint64_t, std::uint32_t> cell_index_;
-  std::map<std::int64_t, std::uint32_t> field_base_;  // struct field offset -> device base stored there
+  // struct field displacement -> the device base (+ offset) stored there, or the iomap table. Where
+  // instances store different bases at one displacement (libata's two ports), each is an alternative.
+  std::map<std::int64_t, Value> field_base_;
+  void learnField(std::int64_t disp, const Value& v) {
+    if (v.count || v.field != Value::kNoField || (v.kind != Value::Base && v.kind != Value::IomapTable)) return;
+    if (v.kind == Value::IomapTable && !single(v)) return;
+    Value stored = v;
+    stored.known = 8;
+    stored.direction = 0;
+    auto [it, inserted] = field_base_.try_emplace(disp, stored);
+    if (inserted || it->second == stored || it->second.kind != Value::Base || stored.kind != Value::Base) return;
+    if (out_.bases[it->second.id].memory() != out_.bases[stored.id].memory()) return;
+    std::set<std::pair<std::uint32_t, std::int64_t>> pairs;
+    for (const Value* x : {&it->second, &stored})
+      for (int i = -1; i < x->alts; ++i) pairs.emplace(baseOfAlternative(*x, i), i < 0 ? x->off : x->alt[std::size_t(i)]);
+    if (pairs.size() > 8) return;  // too many to be instances of one structure: keep what was seen first
+    Value merged{Value::Base, 8, pairs.begin()->first, pairs.begin()->second};
+    for (auto p = std::next(pairs.begin()); p != pairs.end(); ++p) {
+      const std::size_t i = merged.alts++;
+      merged.alt[i] = p->second;
+      merged.alt_base[i] = p->first == merged.id ? 0 : p->first + 1;
+    }
+    it->second = merged;
+  }
+  // What a load of `width` bytes at displacement `disp` from a structure pointer gives, if a base was
+  // stored there. Port numbers are 16 bits: `inb(dev->base_addr + reg)` may load only the low half.
+  std::optional<Value> fieldHolds(std::int64_t disp, std::uint8_t width) const {
+    auto it = field_base_.find(disp);
+    if (it == field_base_.end()) return std::nullopt;
+    if (width == 8) return it->second;
+    if (width == 2 && it->second.kind == Value::Base && !out_.bases[it->second.id].memory()) return it->second;
+    return std::nullopt;
+  }
   std::map<std::int64_t, std::set<std::uint64_t>> field_consts_;  // struct field displacement -> constants stored
   bool field_offsets_used_ = false;
   std::map<CodeAddr, std::uint32_t> ptr_ids_;                           // call instruction -> pointer identity
@@ -335,6 +382,14 @@ class Analyzer {
   }
 
   std::uint32_t analyze(std::uint32_t fn, std::array<Value, 6> args);
+  // Where a function maps BARs through pcim_iomap_table, the merged fixpoint loses which pass of a loop
+  // over instances stored which element (ata_pci_sff_init_host's `iomap[2 * i]` for port i: the offset
+  // register keeps growing, since the flag that ends the loop is another register). Walking its paths
+  // one by one, with branches on a known constant decided, learns what each pass stores where.
+  bool learning_paths_ = false;
+  std::set<std::uint32_t> walked_;
+  void learnStoresAlongPaths(std::uint32_t fn, const State& initial);
+  static std::optional<bool> decidedBranch(const State& s, const Function& f, const BasicBlock& bb);
   Value read(const State& s, const Insn& in, const Operand& op, std::uint8_t width, Item* item, std::uint32_t fn, bool record);
   void writeReg(State& s, const RegRef& r, std::uint8_t width, Value v);
   Value address(const State& s, const Insn& in, const Operand& op, bool* indexed) const;
@@ -391,6 +446,24 @@ class Analyzer {
     const std::int64_t rel = a.off - opt_.pci_dev_resource_offset;
     if (rel < 0 || rel % opt_.pci_resource_size != 0 || rel / opt_.pci_resource_size >= 6) return std::nullopt;
     return int(rel / opt_.pci_resource_size);
+  }
+  // `pcim_iomap_table(pdev)[bar]`: an 8-byte load at 8*bar is the cookie of that BAR's mapping. Several
+  // offsets (a loop over the channels: `iomap[2 * i]`) give one base per BAR as alternatives.
+  std::optional<Value> iomapTableLoad(const Value& a, bool indexed, std::uint8_t width, CodeAddr at) {
+    if (indexed || width != 8 || a.count) return std::nullopt;
+    std::vector<int> bars;
+    for (int i = -1; i < a.alts; ++i) {
+      const std::int64_t off = i < 0 ? a.off : a.alt[std::size_t(i)];
+      if (off < 0 || off % 8 != 0 || off / 8 >= 6) return std::nullopt;
+      bars.push_back(int(off / 8));
+    }
+    Value r;
+    for (std::size_t i = 0; i < bars.size(); ++i) {
+      const std::uint32_t id = baseFor(DeviceBase::PciIomap, bars[i], 0, "pcim_iomap_table(bar " + std::to_string(bars[i]) + ")", out_.where(at));
+      if (i == 0) r = Value{Value::Base, 8, id, 0};
+      else r.alt[r.alts] = 0, r.alt_base[r.alts] = id == r.id ? 0 : id + 1, ++r.alts;
+    }
+    return r;
   }
   // Stack slots hold up to 8 bytes at the offset they were stored at. A narrower store keeps what it
   // fixes: a port number spilled as 16 bits (8390's `u16 isr = base + EN0_ISR` kept on the stack), or
@@ -664,9 +737,10 @@ Value Analyzer::address(const State& s, const Insn& in, const Operand& op, bool*
   if (op.index.gpr != NoReg) {
     const bool was_indexed = *indexed;
     Value ix = s.reg[op.index.gpr];
-    if (ix.kind == Value::Top && v.kind == Value::Base && single(v) && op.scale >= 1)
+    const bool table_or_base = v.kind == Value::Base || v.kind == Value::IomapTable;
+    if (ix.kind == Value::Top && table_or_base && single(v) && op.scale >= 1)
       if (auto counted = inductionValues(op.index.gpr, in.addr)) ix = *counted;
-    if (ix.kind == Value::Const && ix.known == 8 && ix.alts && ix.count == 0 && v.kind == Value::Base && single(v)) {
+    if (ix.kind == Value::Const && ix.known == 8 && ix.alts && ix.count == 0 && table_or_base && single(v)) {
       Value r = v;
       r.off = v.off + ix.off * op.scale;
       r.alts = ix.alts;
@@ -727,11 +801,14 @@ std::uint32_t Analyzer::recordAccess(const Access& a, const Value& addr, std::op
   // An index range is one choice among its elements, like alternatives.
   Access element = a;
   if (addr.count) element.index_stride = addr.stride, element.index_direction = addr.direction;
-  addr.forEach([&](std::int64_t alt_off) {
+  for (int ai = -1; ai < addr.alts; ++ai) {
+   const std::int64_t alt_off = ai < 0 ? addr.off : addr.alt[std::size_t(ai)];
    for (std::uint32_t k = 0; k < std::max<std::uint32_t>(addr.count, 1); ++k) {
     Value one_addr = addr;
     one_addr.off = alt_off + std::int64_t(k) * std::int64_t(addr.stride);
     one_addr.alts = 0;
+    if (addr.kind == Value::Base) one_addr.id = baseOfAlternative(addr, ai);
+    one_addr.alt_base = {};
     one_addr.stride = one_addr.count = 0;
     auto emit = [&](std::optional<Value> one_value) {
       const std::uint32_t idx = recordOne(element, one_addr, one_value, record);
@@ -750,7 +827,7 @@ std::uint32_t Analyzer::recordAccess(const Access& a, const Value& addr, std::op
       emit(value);
     }
    }
-  });
+  }
   return first;
 }
 
@@ -862,6 +939,10 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
         v.field = op.disp;
         return v;
       };
+      if (a.kind == Value::IomapTable) {
+        if (auto bars = iomapTableLoad(a, indexed, width, in.addr)) return *bars;
+        return Value::top();
+      }
       if (a.kind == Value::PciDev) {
         if (auto bar = resourceBar(a, indexed, width)) {
           return Value{Value::Base, 8, baseFor(DeviceBase::PciResource, *bar, 0, "pci_resource_start(bar " + std::to_string(*bar) + ")",
@@ -873,11 +954,7 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
         auto it = ptr_holds_.find({a.id, a.off});
         if (it != ptr_holds_.end() && width == 8) return Value{Value::Base, 8, it->second, 0};
         if (plain_field)
-          if (auto fb = field_base_.find(op.disp); fb != field_base_.end()) {
-            // Port numbers are 16 bits: `inb(dev->base_addr + reg)` may load only the low half.
-            const bool port_half = width == 2 && !out_.bases[fb->second].memory();
-            if (width == 8 || port_half) return Value{Value::Base, 8, fb->second, 0};
-          }
+          if (auto held = fieldHolds(op.disp, width)) return *held;
         return fieldValue();
       }
       if (a.kind == Value::Holder && !indexed && single(a)) {
@@ -885,17 +962,13 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
           // The displacement the driver uses to reach the base from its main structure also reaches it
           // where that structure arrives untyped (a callback's argument). Small displacements are too
           // common to generalise (hw->hw_addr at 0 is every first field).
-          if (record && plain_field && op.disp >= 0x40) field_base_.try_emplace(op.disp, a.id);
+          if (record && plain_field && op.disp >= 0x40) learnField(op.disp, Value{Value::Base, 8, a.id, 0});
           return Value{Value::Base, 8, a.id, 0};
         }
         return fieldValue();
       }
-      if (plain_field) {
-        auto it = field_base_.find(op.disp);
-        // Port numbers are 16 bits: `inb(dev->base_addr + reg)` may load only the low half.
-        const bool port_half = width == 2 && it != field_base_.end() && !out_.bases[it->second].memory();
-        if (it != field_base_.end() && (width == 8 || port_half)) return Value{Value::Base, 8, it->second, 0};
-      }
+      if (plain_field)
+        if (auto held = fieldHolds(op.disp, width)) return *held;
       return fieldValue();
     }
     default: return Value::top();
@@ -965,10 +1038,15 @@ void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& 
     auto& consts = field_consts_[dst.disp];
     if (consts.size() < 16) v.forEach([&](std::int64_t x) { consts.insert(std::uint64_t(x) & maskFor(dst.size)); });
   }
+  if (v.kind == Value::IomapTable && dst.size == 8 && dst.base.gpr != NoReg && !dst.base.rip && dst.index.gpr == NoReg) {
+    if (record || learning_paths_) learnField(dst.disp, v);  // `host->iomap = pcim_iomap_table(pdev)`, reloaded in a later pass of a loop
+    return;
+  }
   if (v.kind == Value::Base && dst.size == 8 && dst.base.gpr != NoReg && !dst.base.rip && dst.index.gpr == NoReg) {
-    if (record) field_base_.try_emplace(dst.disp, v.id);
+    if (record || learning_paths_) learnField(dst.disp, v);
     // From here on the pointer is known to hold the base at +disp (and so is what it is passed to).
     Value& holder = s.reg[dst.base.gpr];
+    if (mixedBases(v)) return;
     if (holder.kind == Value::Top) holder = Value{Value::Holder, 8, v.id, dst.disp};
     if (holder.kind == Value::Ptr && single(holder)) ptr_holds_.try_emplace({holder.id, holder.off + dst.disp}, v.id);
   }
@@ -1043,6 +1121,8 @@ void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
     if (n == "pci_iomap" || n == "pcim_iomap" || n == "pci_iomap_range" || n == "pci_iomap_wc" || n == "pci_iomap_wc_range") {
       const int bar = barOf(args[1]);
       s.reg[RAX] = Value{Value::Base, 8, baseFor(DeviceBase::PciIomap, bar, 0, name + "(bar " + std::to_string(bar) + ")", out_.where(in.addr)), 0};
+    } else if (n == "pcim_iomap_table") {
+      s.reg[RAX] = Value{Value::IomapTable, 8, 0, 0};
     } else if (n == "pci_ioremap_bar" || n == "pci_ioremap_wc_bar") {
       const int bar = barOf(args[1]);
       s.reg[RAX] = Value{Value::Base, 8, baseFor(DeviceBase::PciIoremapBar, bar, 0, name + "(bar " + std::to_string(bar) + ")", out_.where(in.addr)), 0};
@@ -1066,7 +1146,7 @@ void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
   }
   int callee = known_callee;
   if (callee < 0 && in.target) callee = d_.functionAt(in.target);
-  if (callee < 0) {
+  if (callee < 0 || learning_paths_) {
     clobber(s);
     return;
   }
@@ -1168,7 +1248,8 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
         // `lea 0x488(%rbx),%rdi` where loads from 0x488 give the base: a pointer to the field holding it
         // (e1000_configure passes &adapter->hw to e1000_config_collision_dist).
         auto it = field_base_.find(o[1].disp);
-        if (it != field_base_.end()) a = Value{Value::Holder, 8, it->second, 0};
+        if (it != field_base_.end() && it->second.kind == Value::Base && !mixedBases(it->second))
+          a = Value{Value::Holder, 8, it->second.id, 0};
       }
       writeReg(s, o[0].reg, o[0].size, a);
       return;
@@ -1227,7 +1308,7 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       }
       Value r = Value::top();
       const bool bc = b.kind == Value::Const && b.known >= w && single(b);
-      if (auto ranged = rangeArithmetic(in.id, a, b, w)) {
+      if (auto ranged = mixedBases(a) || mixedBases(b) ? std::nullopt : rangeArithmetic(in.id, a, b, w)) {
         r = *ranged;
       } else if (a.kind == Value::Const && a.known >= w && bc && !single(a)) {
         // Each alternative through the operation (branchless selects: sbb; and; add).
@@ -1283,6 +1364,10 @@ void Analyzer::step(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
         r = a.kind == Value::GlobalAddr ? a : b;
       } else if (in.id == X86_INS_AND && bc && (std::uint64_t(b.off) & maskFor(w)) == maskFor(w)) {
         r = a;
+      } else if (in.id == X86_INS_OR && bc && w == 8 && a.kind == Value::Base && a.count == 0 && a.field == Value::kNoField &&
+                 std::uint64_t(b.off) < 4 && !out_.bases[a.id].memory()) {
+        // PCI I/O BARs are 4-byte aligned, so `base | 2` is base + 2 (libata's ctl_addr = iomap[1] | ATA_PCI_CTL_OFS).
+        r = addOffset(a, b.off);
       }
       if (!isSymbolic(r) || w >= 4) writeReg(s, o[0].reg, w, r);
       else writeReg(s, o[0].reg, w, Value::top());
@@ -1489,6 +1574,15 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     }
   }
   const State initial = in[0];
+  if (!learning_paths_ && !walked_.count(fn)) {
+    bool maps_table = false;
+    for (const Insn& x : f.insns)
+      maps_table |= x.flow == Flow::Call && x.ref.kind == Reference::External && m_.symbols[x.ref.symbol].name == "pcim_iomap_table";
+    if (maps_table) {
+      walked_.insert(fn);
+      learnStoresAlongPaths(fn, initial);
+    }
+  }
   std::vector<State> out_states(nb);
   std::vector<char> queued(nb, 0);
   std::vector<std::uint32_t> work{0};
@@ -2083,6 +2177,73 @@ std::optional<LoopTest> loopTestOf(const Function& f, const std::vector<std::uin
     return t;
   }
   return std::nullopt;
+}
+
+// The outcome of a block's final `je`/`jne` when the flags come from `test r,r` or `cmp r,imm` on a
+// register holding one known constant; nullopt when the branch depends on anything else.
+std::optional<bool> Analyzer::decidedBranch(const State& s, const Function& f, const BasicBlock& bb) {
+  const Insn& jump = f.insns[bb.last];
+  if (jump.flow != Flow::CondJump || bb.last == bb.first || (jump.id != X86_INS_JE && jump.id != X86_INS_JNE)) return std::nullopt;
+  const Insn& flags = f.insns[bb.last - 1];
+  if (flags.op_count != 2 || flags.ops[0].kind != Operand::Reg || flags.ops[0].reg.gpr == NoReg || flags.ops[0].reg.high8)
+    return std::nullopt;
+  const Value& v = s.reg[flags.ops[0].reg.gpr];
+  const std::uint8_t w = flags.ops[0].size ? flags.ops[0].size : 8;
+  if (v.kind != Value::Const || !single(v) || v.known < w) return std::nullopt;
+  const std::uint64_t x = std::uint64_t(v.off) & maskFor(w);
+  bool zero = false;
+  if (flags.id == X86_INS_TEST && flags.ops[1].kind == Operand::Reg && flags.ops[1].reg.gpr == flags.ops[0].reg.gpr) {
+    zero = x == 0;
+  } else if (flags.id == X86_INS_CMP && flags.ops[1].kind == Operand::Imm) {
+    zero = x == (std::uint64_t(flags.ops[1].imm) & maskFor(w));
+  } else {
+    return std::nullopt;
+  }
+  return jump.id == X86_INS_JE ? zero : !zero;
+}
+
+void Analyzer::learnStoresAlongPaths(std::uint32_t fn, const State& initial) {
+  const Function& f = d_.functions()[fn];
+  std::map<CodeAddr, std::uint32_t> block_at;
+  for (std::uint32_t b = 0; b < f.blocks.size(); ++b) block_at[f.insns[f.blocks[b].first].addr] = b;
+  struct Path {
+    std::uint32_t block;
+    State state;
+    std::vector<std::uint8_t> visits;
+  };
+  // Bounded: a path visits a block at most 4 times, and the walk stops after a fixed amount of work.
+  constexpr std::uint8_t kVisits = 4;
+  std::size_t budget = 200000;
+  std::vector<Path> stack;
+  stack.push_back(Path{0, initial, std::vector<std::uint8_t>(f.blocks.size(), 0)});
+  learning_paths_ = true;
+  while (!stack.empty() && budget > 0) {
+    Path p = std::move(stack.back());
+    stack.pop_back();
+    if (p.visits[p.block]++ >= kVisits) continue;
+    const BasicBlock& bb = f.blocks[p.block];
+    enterBlock(fn, p.block);
+    bool returned = false;
+    for (std::uint32_t i = bb.first; i <= bb.last && budget > 0; ++i, --budget) {
+      const Insn& in = f.insns[i];
+      step(p.state, in, fn, nullptr, false);
+      returned |= in.flow == Flow::Return || in.flow == Flow::IndirectJump ||
+                  (in.flow == Flow::Jump && (in.ref.kind == Reference::External || (in.target && d_.functionCovering(in.target) != int(fn))));
+    }
+    if (returned) continue;
+    std::vector<std::uint32_t> next = bb.succs;
+    if (auto taken = decidedBranch(p.state, f, bb)) {
+      const Insn& jump = f.insns[bb.last];
+      auto target = block_at.find(jump.target);
+      if (target != block_at.end()) {
+        const std::uint32_t t = target->second;
+        next.erase(std::remove_if(next.begin(), next.end(), [&](std::uint32_t succ) { return (succ == t) != *taken; }), next.end());
+      }
+    }
+    for (std::size_t k = 0; k < next.size(); ++k)
+      stack.push_back(Path{next[k], k + 1 == next.size() ? std::move(p.state) : p.state, k + 1 == next.size() ? std::move(p.visits) : p.visits});
+  }
+  learning_paths_ = false;
 }
 
 State Analyzer::mergeAtLoopHeader(std::uint32_t fn, std::uint32_t header, const State& entry, const State& back,

@@ -978,6 +978,119 @@ TEST(DataFlow, IoremapOfAResourceStartMapsThatBar) {
   EXPECT_EQ(base.bar, 1);
 }
 
+TEST(DataFlow, PcimIomapTableElementIsThatBar) {
+  // libata's ata_pci_bmdma_init: `bmdma = pcim_iomap_table(pdev)[4]`; ata_pci_sff_init_host's
+  // `ctl_addr = iomap[1] | ATA_PCI_CTL_OFS` on a 4-byte aligned I/O BAR is that BAR + 2.
+  auto a = analyse({
+      0x53,                          //  0: push rbx
+      0xe8, 0, 0, 0, 0,              //  1: call pcim_iomap_table
+      0x48, 0x89, 0xc3,              //  6: mov rbx,rax
+      0x48, 0x8b, 0x73, 0x20,        //  9: mov rsi,QWORD PTR [rbx+0x20]     iomap[4]
+      0x48, 0x83, 0xc6, 0x02,        // 13: add rsi,0x2
+      0x31, 0xff,                    // 17: xor edi,edi
+      0xe8, 0, 0, 0, 0,              // 19: call iowrite8
+      0x48, 0x8b, 0x73, 0x08,        // 24: mov rsi,QWORD PTR [rbx+0x8]      iomap[1]
+      0x48, 0x83, 0xce, 0x02,        // 28: or rsi,0x2
+      0xbf, 0x08, 0, 0, 0,           // 32: mov edi,0x8
+      0xe8, 0, 0, 0, 0,              // 37: call iowrite8
+      0x5b,                          // 42: pop rbx
+      0xc3,                          // 43: ret
+  }, {external("pcim_iomap_table"), external("iowrite8")}, {plt32(2, 2), plt32(20, 3), plt32(38, 3)});
+  auto bmdma = accessesAt(a->result, 19);
+  ASSERT_EQ(bmdma.size(), 1u);
+  ASSERT_EQ(bmdma[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(a->result.bases[bmdma[0]->base].kind, DeviceBase::PciIomap);
+  EXPECT_EQ(a->result.bases[bmdma[0]->base].bar, 4);
+  EXPECT_EQ(bmdma[0]->offset, 2);
+  EXPECT_EQ(bmdma[0]->value, 0u);
+  auto ctl = accessesAt(a->result, 37);
+  ASSERT_EQ(ctl.size(), 1u);
+  ASSERT_EQ(ctl[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(a->result.bases[ctl[0]->base].bar, 1);
+  EXPECT_EQ(ctl[0]->offset, 2);
+  EXPECT_EQ(ctl[0]->value, 8u);
+}
+
+TEST(DataFlow, IomapTableIndexedByAnUnknownRegisterIsNoBase) {
+  auto a = analyse({
+      0xe8, 0, 0, 0, 0,              //  0: call pcim_iomap_table
+      0x48, 0x8b, 0x34, 0xc8,        //  5: mov rsi,QWORD PTR [rax+rcx*8]   (rcx unknown)
+      0x31, 0xff,                    //  9: xor edi,edi
+      0xe8, 0, 0, 0, 0,              // 11: call iowrite8
+      0xc3,                          // 16: ret
+  }, {external("pcim_iomap_table"), external("iowrite8")}, {plt32(1, 2), plt32(12, 3)});
+  auto w = accessesAt(a->result, 11);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0]->where, Access::Where::Unresolved);
+}
+
+TEST(DataFlow, FieldHoldingDifferentBasesPerInstanceGivesEachRegister) {
+  // ata_pci_sff_init_host stores each port's `status_addr = iomap[2 * i] + 7` at the same displacement
+  // of its struct ata_port; ata_sff_check_status(ap) reaches it through an untyped argument, so the
+  // read is either port's status register, each at its own offset.
+  auto a = analyse({
+      0x53,                          //  0: push rbx
+      0x48, 0x89, 0xfb,              //  1: mov rbx,rdi                       (host)
+      0xe8, 0, 0, 0, 0,              //  4: call pcim_iomap_table
+      0x48, 0x8b, 0x4b, 0x70,        //  9: mov rcx,QWORD PTR [rbx+0x70]      (one port)
+      0x48, 0x8b, 0x10,              // 13: mov rdx,QWORD PTR [rax]           iomap[0]
+      0x48, 0x83, 0xc2, 0x07,        // 16: add rdx,0x7
+      0x48, 0x89, 0x51, 0x78,        // 20: mov QWORD PTR [rcx+0x78],rdx
+      0x48, 0x8b, 0x4b, 0x68,        // 24: mov rcx,QWORD PTR [rbx+0x68]      (another port)
+      0x48, 0x8b, 0x50, 0x10,        // 28: mov rdx,QWORD PTR [rax+0x10]      iomap[2]
+      0x48, 0x83, 0xc2, 0x07,        // 32: add rdx,0x7
+      0x48, 0x89, 0x51, 0x78,        // 36: mov QWORD PTR [rcx+0x78],rdx
+      0x5b,                          // 40: pop rbx
+      0xc3,                          // 41: ret
+      0x48, 0x8b, 0x7f, 0x78,        // 42: mov rdi,QWORD PTR [rdi+0x78]      (check_status: ap->ioaddr.status_addr)
+      0xe8, 0, 0, 0, 0,              // 46: call ioread8
+      0xc3,                          // 51: ret
+  }, {external("pcim_iomap_table"), external("ioread8"), function("check_status", 42, 10)}, {plt32(5, 2), plt32(47, 3)});
+  std::set<std::pair<int, std::int64_t>> seen;
+  for (const Access* x : accessesAt(a->result, 46)) {
+    ASSERT_EQ(x->where, Access::Where::BaseOffset);
+    seen.emplace(a->result.bases[x->base].bar, x->offset);
+  }
+  EXPECT_EQ(seen, (std::set<std::pair<int, std::int64_t>>{{0, 7}, {2, 7}}));
+}
+
+TEST(DataFlow, EachPassOfALoopOverInstancesStoresItsOwnIomapElement) {
+  // ata_pci_sff_init_host: `for (i = 0; i < 2; i++) ap[i]->status_addr = iomap[2 * i] + 7`, compiled
+  // with the offset in its own register and a flag ending the loop. Merged over the loop the offset is
+  // unknown; walked path by path (the flag's test decided) it is iomap[0], then iomap[2].
+  auto a = analyse({
+      0x53,                                //  0: push rbx
+      0x41, 0x54,                          //  1: push r12
+      0x41, 0x55,                          //  3: push r13
+      0x48, 0x89, 0xfb,                    //  5: mov rbx,rdi                  (host)
+      0x45, 0x31, 0xe4,                    //  8: xor r12d,r12d                (i)
+      0x45, 0x31, 0xed,                    // 11: xor r13d,r13d                (8 * 2 * i)
+      0xe8, 0, 0, 0, 0,                    // 14: call pcim_iomap_table
+      0x4a, 0x8b, 0x14, 0x28,              // 19: mov rdx,QWORD PTR [rax+r13*1]
+      0x4a, 0x8b, 0x4c, 0xe3, 0x70,        // 23: mov rcx,QWORD PTR [rbx+r12*8+0x70]   host->ports[i]
+      0x48, 0x83, 0xc2, 0x07,              // 28: add rdx,0x7
+      0x48, 0x89, 0x51, 0x78,              // 32: mov QWORD PTR [rcx+0x78],rdx
+      0x49, 0x83, 0xc5, 0x10,              // 36: add r13,0x10
+      0x4d, 0x85, 0xe4,                    // 40: test r12,r12
+      0x75, 0x08,                          // 43: jne 53
+      0x41, 0xbc, 0x01, 0, 0, 0,           // 45: mov r12d,0x1
+      0xeb, 0xde,                          // 51: jmp 19
+      0x41, 0x5d,                          // 53: pop r13
+      0x41, 0x5c,                          // 55: pop r12
+      0x5b,                                // 57: pop rbx
+      0xc3,                                // 58: ret
+      0x48, 0x8b, 0x7f, 0x78,              // 59: mov rdi,QWORD PTR [rdi+0x78]   (check_status)
+      0xe8, 0, 0, 0, 0,                    // 63: call ioread8
+      0xc3,                                // 68: ret
+  }, {external("pcim_iomap_table"), external("ioread8"), function("check_status", 59, 10)}, {plt32(15, 2), plt32(64, 3)});
+  std::set<std::pair<int, std::int64_t>> seen;
+  for (const Access* x : accessesAt(a->result, 63)) {
+    ASSERT_EQ(x->where, Access::Where::BaseOffset);
+    seen.emplace(a->result.bases[x->base].bar, x->offset);
+  }
+  EXPECT_EQ(seen, (std::set<std::pair<int, std::int64_t>>{{0, 7}, {2, 7}})) << "not iomap[4] (a third pass) or any other";
+}
+
 TEST(DataFlow, DependencyExportsAreLinkedIntoTheCallGraph) {
   // ne2k-pci calls 8390's exported ei_* functions; linked, the call is followed like a local one.
   Module driver = Module::synthetic("drv", {

@@ -39,7 +39,9 @@ struct Value {
   // `field` set is base + such a value (e1000's `writel(i, hw_addr + tx_ring->tdt)`).
   // PciDev: the struct pci_dev the PCI core hands the driver's probe (its first argument); loading
   // `pdev->resource[bar].start` from it (pci_resource_start, inline in 6.1) gives a device base.
-  enum Kind : std::uint8_t { Top, Const, GlobalAddr, Cell, Base, Stack, Holder, Ptr, FieldVal, PciDev };
+  // IomapTable: the array pcim_iomap_table(pdev) returns, one mapped cookie per BAR (`off` bytes in);
+  // an 8-byte load at 8*N from it is BAR N's base (libata's `host->iomap[bar]`, ahci's mmio).
+  enum Kind : std::uint8_t { Top, Const, GlobalAddr, Cell, Base, Stack, Holder, Ptr, FieldVal, PciDev, IomapTable };
   Kind kind = Top;
   std::uint8_t known = 8;   // Const: how many low bytes are known
   std::uint32_t id = 0;     // GlobalAddr: section; Cell: cell index; Base: base index
@@ -48,6 +50,10 @@ struct Value {
   // seven for the offsets a counted loop's index reaches.
   std::uint8_t alts = 0;
   std::array<std::int64_t, 7> alt{};
+  // Base: alternative i is an offset from base alt_base[i] - 1 instead of `id` (0: the same base). One
+  // struct field may hold either of several bases, one per instance: libata's `ap->ioaddr.status_addr`
+  // is the primary channel's BAR 0 + 7 for one port and the secondary's BAR 2 + 7 for the other.
+  std::array<std::uint32_t, 7> alt_base{};
   static constexpr std::int64_t kNoField = INT64_MIN;
   std::int64_t field = kNoField;
   // Const or Base: every value off + k*stride for k < count (count >= 2), for each alternative: a loop
