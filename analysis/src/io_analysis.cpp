@@ -234,11 +234,13 @@ class Analyzer {
     stored.direction = 0;
     auto [it, inserted] = field_base_.try_emplace(disp, stored);
     if (inserted || it->second == stored || it->second.kind != Value::Base || stored.kind != Value::Base) return;
-    if (out_.bases[it->second.id].memory() != out_.bases[stored.id].memory()) return;
+    // Outside a walk of one function's passes, a displacement already taken is another structure's
+    // field (unrelated drivers' structures collide at small displacements): what was seen first stays.
+    if (!learning_paths_ || out_.bases[it->second.id].memory() != out_.bases[stored.id].memory()) return;
     std::set<std::pair<std::uint32_t, std::int64_t>> pairs;
     for (const Value* x : {&it->second, &stored})
       for (int i = -1; i < x->alts; ++i) pairs.emplace(baseOfAlternative(*x, i), i < 0 ? x->off : x->alt[std::size_t(i)]);
-    if (pairs.size() > 8) return;  // too many to be instances of one structure: keep what was seen first
+    if (pairs.size() > 8) return;  // too many to be the instances one loop fills: keep what was seen first
     Value merged{Value::Base, 8, pairs.begin()->first, pairs.begin()->second};
     for (auto p = std::next(pairs.begin()); p != pairs.end(); ++p) {
       const std::size_t i = merged.alts++;

@@ -239,6 +239,38 @@ std::unique_ptr<Analysed> analyseLinked(const std::string& driver, const std::ve
   return analyseLoaded(std::move(*linked));
 }
 
+TEST(RealModules, AtaPiixWithLibataReachesBothChannelsThroughTheIoaddrFields) {
+  // libata's ata_pci_sff_init_host fills each port's ioaddr from pcim_iomap_table(pdev)[2 * i] (+ the
+  // taskfile offsets) and [2 * i + 1] | 2; the ata_sff_* ops read them back from an untyped `ap`.
+  auto a = analyseLinked("drivers/ata/ata_piix.ko", {"drivers/ata/libata.ko"});
+  ASSERT_TRUE(a);
+  std::set<int> iomap_bars;
+  for (const auto& b : a->result.bases)
+    if (b.kind == DeviceBase::PciIomap && b.name.starts_with("pcim_iomap_table")) iomap_bars.insert(b.bar);
+  EXPECT_EQ(iomap_bars, (std::set<int>{0, 1, 2, 3, 4}));
+  std::map<std::string, std::set<std::pair<int, std::int64_t>>> by_function;
+  for (const Access& x : a->result.accesses) {
+    if (x.where != Access::Where::BaseOffset) continue;
+    const DeviceBase& b = a->result.bases[x.base];
+    by_function[a->dis.functions()[x.function].name].emplace(b.bar, x.offset);
+    // Command blocks are 8 ports, control blocks one register at +2, the bus-master block 16 ports.
+    if (b.bar == 0 || b.bar == 2) {
+      EXPECT_LT(x.offset, 8) << a->result.describeAccess(x);
+    }
+    if (b.bar == 1 || b.bar == 3) {
+      EXPECT_EQ(x.offset, 2) << a->result.describeAccess(x);
+    }
+    if (b.bar == 4) {
+      EXPECT_LT(x.offset, 16) << a->result.describeAccess(x);
+    }
+  }
+  using Regs = std::set<std::pair<int, std::int64_t>>;
+  EXPECT_EQ(by_function["ata_sff_check_status"], (Regs{{0, 7}, {2, 7}}));
+  EXPECT_EQ(by_function["ata_sff_dev_select"], (Regs{{0, 6}, {1, 2}, {2, 6}, {3, 2}}));
+  EXPECT_EQ(by_function["ata_bmdma_start"], (Regs{{4, 0}, {4, 8}}));
+  EXPECT_GE(a->result.coverage.sites_pinned, 77u) << formatCoverage(a->result);
+}
+
 TEST(RealModules, Ne2kPciWith8390WritesThroughBar0OfTheRealtekChip) {
   auto a = analyseLinked("drivers/net/ethernet/8390/ne2k-pci.ko", {"drivers/net/ethernet/8390/8390.ko"});
   ASSERT_TRUE(a);
