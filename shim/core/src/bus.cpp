@@ -73,7 +73,11 @@ Result<DeviceBus> DeviceBus::create(std::vector<BusDevice> devices) {
     bus.pci_.push_back(state);
     bus.config_region_.push_back(config_region);
   }
+  // Port-table entries are 16-bit range indices with two reserved values.
+  if (io_capacity >= kPortConfigCycle - 1) return fail("bus", "too many port ranges (" + std::to_string(io_capacity) + ")");
   bus.devices_ = std::move(devices);
+  bus.port_slot_.assign(std::size_t(kMaxPort) + 1, kPortFree);
+  for (std::uint64_t p = kCf8Port; p < kCf8Port + 8; ++p) bus.port_slot_[p] = kPortConfigCycle;
   bus.io_.resize(io_capacity);
   bus.mem_.resize(mem_capacity);
   bus.rebuildRanges();
@@ -114,8 +118,8 @@ std::uint64_t DeviceBus::regionBase(std::size_t d, std::uint32_t r) const noexce
 }
 
 void DeviceBus::rebuildRanges() noexcept {
+  fillPortSlots(false);
   io_count_ = mem_count_ = 0;
-  last_io_ = ~std::size_t(0);
   // Fixed (ISA) ranges first: they cannot move, so a BAR the guest programs over one loses.
   for (int pass = 0; pass < 2; ++pass)
   for (std::size_t d = 0; d < devices_.size(); ++d) {
@@ -139,6 +143,30 @@ void DeviceBus::rebuildRanges() noexcept {
       insertRange(table, count, Range{base, base + reg.length - 1, std::int32_t(d), r, base});
     }
   }
+  fillPortSlots(true);
+}
+
+// Writes each current range's own index over its ports (claim), or kPortFree (before the ranges change). The CF8/CFC
+// ports keep kPortConfigCycle even under a range: route() then decodes them fully, range included.
+void DeviceBus::fillPortSlots(bool claim) noexcept {
+  for (std::size_t i = 0; i < io_count_; ++i) {
+    const std::uint16_t slot = claim ? std::uint16_t(i + 1) : kPortFree;
+    for (std::uint64_t p = io_[i].start; p <= io_[i].end && p <= kMaxPort; ++p)
+      if (port_slot_[p] != kPortConfigCycle) port_slot_[p] = slot;
+  }
+}
+
+bool DeviceBus::portTableMatchesRanges() const noexcept {
+  for (std::uint64_t p = 0; p <= kMaxPort; ++p) {
+    const Range* hit = find(io_.data(), io_count_, p);
+    const std::uint16_t slot = port_slot_[p];
+    if (p >= kCf8Port && p < kCf8Port + 8) {
+      if (slot != kPortConfigCycle) return false;
+    } else if (hit ? slot != std::uint16_t(hit - io_.data() + 1) : slot != kPortFree) {
+      return false;
+    }
+  }
+  return true;
 }
 
 // Insertion into a sorted array; a range that would overlap one already placed is not decoded (the
@@ -227,7 +255,6 @@ BusTarget DeviceBus::routeFully(const IoRequest& request) noexcept {
         return routeConfig(std::uint32_t(config.addr >> 32), std::uint32_t(config.addr), config);
       const Range* hit = find(io_.data(), io_count_, request.addr);
       if (!hit) return {};
-      last_io_ = std::size_t(hit - io_.data());
       return BusTarget{hit->device, hit->region, request.addr - hit->region_base, false, request.addr + request.size - 1 > hit->end};
     }
     case IoType::Copy: {

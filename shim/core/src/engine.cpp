@@ -557,6 +557,26 @@ struct Engine::Impl {
     return r;
   }
 
+  // The fast path's graph step: only a transition-cache hit, with the effects step() gives it; false
+  // (and nothing changed) when step() has to decide.
+  [[gnu::always_inline]] inline bool cachedStep(std::size_t d, std::uint32_t reg_index, std::uint8_t size, bool is_write,
+                                                std::uint64_t value, StepResult& out) noexcept {
+    const auto& t = caches[d];
+    auto& k = cursors[d];
+    const std::uint32_t from = k.live.id;
+    if (t.capacity == 0 || from == kNone || reg_index > kMaxCachedRegister) return false;
+    const std::uint64_t key_value = is_write ? value : 0;
+    const std::uint32_t symbol = symbolOf(reg_index, size, is_write);
+    const std::size_t slot = slotOf(t, from, key_value, symbol);
+    const Transition& tr = t.transitions[slot];
+    if (tr.from != from || tr.symbol != symbol || tr.value != key_value ||
+        !replay(d, tr, t.loop_ops.data() + slot * 3 * compiled[d].loop_words))
+      return false;
+    ++engine_counters->transition_cache_hits;
+    out = StepResult{true, Reason::None, tr.graph, tr.node};
+    return true;
+  }
+
   // Applies a remembered transition unless a loop bound would be exceeded (then the walk decides).
   bool replay(std::size_t d, const Transition& tr, const Word* ops) noexcept {
     const auto& c = compiled[d];
@@ -892,6 +912,40 @@ constexpr Verdict makeVerdict(Action action, Reason reason, std::int32_t device 
 
 Verdict Engine::onRequest(const IoRequest& request) noexcept {
   ++engine_counters_.requests;
+  // Fast path: a single port access without pointer data (nearly every request of a PIO driver) whose
+  // step the transition cache knows. It decides only what decide() would decide the same way, with
+  // the same effects, and hands everything else to decide() before changing anything.
+  const std::uint8_t size = request.size;
+  if (request.type == IoType::Pio && request.count == 1 && std::uint8_t(request.dir) <= 1 &&
+      (size & (size - 1)) == 0 && size - 1u < 8u && request.addr <= kMaxPort + 1 - size &&
+      !(request.dir == Dir::Write && request.data_is_ptr)) {
+    auto& I = *impl_;
+    const std::uint16_t slot = I.bus.portSlot(request.addr);
+    if (slot == DeviceBus::kPortFree) {
+      ++engine_counters_.unclaimed;
+      return makeVerdict(Action::Forward, Reason::Unclaimed);
+    }
+    if (slot != DeviceBus::kPortConfigCycle) {
+      const auto& range = I.bus.ioRange(slot);
+      const auto d = std::size_t(range.device);
+      const auto& c = I.compiled[d];
+      const std::uint32_t dense_begin = c.dense_begin[range.region];
+      if (request.addr + size - 1 <= range.end && !c.has_rules && c.has_graphs && dense_begin != kNone) {
+        const std::uint64_t offset = request.addr - range.region_base;
+        const std::uint32_t reg = c.dense[dense_begin + offset * 2 + std::uint32_t(request.dir)];
+        const bool is_write = request.dir == Dir::Write;
+        Impl::StepResult r;
+        if (reg != 0 && I.cachedStep(d, reg - 1, size, is_write, maskToSize(request.data, size), r)) {
+          ++I.counters[d].forwarded;
+          return makeVerdict(Action::Forward, Reason::None, range.device, r.graph, r.node);
+        }
+      }
+    }
+  }
+  return decide(request);
+}
+
+Verdict Engine::decide(const IoRequest& request) noexcept {
   if (const auto m = classify(request); m != Malformation::None) {
     ++engine_counters_.malformed;
     return makeVerdict(Action::Refuse, Reason::Malformed, -1, -1, -1, -1, m);

@@ -43,15 +43,34 @@ class DeviceBus {
   // Data plane: noexcept, allocation-free. May update the CF8 latch and BAR state (config writes),
   // so call it exactly once per request, in order. `request` must be well-formed (classify()).
   BusTarget route(const IoRequest& request) noexcept {
-    // A driver talks to one device's ports many times in a row: try the range the last port access
-    // hit before the full decode. Ports 0xcf8..0xcff keep the full path (CF8 latch, config cycles).
-    if (request.type == IoType::Pio && last_io_ < io_count_ && (request.addr & ~std::uint64_t(7)) != 0xcf8) {
-      const Range& hit = io_[last_io_];
-      if (request.addr >= hit.start && request.addr <= hit.end)
+    // Ports are decoded by one load from the direct-mapped port table; 0xcf8..0xcff keep the full path
+    // (CF8 latch, config cycles).
+    if (request.type == IoType::Pio) {
+      const std::uint16_t slot = port_slot_[std::size_t(request.addr)];
+      if (slot == kPortFree) return {};
+      if (slot != kPortConfigCycle) {
+        const IoRange& hit = io_[slot - 1];
         return BusTarget{hit.device, hit.region, request.addr - hit.region_base, false, request.addr + request.size - 1 > hit.end};
+      }
     }
     return routeFully(request);
   }
+
+  // A contiguous run of ports or addresses one device region claims.
+  struct IoRange {
+    std::uint64_t start = 0, end = 0;  // inclusive
+    std::int32_t device = -1;
+    std::uint32_t region = 0;
+    std::uint64_t region_base = 0;     // offsets are relative to this (a range may be part of a region)
+  };
+  // Data plane, for callers that fuse routing with their own lookups (the engine's fast path): the
+  // port table's entry for `port` (<= 0xffff): kPortFree, kPortConfigCycle (use route()), or an index
+  // for ioRange(). Reading it has no side effects.
+  static constexpr std::uint16_t kPortFree = 0, kPortConfigCycle = 0xffff;
+  std::uint16_t portSlot(std::uint64_t port) const noexcept { return port_slot_[std::size_t(port)]; }
+  const IoRange& ioRange(std::uint16_t slot) const noexcept { return io_[slot - 1]; }
+  // Tests: the port table agrees with a binary search over the sorted ranges, for every port.
+  bool portTableMatchesRanges() const noexcept;
 
   // Decodes a CF8/CFC port access into Xen's PCI_CONFIG form using the current latch. Returns false if
   // the access is not a config data cycle.
@@ -65,18 +84,14 @@ class DeviceBus {
   std::uint64_t barConflicts() const noexcept { return bar_conflicts_; }
 
  private:
-  struct Range {
-    std::uint64_t start = 0, end = 0;  // inclusive
-    std::int32_t device = -1;
-    std::uint32_t region = 0;
-    std::uint64_t region_base = 0;     // offsets are relative to this (a range may be part of a region)
-  };
+  using Range = IoRange;
   bool insertRange(std::vector<Range>& table, std::size_t& count, const Range& range) noexcept;
   struct PciState {
     std::array<std::uint32_t, 6> bar_raw{};
     std::uint16_t command = 0;
   };
   void rebuildRanges() noexcept;
+  void fillPortSlots(bool claim) noexcept;
   const Range* find(const Range* begin, std::size_t count, std::uint64_t addr) const noexcept;
   void trackConfigWrite(std::size_t device, std::uint32_t reg, std::uint8_t size, std::uint64_t value) noexcept;
   BusTarget routeConfig(std::uint32_t sbdf, std::uint32_t reg, const IoRequest& request) noexcept;
@@ -87,7 +102,8 @@ class DeviceBus {
   std::vector<std::uint32_t> config_region_;  // per device: region index of its config space or kNoRegion
   std::vector<Range> io_, mem_;          // capacity fixed at create(); sizes vary
   std::size_t io_count_ = 0, mem_count_ = 0;
-  std::size_t last_io_ = ~std::size_t(0);  // io_ index of the last port hit; reset when ranges change
+  // Per port: kPortFree, kPortConfigCycle, or io_ index + 1. Rewritten with the ranges it mirrors.
+  std::vector<std::uint16_t> port_slot_;
   std::uint32_t cf8_ = 0;
   std::uint64_t bar_conflicts_ = 0;
 };

@@ -114,6 +114,8 @@ class Engine final : public RequestFilter {
  private:
   struct Impl;
   explicit Engine(std::unique_ptr<Impl> impl, EngineOptions options);
+  // onRequest() without its fast path: every request the fast path does not finish.
+  Verdict decide(const IoRequest& request) noexcept;
   std::unique_ptr<Impl> impl_;
   std::atomic<Mode> mode_;
   EngineCounters engine_counters_;
