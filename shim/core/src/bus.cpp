@@ -119,6 +119,7 @@ std::uint64_t DeviceBus::regionBase(std::size_t d, std::uint32_t r) const noexce
 
 void DeviceBus::rebuildRanges() noexcept {
   fillPortSlots(false);
+  ++generation_;
   io_count_ = mem_count_ = 0;
   // Fixed (ISA) ranges first: they cannot move, so a BAR the guest programs over one loses.
   for (int pass = 0; pass < 2; ++pass)

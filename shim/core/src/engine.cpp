@@ -421,10 +421,26 @@ TransitionCache makeTransitionCache(const CompiledDevice& c, std::size_t capacit
   return t;
 }
 
+// What the fast path needs to know about one port, gathered from the bus and the device's compiled
+// tables into one record: a fast-path request then costs one load before its graph step instead of
+// a chain (port table, range, device, region, register table). Valid while the bus's generation is.
+struct PortRoute {
+  std::uint64_t tag = 0;           // generation << 17 | 1 << 16 | port; 0: empty
+  std::int32_t device = -1;        // kUnclaimedPort, kFullPathPort, or the device index
+  std::uint32_t room = 0;          // bytes from the port to the end of its range (an access of more crosses)
+  std::array<std::uint32_t, 2> reg{};  // by Dir: register index + 1, 0 if no node has that access
+};
+constexpr std::int32_t kUnclaimedPort = -1;
+constexpr std::int32_t kFullPathPort = -2;  // CF8/CFC, rules, registers without a dense table: decide()
+constexpr std::size_t kPortRoutes = 256;   // direct-mapped by the port's low byte
+
+std::uint64_t portRouteTag(std::uint64_t generation, std::uint64_t port) noexcept { return generation << 17 | 1u << 16 | port; }
+
 }  // namespace
 
 struct Engine::Impl {
   DeviceBus bus;
+  std::array<PortRoute, kPortRoutes> port_routes{};
   std::vector<BoundDevice> devices;
   std::vector<CompiledDevice> compiled;
   std::vector<Cursor> cursors;
@@ -557,6 +573,31 @@ struct Engine::Impl {
     return r;
   }
 
+  // The fast path's view of a port, refreshed from the bus when its ranges changed.
+  [[gnu::always_inline]] inline const PortRoute& routeOf(std::uint64_t port) noexcept {
+    PortRoute& route = port_routes[port % kPortRoutes];
+    if (route.tag != portRouteTag(bus.generation(), port)) fillRoute(route, port);
+    return route;
+  }
+  [[gnu::noinline]] void fillRoute(PortRoute& route, std::uint64_t port) noexcept {
+    route = PortRoute{portRouteTag(bus.generation(), port), kFullPathPort, 0, {}};
+    const std::uint16_t slot = bus.portSlot(port);
+    if (slot == DeviceBus::kPortFree) {
+      route.device = kUnclaimedPort;
+      return;
+    }
+    if (slot == DeviceBus::kPortConfigCycle) return;
+    const auto& range = bus.ioRange(slot);
+    const auto& c = compiled[std::size_t(range.device)];
+    const std::uint32_t dense_begin = c.dense_begin[range.region];
+    if (c.has_rules || !c.has_graphs || dense_begin == kNone) return;
+    const std::uint64_t offset = port - range.region_base;
+    route.device = range.device;
+    route.room = std::uint32_t(std::min<std::uint64_t>(range.end - port + 1, 0xffffffffu));
+    route.reg[0] = c.dense[dense_begin + offset * 2];
+    route.reg[1] = c.dense[dense_begin + offset * 2 + 1];
+  }
+
   // The fast path's graph step: only a transition-cache hit, with the effects step() gives it; false
   // (and nothing changed) when step() has to decide.
   [[gnu::always_inline]] inline bool cachedStep(std::size_t d, std::uint32_t reg_index, std::uint8_t size, bool is_write,
@@ -578,31 +619,39 @@ struct Engine::Impl {
   }
 
   // Applies a remembered transition unless a loop bound would be exceeded (then the walk decides).
-  bool replay(std::size_t d, const Transition& tr, const Word* ops) noexcept {
+  // Loops a transition enters are distinct, so the bounds are checked in one pass and the counters
+  // written in a second; zeroed loops are written last, as the walk's commit does.
+  [[gnu::always_inline]] inline bool replay(std::size_t d, const Transition& tr, const Word* ops) noexcept {
     const auto& c = compiled[d];
     auto& k = cursors[d];
+    const std::uint32_t words = c.loop_words;
+    std::uint32_t* loop_count = k.live.counters.data();
+    const std::uint32_t* limit = c.loop_limit.data();
     const Word* entered = ops;
-    const Word* fresh = ops + c.loop_words;
-    const Word* zeroed = ops + 2 * c.loop_words;
-    for (std::uint32_t w = 0; w < c.loop_words; ++w)
+    const Word* fresh = ops + words;
+    const Word* zeroed = ops + 2 * words;
+    for (std::uint32_t w = 0; w < words; ++w)
       for (Word bits = entered[w]; bits; bits &= bits - 1) {
         const std::uint32_t b = std::uint32_t(std::countr_zero(bits));
         const std::uint32_t l = w * 64 + b;
-        const std::uint32_t count = (fresh[w] >> b) & 1 ? 1 : k.live.counters[l] + 1;
-        if (count > c.loop_limit[l]) return false;
-        k.pending[l] = count;
+        const std::uint32_t count = (fresh[w] >> b) & 1 ? 1 : loop_count[l] + 1;
+        if (count > limit[l]) return false;
       }
-    for (std::uint32_t w = 0; w < c.loop_words; ++w) {
+    for (std::uint32_t w = 0; w < words; ++w) {
       for (Word bits = entered[w]; bits; bits &= bits - 1) {
-        const std::uint32_t l = w * 64 + std::uint32_t(std::countr_zero(bits));
-        k.live.counters[l] = k.pending[l];
+        const std::uint32_t b = std::uint32_t(std::countr_zero(bits));
+        const std::uint32_t l = w * 64 + b;
+        loop_count[l] = (fresh[w] >> b) & 1 ? 1 : loop_count[l] + 1;
       }
-      for (Word bits = zeroed[w]; bits; bits &= bits - 1) k.live.counters[w * 64 + std::uint32_t(std::countr_zero(bits))] = 0;
+      for (Word bits = zeroed[w]; bits; bits &= bits - 1) loop_count[w * 64 + std::uint32_t(std::countr_zero(bits))] = 0;
     }
     k.live.id = tr.to;
     k.live.stale = true;
-    if ((tr.deaths | tr.resets) != 0) counters[d].graph_deaths += tr.deaths, counters[d].resyncs += tr.resets;
+    if ((tr.deaths | tr.resets) != 0) countDeathsAndResets(d, tr);
     return true;
+  }
+  [[gnu::noinline]] void countDeathsAndResets(std::size_t d, const Transition& tr) noexcept {
+    counters[d].graph_deaths += tr.deaths, counters[d].resyncs += tr.resets;
   }
 
   // The NFA step. Writes next states into the cursor only if some graph accepts (enforce semantics:
@@ -920,25 +969,18 @@ Verdict Engine::onRequest(const IoRequest& request) noexcept {
       (size & (size - 1)) == 0 && size - 1u < 8u && request.addr <= kMaxPort + 1 - size &&
       !(request.dir == Dir::Write && request.data_is_ptr)) {
     auto& I = *impl_;
-    const std::uint16_t slot = I.bus.portSlot(request.addr);
-    if (slot == DeviceBus::kPortFree) {
+    const PortRoute& route = I.routeOf(request.addr);
+    if (route.device == kUnclaimedPort) {
       ++engine_counters_.unclaimed;
       return makeVerdict(Action::Forward, Reason::Unclaimed);
     }
-    if (slot != DeviceBus::kPortConfigCycle) {
-      const auto& range = I.bus.ioRange(slot);
-      const auto d = std::size_t(range.device);
-      const auto& c = I.compiled[d];
-      const std::uint32_t dense_begin = c.dense_begin[range.region];
-      if (request.addr + size - 1 <= range.end && !c.has_rules && c.has_graphs && dense_begin != kNone) {
-        const std::uint64_t offset = request.addr - range.region_base;
-        const std::uint32_t reg = c.dense[dense_begin + offset * 2 + std::uint32_t(request.dir)];
-        const bool is_write = request.dir == Dir::Write;
-        Impl::StepResult r;
-        if (reg != 0 && I.cachedStep(d, reg - 1, size, is_write, maskToSize(request.data, size), r)) {
-          ++I.counters[d].forwarded;
-          return makeVerdict(Action::Forward, Reason::None, range.device, r.graph, r.node);
-        }
+    if (route.device >= 0 && size <= route.room) {
+      const std::uint32_t reg = route.reg[std::uint8_t(request.dir)];
+      const auto d = std::size_t(route.device);
+      Impl::StepResult r;
+      if (reg != 0 && I.cachedStep(d, reg - 1, size, request.dir == Dir::Write, maskToSize(request.data, size), r)) {
+        ++I.counters[d].forwarded;
+        return makeVerdict(Action::Forward, Reason::None, route.device, r.graph, r.node);
       }
     }
   }

@@ -69,6 +69,9 @@ class DeviceBus {
   static constexpr std::uint16_t kPortFree = 0, kPortConfigCycle = 0xffff;
   std::uint16_t portSlot(std::uint64_t port) const noexcept { return port_slot_[std::size_t(port)]; }
   const IoRange& ioRange(std::uint16_t slot) const noexcept { return io_[slot - 1]; }
+  // Changes whenever the ranges do (BAR moves, decode enables): a caller's copy of routing facts taken
+  // under one generation stays true until this changes.
+  std::uint64_t generation() const noexcept { return generation_; }
   // Tests: the port table agrees with a binary search over the sorted ranges, for every port.
   bool portTableMatchesRanges() const noexcept;
 
@@ -106,6 +109,7 @@ class DeviceBus {
   std::vector<std::uint16_t> port_slot_;
   std::uint32_t cf8_ = 0;
   std::uint64_t bar_conflicts_ = 0;
+  std::uint64_t generation_ = 0;
 };
 
 }  // namespace iof
