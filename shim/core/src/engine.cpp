@@ -123,6 +123,9 @@ struct CompiledDevice {
 struct CursorState {
   std::vector<Word> config;               // per channel: current nodes; then idle bytes, alive bytes
   std::vector<std::uint32_t> counters;    // per loop
+  // Per loop, a bit: its counter may be nonzero (a superset). A step leaves most of a channel's loops,
+  // and replay() then writes zeros only to the counters that can hold something.
+  std::vector<Word> counting;
   std::vector<std::uint8_t> armed;        // per stop-gap rule
   std::vector<std::uint32_t> rule_count;  // per stop-gap rule
   std::uint32_t id = kNone;               // interned id of the configuration; kNone: not interned (yet)
@@ -356,6 +359,7 @@ Cursor makeCursor(const CompiledDevice& c, std::size_t rules) {
   std::fill_n(idleOf(c, k.live), c.channels.size(), 1);
   std::fill_n(aliveOf(c, k.live), c.graphs.size(), 1);
   k.live.counters.assign(c.loops.size(), 0);
+  k.live.counting.assign(c.loop_words, 0);
   k.live.armed.assign(rules, 0);
   k.live.rule_count.assign(rules, 0);
   k.saved = k.live;
@@ -377,7 +381,7 @@ Cursor makeCursor(const CompiledDevice& c, std::size_t rules) {
 // records which loops it enters (and whether afresh) and which it leaves, and is replayed only if no
 // bound would be exceeded; otherwise the NFA walk decides, as it does for every refusal. Fixed
 // budget, sized at create(): when the configuration table is full, requests simply take the walk.
-struct alignas(32) Transition {
+struct alignas(64) Transition {
   std::uint64_t value = 0;          // written value if it was checked, else 0
   std::uint32_t from = kNone;       // configuration id; kNone: empty slot
   std::uint32_t symbol = 0;         // register index << 8 | value-checked << 4 | size
@@ -385,8 +389,11 @@ struct alignas(32) Transition {
   std::int32_t graph = -1, node = -1;
   std::uint16_t deaths = 0;         // graphs that stopped following the device
   std::uint16_t resets = 0;         // graphs restarted by a reset node
+  // Effect on loop counters when the device has at most 64 loops (nearly all do), kept in the
+  // transition's own cache line; larger devices keep them in TransitionCache::loop_ops.
+  Word entered = 0, entered_fresh = 0, zeroed = 0;
 };
-static_assert(sizeof(Transition) == 32, "one transition per half cache line");
+static_assert(sizeof(Transition) == 64, "one transition per cache line");
 constexpr std::uint32_t kMaxCachedRegister = (1u << 24) - 1;
 
 struct TransitionCache {
@@ -395,7 +402,7 @@ struct TransitionCache {
   std::vector<Word> configs;               // capacity * config_words
   std::vector<std::uint32_t> slots;        // open addressing over configs: id + 1, 0 empty
   std::vector<Transition> transitions;     // direct-mapped, power-of-two size
-  std::vector<Word> loop_ops;              // per transition: entered, entered_fresh, zeroed (loop_words each)
+  std::vector<Word> loop_ops;              // devices with over 64 loops, per transition: entered, entered_fresh, zeroed (loop_words each)
   std::uint64_t transition_mask = 0;
 };
 
@@ -416,7 +423,7 @@ TransitionCache makeTransitionCache(const CompiledDevice& c, std::size_t capacit
   t.slots.assign(pow2AtLeast(std::size_t(t.capacity) * 2), 0);
   const std::size_t transitions = pow2AtLeast(t.capacity);
   t.transitions.assign(transitions, Transition{});
-  t.loop_ops.assign(transitions * 3 * c.loop_words, 0);
+  if (c.loop_words > 1) t.loop_ops.assign(transitions * 3 * c.loop_words, 0);
   t.transition_mask = transitions - 1;
   return t;
 }
@@ -436,11 +443,25 @@ constexpr std::size_t kPortRoutes = 256;   // direct-mapped by the port's low by
 
 std::uint64_t portRouteTag(std::uint64_t generation, std::uint64_t port) noexcept { return generation << 17 | 1u << 16 | port; }
 
+// Everything a transition-cache hit reads or writes, gathered in one cache line per device (it points
+// into the device's cursor, cache and compiled tables, whose sizes are fixed at create()).
+struct alignas(64) HotDevice {
+  const Transition* transitions = nullptr;  // nullptr: the cache is off for this device
+  const Word* loop_ops = nullptr;
+  std::uint64_t transition_mask = 0;
+  CursorState* live = nullptr;
+  std::uint32_t* loop_count = nullptr;
+  Word* counting = nullptr;
+  const std::uint32_t* loop_limit = nullptr;
+  std::uint32_t loop_words = 0;
+};
+
 }  // namespace
 
 struct Engine::Impl {
   DeviceBus bus;
   std::array<PortRoute, kPortRoutes> port_routes{};
+  std::vector<HotDevice> hot;  // per device; built last by create()
   std::vector<BoundDevice> devices;
   std::vector<CompiledDevice> compiled;
   std::vector<Cursor> cursors;
@@ -469,6 +490,7 @@ struct Engine::Impl {
       for (std::uint32_t w = 0; w < ch.words; ++w) state[ch.state + w] = c.pool[ch.all + w];
     std::fill_n(idleOf(c, k.live), c.channels.size(), 1);
     std::fill(k.live.counters.begin(), k.live.counters.end(), 0);
+    std::fill(k.live.counting.begin(), k.live.counting.end(), 0);
     std::fill_n(aliveOf(c, k.live), c.graphs.size(), 1);
     k.live.id = kNone;
     k.live.stale = false;
@@ -504,13 +526,13 @@ struct Engine::Impl {
   static std::uint32_t symbolOf(std::uint32_t reg, std::uint8_t size, bool value_checked) noexcept {
     return reg << 8 | (value_checked ? 0x10u : 0u) | size;
   }
-  static std::size_t slotOf(const TransitionCache& t, std::uint32_t from, std::uint64_t value, std::uint32_t symbol) noexcept {
+  static std::size_t slotOf(std::uint64_t transition_mask, std::uint32_t from, std::uint64_t value, std::uint32_t symbol) noexcept {
     // Each request's probe waits for the previous request's configuration id, so the id only enters
     // with one XOR at the end; the symbol's hash does not depend on it and is computed meanwhile.
     // Ids are dense and below the table size, so distinct ids never collide for one symbol.
     std::uint64_t h = (std::uint64_t(symbol) * 0xc2b2ae3d27d4eb4full) ^ (value * 0xff51afd7ed558ccdull);
     h ^= h >> 32;
-    return (h ^ from) & t.transition_mask;
+    return (h ^ from) & transition_mask;
   }
 
   // The cursor's current configuration, wherever it lives.
@@ -542,10 +564,10 @@ struct Engine::Impl {
     const std::uint32_t from = reg_index <= kMaxCachedRegister ? k.live.id : kNone;
     std::size_t slot = 0;
     if (from != kNone) {
-      slot = slotOf(t, from, key_value, symbol);
+      slot = slotOf(t.transition_mask, from, key_value, symbol);
       const Transition& tr = t.transitions[slot];
       if (tr.from == from && tr.symbol == symbol && tr.value == key_value &&
-          replay(d, tr, t.loop_ops.data() + slot * 3 * c.loop_words)) {
+          replay(d, hot[d], tr, slot)) {
         ++engine_counters->transition_cache_hits;
         return StepResult{true, Reason::None, tr.graph, tr.node};
       }
@@ -566,10 +588,16 @@ struct Engine::Impl {
     tr.node = r.node;
     tr.deaths = std::uint16_t(deaths);
     tr.resets = std::uint16_t(resets);
-    Word* ops = t.loop_ops.data() + slot * 3 * c.loop_words;  // empty when the device has no loops
-    std::copy_n(k.entered.data(), c.loop_words, ops);
-    std::copy_n(k.entered_fresh.data(), c.loop_words, ops + c.loop_words);
-    std::copy_n(k.zeroed.data(), c.loop_words, ops + 2 * c.loop_words);
+    if (c.loop_words == 1) {
+      tr.entered = k.entered[0];
+      tr.entered_fresh = k.entered_fresh[0];
+      tr.zeroed = k.zeroed[0];
+    } else if (c.loop_words > 1) {
+      Word* ops = t.loop_ops.data() + slot * 3 * c.loop_words;
+      std::copy_n(k.entered.data(), c.loop_words, ops);
+      std::copy_n(k.entered_fresh.data(), c.loop_words, ops + c.loop_words);
+      std::copy_n(k.zeroed.data(), c.loop_words, ops + 2 * c.loop_words);
+    }
     return r;
   }
 
@@ -602,17 +630,14 @@ struct Engine::Impl {
   // (and nothing changed) when step() has to decide.
   [[gnu::always_inline]] inline bool cachedStep(std::size_t d, std::uint32_t reg_index, std::uint8_t size, bool is_write,
                                                 std::uint64_t value, StepResult& out) noexcept {
-    const auto& t = caches[d];
-    auto& k = cursors[d];
-    const std::uint32_t from = k.live.id;
-    if (t.capacity == 0 || from == kNone || reg_index > kMaxCachedRegister) return false;
+    const HotDevice& h = hot[d];
+    const std::uint32_t from = h.live->id;
+    if (h.transitions == nullptr || from == kNone || reg_index > kMaxCachedRegister) return false;
     const std::uint64_t key_value = is_write ? value : 0;
     const std::uint32_t symbol = symbolOf(reg_index, size, is_write);
-    const std::size_t slot = slotOf(t, from, key_value, symbol);
-    const Transition& tr = t.transitions[slot];
-    if (tr.from != from || tr.symbol != symbol || tr.value != key_value ||
-        !replay(d, tr, t.loop_ops.data() + slot * 3 * compiled[d].loop_words))
-      return false;
+    const std::size_t slot = slotOf(h.transition_mask, from, key_value, symbol);
+    const Transition& tr = h.transitions[slot];
+    if (tr.from != from || tr.symbol != symbol || tr.value != key_value || !replay(d, h, tr, slot)) return false;
     ++engine_counters->transition_cache_hits;
     out = StepResult{true, Reason::None, tr.graph, tr.node};
     return true;
@@ -621,15 +646,23 @@ struct Engine::Impl {
   // Applies a remembered transition unless a loop bound would be exceeded (then the walk decides).
   // Loops a transition enters are distinct, so the bounds are checked in one pass and the counters
   // written in a second; zeroed loops are written last, as the walk's commit does.
-  [[gnu::always_inline]] inline bool replay(std::size_t d, const Transition& tr, const Word* ops) noexcept {
-    const auto& c = compiled[d];
-    auto& k = cursors[d];
-    const std::uint32_t words = c.loop_words;
-    std::uint32_t* loop_count = k.live.counters.data();
-    const std::uint32_t* limit = c.loop_limit.data();
-    const Word* entered = ops;
-    const Word* fresh = ops + words;
-    const Word* zeroed = ops + 2 * words;
+  [[gnu::always_inline]] inline bool replay(std::size_t d, const HotDevice& h, const Transition& tr, std::size_t slot) noexcept {
+    const std::uint32_t words = h.loop_words;
+    if (words == 1) {
+      if (!replayLoops(h, &tr.entered, &tr.entered_fresh, &tr.zeroed, 1)) return false;
+    } else if (words > 1) {
+      const Word* entered = h.loop_ops + slot * 3 * words;
+      if (!replayLoops(h, entered, entered + words, entered + 2 * words, words)) return false;
+    }
+    h.live->id = tr.to;
+    h.live->stale = true;
+    if ((tr.deaths | tr.resets) != 0) countDeathsAndResets(d, tr);
+    return true;
+  }
+  [[gnu::always_inline]] static inline bool replayLoops(const HotDevice& h, const Word* entered, const Word* fresh,
+                                                       const Word* zeroed, std::uint32_t words) noexcept {
+    std::uint32_t* loop_count = h.loop_count;
+    const std::uint32_t* limit = h.loop_limit;
     for (std::uint32_t w = 0; w < words; ++w)
       for (Word bits = entered[w]; bits; bits &= bits - 1) {
         const std::uint32_t b = std::uint32_t(std::countr_zero(bits));
@@ -637,17 +670,16 @@ struct Engine::Impl {
         const std::uint32_t count = (fresh[w] >> b) & 1 ? 1 : loop_count[l] + 1;
         if (count > limit[l]) return false;
       }
+    Word* counting = h.counting;
     for (std::uint32_t w = 0; w < words; ++w) {
       for (Word bits = entered[w]; bits; bits &= bits - 1) {
         const std::uint32_t b = std::uint32_t(std::countr_zero(bits));
         const std::uint32_t l = w * 64 + b;
         loop_count[l] = (fresh[w] >> b) & 1 ? 1 : loop_count[l] + 1;
       }
-      for (Word bits = zeroed[w]; bits; bits &= bits - 1) loop_count[w * 64 + std::uint32_t(std::countr_zero(bits))] = 0;
+      for (Word bits = zeroed[w] & counting[w]; bits; bits &= bits - 1) loop_count[w * 64 + std::uint32_t(std::countr_zero(bits))] = 0;
+      counting[w] = (counting[w] | entered[w]) & ~zeroed[w];
     }
-    k.live.id = tr.to;
-    k.live.stale = true;
-    if ((tr.deaths | tr.resets) != 0) countDeathsAndResets(d, tr);
     return true;
   }
   [[gnu::noinline]] void countDeathsAndResets(std::size_t d, const Transition& tr) noexcept {
@@ -821,7 +853,7 @@ struct Engine::Impl {
       const Word* next = &k.next[cc.state];
       for (auto l = cc.loops_begin; l < cc.loops_end; ++l) {
         if (test(next, c.loops[l].header))
-          k.live.counters[l] = k.pending[l], set(k.entered.data(), l);
+          k.live.counters[l] = k.pending[l], set(k.entered.data(), l), set(k.live.counting.data(), l);
         else if (!intersects(next, &c.pool[c.loops[l].members], cc.words))
           k.live.counters[l] = 0, set(k.zeroed.data(), l);
       }
@@ -932,6 +964,13 @@ Result<std::unique_ptr<Engine>> Engine::create(std::vector<BoundDevice> devices,
     impl->caches.push_back(makeTransitionCache(impl->compiled.back(), options.transition_cache));
   }
   impl->counters.resize(devices.size());
+  for (std::size_t d = 0; d < devices.size(); ++d) {
+    auto& t = impl->caches[d];
+    auto& k = impl->cursors[d];
+    const auto& c = impl->compiled[d];
+    impl->hot.push_back(HotDevice{t.capacity ? t.transitions.data() : nullptr, t.loop_ops.data(), t.transition_mask, &k.live,
+                                  k.live.counters.data(), k.live.counting.data(), c.loop_limit.data(), c.loop_words});
+  }
   impl->devices = std::move(devices);
   impl->learn.resize(options.learn_capacity);
   std::unique_ptr<Engine> engine(new Engine(std::move(impl), options));
