@@ -158,12 +158,15 @@ void DeviceBus::fillPortSlots(bool claim) noexcept {
 }
 
 bool DeviceBus::portTableMatchesRanges() const noexcept {
+  // One sweep along the sorted ranges rather than a search per port: tests call this after every step.
+  std::size_t i = 0;
   for (std::uint64_t p = 0; p <= kMaxPort; ++p) {
-    const Range* hit = find(io_.data(), io_count_, p);
+    while (i < io_count_ && io_[i].end < p) ++i;
+    const bool hit = i < io_count_ && io_[i].start <= p;
     const std::uint16_t slot = port_slot_[p];
     if (p >= kCf8Port && p < kCf8Port + 8) {
       if (slot != kPortConfigCycle) return false;
-    } else if (hit ? slot != std::uint16_t(hit - io_.data() + 1) : slot != kPortFree) {
+    } else if (hit ? slot != std::uint16_t(i + 1) : slot != kPortFree) {
       return false;
     }
   }
