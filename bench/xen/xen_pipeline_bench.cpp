@@ -8,10 +8,15 @@
 // noise would hide it. The pipelines are sampled in interleaved rounds (the machine is shared and
 // noisy: each pipeline must see the same load), with the CPU time each one spends per request, and
 // two instrumented runs break no-filter's and proxy's p50 down hop by hop.
-// Usage: ioreq-filter-xen-bench [requests] [rounds] (default 20000 100).
+// Same measurement rules for every pipeline: the same guest thread issues the same request and
+// times it with the same clock; each pipeline is built once and sampled in the same interleaved
+// rounds (order rotating); pipelines not being sampled sleep in poll() with >= 10 ms timeouts;
+// no thread of any pipeline is pinned (the scheduler places all of them on both CPUs alike).
+// Usage: ioreq-filter-xen-bench [requests] [rounds] [pipelines] (default 20000 100, all).
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <string>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -73,6 +78,8 @@ class Pipeline {
   // CPU time (ns) of the daemon's thread, for the proxy pipelines.
   virtual double daemonCpuNs() { return 0; }
   virtual double daemonWakes() { return 0; }  // returns from the daemon's poll()
+  // After finish(): what the daemon's polling cost and won, for the proxy pipelines ("" if none).
+  virtual std::string pollingSummary(int /*requests*/) const { return ""; }
   virtual void finish() {}
 };
 
@@ -186,9 +193,9 @@ class Proxy final : public Pipeline {
     q_ = sim::QemuModel::shadow(g_.hv, g_.dom, p_->shadow().fd(), 1, device).value();
     q_->start();
     loop_ = std::thread([this] {  // the daemon's event loop, as in ioreq-filterd
-      pollfd fds[2] = {{p_->realFd(), POLLIN, 0}, {p_->shadowFd(), POLLIN, 0}};
+      pollfd pfd{p_->fd(), POLLIN, 0};
       while (run_) {
-        if (poll(fds, 2, 10) <= 0) continue;
+        if (poll(&pfd, 1, 10) <= 0) continue;
         wakes_.fetch_add(1, std::memory_order_relaxed);
         p_->handleEvents();
         if (poll_us_)
@@ -200,8 +207,8 @@ class Proxy final : public Pipeline {
   ~Proxy() override { finish(); }
   const char* name() const override { return poll_us_ ? "proxy+poll" : reply_poll_us_ ? "proxy+reply" : "proxy"; }
   const char* note() const override {
-    return poll_us_        ? "daemon polls the slots 50 us before sleeping"
-           : reply_poll_us_ ? "daemon polls for QEMU's answer, adaptive, <= 20 us"
+    return poll_us_        ? "--poll-us 50: daemon polls every slot 50 us before sleeping"
+           : reply_poll_us_ ? "--reply-poll-us 20: daemon watches for QEMU's answer, adaptive"
                             : "guest -> daemon -> QEMU -> daemon -> guest";
   }
   void sample(int k, std::vector<double>& ns) override { timeGuest(g_.hv, g_.dom, k, ns); }
@@ -210,6 +217,20 @@ class Proxy final : public Pipeline {
   void finish() override {
     run_ = false;
     if (loop_.joinable()) loop_.join();
+  }
+  std::string pollingSummary(int requests) const override {
+    char line[200] = "";
+    if (reply_poll_us_) {
+      const auto& r = p_->replyPolling();
+      std::snprintf(line, sizeof line, "reply polling: %.1f us CPU/request spinning, %.0f%% of answers taken from the slot, "
+                    "%.2f misses and %.2f sched_yield per request",
+                    double(r.spent_ns) / requests / 1000, 100.0 * double(r.hits) / requests, double(r.misses) / requests,
+                    double(r.yields) / requests);
+    } else if (poll_us_) {
+      std::snprintf(line, sizeof line, "slot polling: %.1f us CPU/request spinning, %.2f finds per request",
+                    double(p_->pollNanoseconds()) / requests / 1000, double(p_->pollHits()) / requests);
+    }
+    return line;
   }
 
  private:
@@ -299,22 +320,19 @@ void proxyBreakdown(int n) {
            }).value();
   q->start();
   std::atomic<bool> run{true};
+  const xen::IoreqPages real = p->session().pages(), shadow = p->shadow().pages();
   std::thread loop([&] {
-    pollfd fds[2] = {{p->realFd(), POLLIN, 0}, {p->shadowFd(), POLLIN, 0}};
+    pollfd pfd{p->fd(), POLLIN, 0};
     while (run) {
-      if (poll(fds, 2, 10) <= 0) continue;
+      if (poll(&pfd, 1, 10) <= 0) continue;
       const auto woke = nowNs();
       const auto i = std::size_t(current.load(std::memory_order_relaxed));
-      if (fds[0].revents) {
-        st.daemonWake1[i] = woke;
-        p->handleRealEvents();
-        st.forwarded[i] = nowNs();
-      }
-      if (fds[1].revents) {
-        st.daemonWake2[i] = woke;
-        p->handleShadowEvents();
-        st.replied[i] = nowNs();
-      }
+      // Which hop woke us, from the slots (one handle carries both sides' events).
+      const bool request = xen::loadState(real.sync->vcpu[0]) == xen::SlotState::Ready;
+      const bool answer = xen::loadState(shadow.sync->vcpu[0]) == xen::SlotState::RespReady;
+      p->handleEvents();
+      if (request) st.daemonWake1[i] = woke, st.forwarded[i] = nowNs();
+      if (answer) st.daemonWake2[i] = woke, st.replied[i] = nowNs();
     }
   });
   for (int i = 0; i < n; ++i) {
@@ -422,10 +440,17 @@ double relayNsPerRequest(int n) {
 int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 20000;
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 100;
+  // Optional third argument: the pipelines to run besides baseline and no-filter (the ratios need
+  // both), comma-separated, e.g. "proxy" to trace one pipeline alone (strace -c -f).
+  const std::string only = argc > 3 ? argv[3] : "";
   if (n < 100 || rounds < 1 || n % rounds) {
-    std::fprintf(stderr, "usage: ioreq-filter-xen-bench [requests >= 100] [rounds dividing requests]\n");
+    std::fprintf(stderr, "usage: ioreq-filter-xen-bench [requests >= 100] [rounds dividing requests] [pipelines]\n");
     return 2;
   }
+  auto wanted = [&](const std::string& name) {
+    if (only.empty() || name == "baseline" || name == "no-filter") return true;
+    return ("," + only + ",").find("," + name + ",") != std::string::npos;
+  };
   double load[3] = {0, 0, 0};
   (void)getloadavg(load, 3);
   std::printf("ioreq-filter-xen-bench: %d synchronous PIO reads per pipeline in %d interleaved rounds, 1 vCPU, "
@@ -434,10 +459,17 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<Pipeline>> ps;
   ps.push_back(std::make_unique<Baseline>());
   ps.push_back(std::make_unique<NoFilter>());
-  ps.push_back(std::make_unique<Inline>());
-  ps.push_back(std::make_unique<Proxy>(0, 0));
-  ps.push_back(std::make_unique<Proxy>(50, 0));
-  ps.push_back(std::make_unique<Proxy>(0, 20));
+  if (wanted("inline")) ps.push_back(std::make_unique<Inline>());
+  if (wanted("proxy")) ps.push_back(std::make_unique<Proxy>(0, 0));
+  if (wanted("proxy+poll")) ps.push_back(std::make_unique<Proxy>(50, 0));
+  if (wanted("proxy+reply")) ps.push_back(std::make_unique<Proxy>(0, 20));
+  std::vector<std::string> names;
+  for (auto& p : ps) names.push_back(p->name());
+  auto index = [&](const std::string& name) -> int {
+    for (std::size_t i = 0; i < names.size(); ++i)
+      if (names[i] == name) return int(i);
+    return -1;
+  };
   std::vector<std::vector<double>> ns(ps.size());
   std::vector<double> cpu(ps.size(), 0), daemon(ps.size(), 0), wakes(ps.size(), 0);
   // Per round, each pipeline's median: paired comparisons within a round cancel the load drift.
@@ -457,6 +489,7 @@ int main(int argc, char** argv) {
   const double childCpu0 = ps[0]->cpuTotalNs();
   ps[0]->finish();  // the child's CPU is only known once it has exited
   cpu[0] += ps[0]->cpuTotalNs() - childCpu0;
+  for (auto& p : ps) p->finish();  // the daemons' counters are read once their threads are gone
   std::vector<Percentiles> pct;
   std::printf("%-11s %9s %9s %12s %22s  %s\n", "pipeline", "p50", "p99", "CPU/request", "daemon CPU, wake-ups", "");
   for (std::size_t i = 0; i < ps.size(); ++i) {
@@ -466,12 +499,15 @@ int main(int argc, char** argv) {
     std::printf("%-11s %6.1f us %6.1f us %9.1f us %22s  (%s)\n", ps[i]->name(), pct[i].p50, pct[i].p99,
                 cpu[i] / n / 1000, d, ps[i]->note());
   }
+  for (auto& p : ps)
+    if (const std::string s = p->pollingSummary(n); !s.empty()) std::printf("%-11s %s\n", p->name(), s.c_str());
   ps.clear();
-  std::printf("proxy adds %.1f us at p50 over no-filter (baseline round trip %.1f us): %.2f round trips\n",
-              pct[3].p50 - pct[1].p50, pct[0].p50, (pct[3].p50 - pct[1].p50) / pct[0].p50);
-  std::printf("proxy+poll adds %.1f us at p50 over no-filter\n", pct[4].p50 - pct[1].p50);
-  std::printf("proxy+reply adds %.1f us at p50 over no-filter: %.2f round trips\n", pct[5].p50 - pct[1].p50,
-              (pct[5].p50 - pct[1].p50) / pct[0].p50);
+  for (const char* name : {"proxy", "proxy+poll", "proxy+reply"}) {
+    const int i = index(name);
+    if (i < 0) continue;
+    std::printf("%s adds %.1f us at p50 over no-filter (baseline round trip %.1f us): %.2f round trips\n", name,
+                pct[std::size_t(i)].p50 - pct[1].p50, pct[0].p50, (pct[std::size_t(i)].p50 - pct[1].p50) / pct[0].p50);
+  }
   // Within each round: (pipeline - no-filter) / baseline, then the median over rounds.
   auto paired = [&](std::size_t i) {
     std::vector<double> x;
@@ -479,9 +515,10 @@ int main(int argc, char** argv) {
     std::sort(x.begin(), x.end());
     return x[x.size() / 2];
   };
-  std::printf("paired per round (median over %d rounds of the added p50 in baseline round trips): inline %.2f, "
-              "proxy %.2f, proxy+poll %.2f, proxy+reply %.2f\n",
-              rounds, paired(2), paired(3), paired(4), paired(5));
+  std::printf("paired per round (median over %d rounds of the added p50 in baseline round trips):", rounds);
+  for (std::size_t i = 2; i < names.size(); ++i) std::printf("%s %s %.2f", i == 2 ? "" : ",", names[i].c_str(), paired(i));
+  std::printf("\n");
+  if (!only.empty()) return 0;  // a selective run (tracing) skips the instrumented runs
   std::printf("inline relay work: %.0f ns per request (in-process, pending+notify wrappers' relay steps)\n",
               relayNsPerRequest(1000000));
   noFilterBreakdown(n);

@@ -87,9 +87,9 @@ class ProxyThread {
  public:
   explicit ProxyThread(xen::ProxyEndpoint& p) : p_(p) {
     t_ = std::thread([this] {
-      pollfd fds[2] = {{p_.realFd(), POLLIN, 0}, {p_.shadowFd(), POLLIN, 0}};
+      pollfd pfd{p_.fd(), POLLIN, 0};
       while (run_) {
-        if (poll(fds, 2, 10) > 0) p_.handleEvents();
+        if (poll(&pfd, 1, 10) > 0) p_.handleEvents();
       }
     });
   }

@@ -150,7 +150,7 @@ struct Daemon::Impl {
   std::unique_ptr<RecordingFilter> recorder;
   std::unique_ptr<TraceRing> trace_ring;
   std::optional<TraceFile> trace_file;
-  std::unique_ptr<asio::posix::stream_descriptor> real_sd, shadow_sd;
+  std::unique_ptr<asio::posix::stream_descriptor> events_sd;  // real and shadow ports: one handle
   std::vector<std::string> uncovered;
   RateLimitedLog refusals;
   std::uint64_t reloads = 0;
@@ -205,6 +205,7 @@ struct Daemon::Impl {
     po.vcpus = vcpus;
     po.shadow_path = o.shadow_path;
     po.filter = recorder.get();
+    po.reply_poll_max = std::chrono::microseconds(o.reply_poll_us);
     po.log = [this](std::string_view s) { event("bring-up", {{"stage", std::string(s)}}); };
     auto p = xen::ProxyEndpoint::open(hv, po);
     if (!p) {
@@ -214,10 +215,8 @@ struct Daemon::Impl {
     }
     proxy = std::move(*p);
     uncovered = std::move(unc);
-    real_sd = std::make_unique<asio::posix::stream_descriptor>(io, ::dup(proxy->realFd()));
-    shadow_sd = std::make_unique<asio::posix::stream_descriptor>(io, ::dup(proxy->shadowFd()));
-    arm(*real_sd);
-    arm(*shadow_sd);
+    events_sd = std::make_unique<asio::posix::stream_descriptor>(io, ::dup(proxy->fd()));
+    arm(*events_sd);
     proxy->handleEvents();
     event("attached", {{"server", server}, {"vcpus", proxy->relay().vcpus()}, {"resumed", proxy->resumed()},
                        {"uncovered", uncovered}});
@@ -258,8 +257,7 @@ struct Daemon::Impl {
     if (!proxy) return;
     drainRefusals();
     event("final-stats", {{"stats", stats()}});
-    real_sd.reset();
-    shadow_sd.reset();
+    events_sd.reset();
     proxy.reset();  // ports unbound: filtered requests wait in their slots for the next daemon
     recorder.reset();
     filter.reset();
@@ -350,6 +348,13 @@ struct Daemon::Impl {
     j["log"] = {{"refusals_suppressed", refusals.suppressed_total()}, {"ring_lost", recorder ? recorder->lost() : 0}};
     j["reloads"] = reloads;
     j["polling"] = {{"budget_us", o.poll_us}, {"spent_ns", proxy->pollNanoseconds()}, {"hits", proxy->pollHits()}};
+    const auto& rp = proxy->replyPolling();
+    j["reply_polling"] = {{"max_us", o.reply_poll_us},
+                          {"budget_ns", proxy->replyPollBudget().count()},
+                          {"spent_ns", rp.spent_ns},
+                          {"hits", rp.hits},
+                          {"misses", rp.misses},
+                          {"yields", rp.yields}};
     if (auto* e = engine()) {
       json devs = json::array();
       for (std::size_t i = 0; i < e->deviceCount(); ++i) {

@@ -21,6 +21,10 @@ int main(int argc, char** argv) {
   app.add_option("--dm-uid", o.dm_uid, "uid QEMU runs as under dm_restrict (may attach)");
   app.add_option("--refusals-per-second", o.refusals_per_second, "refusal log lines per second");
   app.add_option("--poll-us", o.poll_us, "adaptive polling budget after each wake-up, microseconds (CPU for latency)");
+  app.add_option("--reply-poll-us", o.reply_poll_us,
+                 "after forwarding a request, watch for QEMU's answer instead of sleeping: adaptive, at most this many "
+                 "microseconds (CPU for latency; cost in `ioreq-filter stats` reply_polling)")
+      ->check(CLI::Range(0u, 1000u));
   app.add_flag("--restrict", o.restrict_after_attach, "restrict Xen handles to the domain once attached");
   app.add_option("--user", o.drop_to_user, "drop to this user once attached");
   app.add_option("--verify-restriction", o.verify_restriction_domid,

@@ -1,6 +1,7 @@
 #include "ioreq_filter/xen/proxy.h"
 
 #include <algorithm>
+#include <sched.h>
 
 namespace iof::xen {
 
@@ -31,13 +32,12 @@ Result<std::unique_ptr<ProxyEndpoint>> ProxyEndpoint::open(Hypervisor& hv, Proxy
   p->resumed_ = hadJournal;
   log(std::string("stage shadow: ") + (hadJournal ? "adopted journal generation " + std::to_string(j.generation) : "fresh"));
 
-  auto ev = hv.openEventChannel();
-  if (!ev) return std::unexpected(ev.error());
-  p->shadow_events_ = std::move(*ev);
+  // The shadow ports go on the session's handle: one fd and one pending() loop serve both sides.
+  p->events_ = &p->session_->events();
   auto bindShadow = [&](std::uint32_t qemuPort) -> Result<Port> {
     // QEMU's end survives us: after a restart it is unbound again and we connect to it.
-    if (qemuPort != 0) return p->shadow_events_->bindInterdomain(0, qemuPort);
-    return p->shadow_events_->bindUnbound(0);
+    if (qemuPort != 0) return p->events_->bindInterdomain(0, qemuPort);
+    return p->events_->bindUnbound(0);
   };
   for (unsigned i = 0; i < vcpus; ++i) {
     auto port = bindShadow(hadJournal ? j.qemu_vcpu_port[i] : 0);
@@ -54,17 +54,22 @@ Result<std::unique_ptr<ProxyEndpoint>> ProxyEndpoint::open(Hypervisor& hv, Proxy
   p->reply_poll_max_ns_ = std::max<std::int64_t>(0, o.reply_poll_max.count());
   p->turnaround_ns_ = p->reply_poll_max_ns_ / 4;  // optimistic until measured
   p->forwarded_at_.assign(vcpus, 0);
+  p->awaiting_.assign(vcpus, 0);
+  p->shadow_masked_.assign(vcpus, 0);
   p->relay_ = std::make_unique<Relay>(hv, o.domid, p->session_->pages(), p->shadow_.pages(), j, vcpus, o.filter);
   for (unsigned i = 0; i < vcpus; ++i) p->apply(i, p->relay_->recover(i));
-  if (p->relay_->pumpBuffered()) (void)p->shadow_events_->notify(p->shadow_buf_port_);
+  if (p->relay_->pumpBuffered()) (void)p->events_->notify(p->shadow_buf_port_);
   if (p->relay_->counters().recovered.load()) log("recovered " + std::to_string(p->relay_->counters().recovered.load()) + " in-flight slots");
   return p;
 }
 
 ProxyEndpoint::~ProxyEndpoint() {
   relay_.reset();
-  shadow_events_.reset();  // shadow ports unbound; QEMU's ends wait for the next daemon
-  session_.reset();        // real ports unbound, pages unmapped (QEMU's server stays)
+  // Shadow ports unbound first (QEMU's ends wait for the next daemon), then the session: real
+  // ports unbound, pages unmapped (QEMU's server stays).
+  for (Port port : shadow_port_) (void)events_->unbind(port);
+  if (shadow_buf_port_) (void)events_->unbind(shadow_buf_port_);
+  session_.reset();
 }
 
 namespace {
@@ -76,20 +81,24 @@ std::int64_t nowNs() noexcept {
 
 void ProxyEndpoint::apply(unsigned v, Step step) noexcept {
   if (step.notify_shadow && v < shadow_port_.size()) {
-    if (reply_poll_max_ns_ && v < forwarded_at_.size() && !forwarded_at_[v]) forwarded_at_[v] = nowNs();
-    (void)shadow_events_->notify(shadow_port_[v]);
+    awaiting_[v] = 1;
+    if (reply_poll_max_ns_ && !forwarded_at_[v]) forwarded_at_[v] = nowNs();
+    (void)events_->notify(shadow_port_[v]);
   }
-  if (step.notify_real) (void)session_->events().notify(session_->vcpuPort(v));
+  if (step.notify_real) (void)events_->notify(session_->vcpuPort(v));
 }
 
 // QEMU's answer was taken (by its event or by polling): learn how long QEMU took.
 void ProxyEndpoint::onShadowStep(unsigned v, Step step) noexcept {
-  if (reply_poll_max_ns_ && v < forwarded_at_.size() && forwarded_at_[v] && step.notify_real) {
-    const std::int64_t took = nowNs() - forwarded_at_[v];
+  if (step.notify_real) {
+    awaiting_[v] = 0;
+    if (reply_poll_max_ns_ && forwarded_at_[v]) {
+      const std::int64_t took = nowNs() - forwarded_at_[v];
+      turnaround_ns_ += (took - turnaround_ns_) / 8;
+    }
     forwarded_at_[v] = 0;
-    turnaround_ns_ += (took - turnaround_ns_) / 8;
   }
-  apply(v, step);
+  apply(v, step);  // a split request forwards its next rep: awaiting again
 }
 
 std::chrono::nanoseconds ProxyEndpoint::replyPollBudget() const noexcept {
@@ -98,60 +107,96 @@ std::chrono::nanoseconds ProxyEndpoint::replyPollBudget() const noexcept {
   return std::chrono::nanoseconds(std::min(reply_poll_max_ns_, 2 * turnaround_ns_ + 1000));
 }
 
+int ProxyEndpoint::vcpuOfShadowPort(Port port) const noexcept {
+  const auto it = std::find(shadow_port_.begin(), shadow_port_.end(), port);
+  return it == shadow_port_.end() ? -1 : int(it - shadow_port_.begin());
+}
+
+void ProxyEndpoint::unmaskShadow(unsigned v) noexcept {
+  if (!shadow_masked_[v]) return;
+  shadow_masked_[v] = 0;
+  (void)events_->unmask(shadow_port_[v]);  // a notification latched meanwhile is delivered now
+}
+
+// One delivered port. A delivered port stays masked until unmasked (the Linux evtchn driver's
+// lateeoi); the unmask comes after the notification the event caused, off the woken side's path.
+void ProxyEndpoint::dispatch(Port port) noexcept {
+  if (const int v = session_->vcpuOfPort(port); v >= 0) {
+    apply(unsigned(v), relay_->onRealEvent(unsigned(v)));
+    (void)events_->unmask(port);
+    return;
+  }
+  if (port == session_->bufferedPort()) {
+    if (relay_->pumpBuffered()) (void)events_->notify(shadow_buf_port_);
+    (void)events_->unmask(port);
+    return;
+  }
+  if (const int v = vcpuOfShadowPort(port); v >= 0) {
+    shadow_masked_[unsigned(v)] = 1;
+    onShadowStep(unsigned(v), relay_->onShadowEvent(unsigned(v)));
+    // With reply polling on, the port stays masked while no answer is awaited: QEMU's next
+    // notification then only latches, unless a poll gives up and unmasks it (awaitReplies).
+    if (awaiting_[unsigned(v)] || !reply_poll_max_ns_) unmaskShadow(unsigned(v));
+    return;
+  }
+  (void)events_->unmask(port);  // our shadow buffered port, or a port we no longer know
+}
+
 void ProxyEndpoint::awaitReplies() noexcept {
+  const unsigned n = unsigned(awaiting_.size());
   const std::int64_t budget = replyPollBudget().count();
-  if (!budget) return;
-  const IoreqPages sh = shadow_.pages();
-  const unsigned n = unsigned(forwarded_at_.size());
-  const std::int64_t t0 = nowNs();
-  std::int64_t now = t0;
-  for (;;) {
-    bool awaiting = false;
-    for (unsigned v = 0; v < n; ++v) {
-      if (!forwarded_at_[v]) continue;
-      if (loadState(sh.sync->vcpu[v]) == SlotState::RespReady) {
-        ++poll_hits_;
-        onShadowStep(v, relay_->onShadowEvent(v));
+  bool awaiting = std::find(awaiting_.begin(), awaiting_.end(), 1) != awaiting_.end();
+  if (budget && awaiting) {
+    const IoreqPages real = session_->pages();
+    const IoreqPages sh = shadow_.pages();
+    const std::int64_t t0 = nowNs();
+    std::int64_t now = t0;
+    for (unsigned spin = 0;; ++spin) {
+      awaiting = false;
+      bool qemuRunning = false, guestWaiting = false;
+      for (unsigned v = 0; v < n; ++v) {
+        if (awaiting_[v]) {
+          const SlotState st = loadState(sh.sync->vcpu[v]);
+          if (st == SlotState::RespReady) {
+            ++reply_.hits;
+            onShadowStep(v, relay_->onShadowEvent(v));
+          } else if (st == SlotState::InProcess) {
+            qemuRunning = true;
+          }
+          awaiting |= awaiting_[v] != 0;
+        }
+        guestWaiting |= loadState(real.sync->vcpu[v]) == SlotState::Ready;
       }
-      awaiting |= forwarded_at_[v] != 0;
+      now = nowNs();
+      // A new request from another vCPU is not kept waiting behind this one.
+      if (!awaiting || guestWaiting || now - t0 >= budget) break;
+      if (qemuRunning && spin % 16 != 15) {
+        for (int i = 0; i < 8; ++i) __builtin_ia32_pause();
+      } else {
+        // QEMU has not taken the request yet (or has been spun on for a while): if it waits for
+        // our CPU, let it have it; with the other CPU free this returns at once.
+        ++reply_.yields;
+        sched_yield();
+      }
     }
-    now = nowNs();
-    if (!awaiting || now - t0 >= budget) break;
-    __builtin_ia32_pause();
+    if (awaiting) ++reply_.misses;
+    reply_.spent_ns += std::uint64_t(now - t0);
   }
-  poll_ns_ += std::uint64_t(now - t0);
+  // Never sleep with an answer we wait for unable to wake us.
+  for (unsigned v = 0; v < n; ++v)
+    if (awaiting_[v]) unmaskShadow(v);
 }
 
-bool ProxyEndpoint::handleRealEvents() noexcept {
-  bool any = false;
-  EventChannel& ev = session_->events();
-  for (std::int64_t p; (p = ev.pending()) >= 0;) {
-    any = true;
-    (void)ev.unmask(Port(p));
-    if (Port(p) == session_->bufferedPort()) {
-      if (relay_->pumpBuffered()) (void)shadow_events_->notify(shadow_buf_port_);
-      continue;
-    }
-    const int v = session_->vcpuOfPort(Port(p));
-    if (v >= 0) apply(unsigned(v), relay_->onRealEvent(unsigned(v)));
-  }
-  return any;
-}
-
-bool ProxyEndpoint::handleShadowEvents() noexcept {
-  bool any = false;
-  for (std::int64_t p; (p = shadow_events_->pending()) >= 0;) {
-    any = true;
-    (void)shadow_events_->unmask(Port(p));
-    const auto it = std::find(shadow_port_.begin(), shadow_port_.end(), Port(p));
-    if (it != shadow_port_.end()) {
-      const unsigned v = unsigned(it - shadow_port_.begin());
-      onShadowStep(v, relay_->onShadowEvent(v));
-    }
+void ProxyEndpoint::handleEvents() noexcept {
+  // Bounded so a guest that keeps its vCPUs busy cannot starve the control socket and signals.
+  for (int i = 0; i < 256; ++i) {
+    const std::int64_t port = events_->pending();
+    if (port < 0) break;
+    dispatch(Port(port));
   }
   // QEMU frees shadow ring space silently; move anything the real ring still holds.
-  if (relay_->pumpBuffered()) (void)shadow_events_->notify(shadow_buf_port_);
-  return any;
+  if (relay_->pumpBuffered()) (void)events_->notify(shadow_buf_port_);
+  awaitReplies();
 }
 
 bool ProxyEndpoint::pollFor(std::chrono::nanoseconds budget) noexcept {
@@ -176,17 +221,13 @@ bool ProxyEndpoint::pollFor(std::chrono::nanoseconds budget) noexcept {
     if (found || spent >= budget) {
       poll_ns_ += std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(spent).count());
       if (found) ++poll_hits_;
+      // The caller may sleep next: an answer we forwarded here must be able to wake it.
+      for (unsigned v = 0; v < n; ++v)
+        if (awaiting_[v]) unmaskShadow(v);
       return found;
     }
     __builtin_ia32_pause();
   }
-}
-
-void ProxyEndpoint::handleEvents() noexcept {
-  // Bounded so a guest that keeps its vCPUs busy cannot starve the control socket and signals.
-  for (int round = 0; round < 64 && (handleRealEvents() | handleShadowEvents()); ++round) {
-  }
-  awaitReplies();
 }
 
 }  // namespace iof::xen

@@ -38,6 +38,9 @@ struct DaemonOptions {
   uid_t dm_uid = 0;          // besides root, this uid (QEMU under dm_restrict) may send "attach"
   unsigned refusals_per_second = 20;
   unsigned poll_us = 0;      // adaptive polling budget after each wake-up (0: sleep at once)
+  // Reply polling bound: after forwarding, watch the shadow slot for QEMU's answer for about twice
+  // its recent turnaround, at most this long, instead of sleeping (0: off). ProxyOptions::reply_poll_max.
+  unsigned reply_poll_us = 0;
   bool restrict_after_attach = false;  // xentoolcore_restrict_all(domid) once attached
   std::string drop_to_user;            // setuid after attaching (empty: stay)
   // With restrict_after_attach: another domain that must be out of reach once restricted (a

@@ -25,11 +25,15 @@ struct ProxyOptions {
   std::string shadow_path;     // empty: memfd (then the journal dies with the daemon)
   RequestFilter* filter = nullptr;
   std::function<void(std::string_view)> log;
-  // Adaptive reply polling: after forwarding a request to QEMU, watch the shadow slot (memory only)
-  // for QEMU's answer for about twice the recent QEMU turnaround, never longer than this, instead
-  // of sleeping until QEMU's notification wakes us: one wake-up less per request, paid in CPU
-  // (pollNanoseconds()). A QEMU slower than this bound turns it off until it is fast again.
-  // Zero: always sleep.
+  // Adaptive reply polling (ioreq-filterd --reply-poll-us): after forwarding a request, the daemon
+  // watches the vCPU's shadow slot (memory only) for QEMU's answer instead of sleeping until QEMU's
+  // notification wakes it: one wake-up less per request, paid in CPU (replyPolling()). It spins only
+  // while QEMU holds the request (slot READY: sched_yield, so a QEMU queued on our CPU runs first;
+  // INPROCESS: pause), for about twice the recent QEMU turnaround, never longer than this bound, and
+  // stops at once when a guest vCPU issues a new request. A QEMU slower than the bound turns it off
+  // until it is fast again. While it keeps hitting, the shadow port stays masked, so QEMU's
+  // notification only latches (Xen sets the pending bit of a masked port without an upcall) and
+  // wakes nobody. Zero: always sleep.
   std::chrono::nanoseconds reply_poll_max{0};
 };
 
@@ -38,22 +42,30 @@ class ProxyEndpoint {
   static Result<std::unique_ptr<ProxyEndpoint>> open(Hypervisor& hv, ProxyOptions options);
   ~ProxyEndpoint();
 
-  int realFd() noexcept { return session_->events().fd(); }
-  int shadowFd() noexcept { return shadow_events_->fd(); }
-  // Drains both event-channel handles; noexcept, never blocks.
+  // One event-channel handle carries the real ports (Xen's, per vCPU + buffered) and the
+  // dom0-local shadow ports to QEMU: one fd to wait on and one pending() loop per wake-up.
+  int fd() noexcept { return events_->fd(); }
+  // Drains the handle (bounded), then reply-polls if enabled; noexcept, never sleeps. Before it
+  // returns, every port whose event the daemon still waits for is unmasked.
   void handleEvents() noexcept;
-  // One request or reply per port per call; returns whether anything was pending.
-  bool handleRealEvents() noexcept;
-  bool handleShadowEvents() noexcept;
 
-  // Bounded adaptive polling: after handling events, watch the slots themselves (no system calls)
-  // for up to `budget` before the caller sleeps again; returns whether it found work. Its CPU cost
-  // is visible in pollNanoseconds() / pollHits() (reported by `ioreq-filter stats`).
+  // Bounded speculative polling (ioreq-filterd --poll-us): after handling events, watch every slot
+  // (no system calls) for up to `budget` before the caller sleeps again; returns whether it found
+  // work. Its CPU cost is visible in pollNanoseconds() / pollHits().
   bool pollFor(std::chrono::nanoseconds budget) noexcept;
   std::uint64_t pollNanoseconds() const noexcept { return poll_ns_; }
   std::uint64_t pollHits() const noexcept { return poll_hits_; }
+
+  struct ReplyPolling {
+    std::uint64_t spent_ns = 0;   // CPU the daemon spent watching shadow slots
+    std::uint64_t hits = 0;       // answers taken from the slot (no wake-up)
+    std::uint64_t misses = 0;     // gave up within the budget: slept until QEMU's event
+    std::uint64_t yields = 0;     // sched_yield() calls while QEMU had not taken the request yet
+  };
+  const ReplyPolling& replyPolling() const noexcept { return reply_; }
   // The reply-polling budget learnt so far (zero when off or QEMU is too slow for it).
   std::chrono::nanoseconds replyPollBudget() const noexcept;
+  std::chrono::nanoseconds replyPollMax() const noexcept { return std::chrono::nanoseconds(reply_poll_max_ns_); }
 
   Relay& relay() noexcept { return *relay_; }
   const ShadowFile& shadow() const noexcept { return shadow_; }
@@ -63,21 +75,27 @@ class ProxyEndpoint {
 
  private:
   ProxyEndpoint(ShadowFile shadow) : shadow_(std::move(shadow)) {}
+  void dispatch(Port port) noexcept;
   void apply(unsigned vcpu, Step step) noexcept;
   void onShadowStep(unsigned vcpu, Step step) noexcept;
   void awaitReplies() noexcept;
+  void unmaskShadow(unsigned vcpu) noexcept;
+  int vcpuOfShadowPort(Port port) const noexcept;
 
   ShadowFile shadow_;
   std::unique_ptr<IoreqServerSession> session_;
-  std::unique_ptr<EventChannel> shadow_events_;
+  EventChannel* events_ = nullptr;  // the session's handle, shared by the shadow ports
   std::vector<Port> shadow_port_;  // our local end per vCPU
   Port shadow_buf_port_ = 0;
   std::unique_ptr<Relay> relay_;
   bool resumed_ = false;
   std::uint64_t poll_ns_ = 0, poll_hits_ = 0;
+  ReplyPolling reply_;
   std::int64_t reply_poll_max_ns_ = 0;
-  std::int64_t turnaround_ns_ = 0;  // moving average of forward -> QEMU's answer seen
-  std::vector<std::int64_t> forwarded_at_;  // per vCPU, ns; 0: no answer awaited
+  std::int64_t turnaround_ns_ = 0;        // moving average of forward -> QEMU's answer taken
+  std::vector<std::int64_t> forwarded_at_;  // per vCPU, ns (when reply polling is configured)
+  std::vector<std::uint8_t> awaiting_;      // per vCPU: QEMU holds a request we forwarded
+  std::vector<std::uint8_t> shadow_masked_;  // per vCPU: delivered and not unmasked since
 };
 
 }  // namespace iof::xen
