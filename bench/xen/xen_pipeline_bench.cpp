@@ -11,8 +11,10 @@
 // Same measurement rules for every pipeline: the same guest thread issues the same request and
 // times it with the same clock; each pipeline is built once and sampled in the same interleaved
 // rounds (order rotating); pipelines not being sampled sleep in poll() with >= 10 ms timeouts;
-// no thread of any pipeline is pinned (the scheduler places all of them on both CPUs alike).
-// Usage: ioreq-filter-xen-bench [requests] [rounds] [pipelines] (default 20000 100, all).
+// no thread of any pipeline is pinned (the scheduler places all of them on both CPUs alike), or
+// with --pin all of them are, alike: the guest vCPU thread on CPU 0, every device-model-side thread
+// (QEMU, the daemon, the baseline's child process) on CPU 1.
+// Usage: ioreq-filter-xen-bench [--pin] [requests] [rounds] [pipelines|all] (default 20000 100 all).
 #include <algorithm>
 #include <atomic>
 #include <memory>
@@ -22,6 +24,7 @@
 #include <cstdlib>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <sys/eventfd.h>
@@ -82,6 +85,22 @@ class Pipeline {
   virtual std::string pollingSummary(int /*requests*/) const { return ""; }
   virtual void finish() {}
 };
+
+// --pin: the guest's vCPU thread on CPU 0 and every device-model-side thread (QEMU, the daemon, the
+// baseline's child) on CPU 1, for every pipeline alike: a dom0 whose device models share one CPU
+// apart from the guest's. Threads inherit the affinity of the thread that creates them.
+bool g_pin = false;
+constexpr int kGuestCpu = 0, kDeviceModelCpu = 1;
+void pinSelf(int cpu) {
+  if (!g_pin) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0) {
+    std::fprintf(stderr, "--pin: cannot pin to CPU %d\n", cpu);
+    std::exit(2);
+  }
+}
 
 IoRequest readReq() {
   IoRequest r;
@@ -208,7 +227,7 @@ class Proxy final : public Pipeline {
   const char* name() const override { return poll_us_ ? "proxy+poll" : reply_poll_us_ ? "proxy+reply" : "proxy"; }
   const char* note() const override {
     return poll_us_        ? "--poll-us 50: daemon polls every slot 50 us before sleeping"
-           : reply_poll_us_ ? "--reply-poll-us 20: daemon watches for QEMU's answer, adaptive"
+           : reply_poll_us_ ? "--reply-poll-us: daemon watches for QEMU's answer, adaptive"
                             : "guest -> daemon -> QEMU -> daemon -> guest";
   }
   void sample(int k, std::vector<double>& ns) override { timeGuest(g_.hv, g_.dom, k, ns); }
@@ -305,7 +324,8 @@ std::int64_t nowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
 
-void proxyBreakdown(int n) {
+void proxyBreakdown(int n, int reply_poll_us) {
+  pinSelf(kDeviceModelCpu);  // QEMU's and the daemon's threads are created below
   Guest g;
   Stamps st(n);
   std::atomic<int> current{0};
@@ -313,6 +333,7 @@ void proxyBreakdown(int n) {
   o.domid = g.dom;
   o.server = g.id;
   o.vcpus = 1;
+  o.reply_poll_max = std::chrono::microseconds(reply_poll_us);
   auto p = xen::ProxyEndpoint::open(g.hv, o).value();
   auto q = sim::QemuModel::shadow(g.hv, g.dom, p->shadow().fd(), 1, [&](const IoRequest& r) {
              st.device[std::size_t(current.load(std::memory_order_relaxed))] = nowNs();
@@ -335,6 +356,7 @@ void proxyBreakdown(int n) {
       if (answer) st.daemonWake2[i] = woke, st.replied[i] = nowNs();
     }
   });
+  pinSelf(kGuestCpu);
   for (int i = 0; i < n; ++i) {
     current.store(i, std::memory_order_relaxed);
     st.issue[std::size_t(i)] = nowNs();
@@ -343,28 +365,39 @@ void proxyBreakdown(int n) {
   }
   run = false;
   loop.join();
-  // Four segments that add up to the request: each ends when the next thread runs. The daemon's
-  // own handling calls are shown apart: they return late when the thread they woke took their CPU.
-  std::vector<double> hop[4], handling[2], total;
+  // Segments that add up to the request: each ends when the next thread runs. The daemon's own
+  // handling calls are shown apart: they return late when the thread they woke took their CPU.
+  std::vector<double> hop[4], handling[2], total, answer;
   for (std::size_t i = 0; i < std::size_t(n); ++i) {
+    total.push_back(double(st.done[i] - st.issue[i]));
+    if (!st.daemonWake1[i] || !st.device[i]) continue;
     hop[0].push_back(double(st.daemonWake1[i] - st.issue[i]));
     hop[1].push_back(double(st.device[i] - st.daemonWake1[i]));
+    handling[0].push_back(double(st.forwarded[i] - st.daemonWake1[i]));
+    answer.push_back(double(st.done[i] - st.device[i]));
+    if (!st.daemonWake2[i]) continue;
     hop[2].push_back(double(st.daemonWake2[i] - st.device[i]));
     hop[3].push_back(double(st.done[i] - st.daemonWake2[i]));
-    handling[0].push_back(double(st.forwarded[i] - st.daemonWake1[i]));
     handling[1].push_back(double(st.replied[i] - st.daemonWake2[i]));
-    total.push_back(double(st.done[i] - st.issue[i]));
   }
-  std::printf("proxy breakdown (instrumented run, medians; p50 %.1f us):\n"
+  std::printf("proxy%s breakdown (instrumented run, medians; p50 %.1f us):\n"
               "  guest issues, daemon wakes                      %5.1f us\n"
-              "  daemon vets + copies + notifies, QEMU wakes     %5.1f us  (daemon's call returns after %.1f us)\n"
-              "  QEMU answers + notifies, daemon wakes           %5.1f us\n"
-              "  daemon completes + notifies, guest runs again   %5.1f us  (daemon's call returns after %.1f us)\n",
-              medianUs(total), medianUs(hop[0]), medianUs(hop[1]), medianUs(handling[0]), medianUs(hop[2]),
-              medianUs(hop[3]), medianUs(handling[1]));
+              "  daemon vets + copies + notifies, QEMU wakes     %5.1f us  (daemon's call returns after %.1f us)\n",
+              reply_poll_us ? "+reply" : "", medianUs(total), medianUs(hop[0]), medianUs(hop[1]), medianUs(handling[0]));
+  if (reply_poll_us) {
+    const auto& rp = p->replyPolling();
+    std::printf("  QEMU answers, daemon takes it from the slot,\n"
+                "  completes + notifies, guest runs again          %5.1f us  (%.0f%% of answers taken from the slot)\n",
+                medianUs(answer), 100.0 * double(rp.hits) / n);
+  } else if (!hop[2].empty()) {
+    std::printf("  QEMU answers + notifies, daemon wakes           %5.1f us\n"
+                "  daemon completes + notifies, guest runs again   %5.1f us  (daemon's call returns after %.1f us)\n",
+                medianUs(hop[2]), medianUs(hop[3]), medianUs(handling[1]));
+  }
 }
 
 void noFilterBreakdown(int n) {
+  pinSelf(kDeviceModelCpu);
   Guest g;
   Stamps st(n);
   std::atomic<int> current{0};
@@ -373,6 +406,7 @@ void noFilterBreakdown(int n) {
              return device(r);
            }).value();
   q->start();
+  pinSelf(kGuestCpu);
   for (int i = 0; i < n; ++i) {
     current.store(i, std::memory_order_relaxed);
     st.issue[std::size_t(i)] = nowNs();
@@ -438,15 +472,24 @@ double relayNsPerRequest(int n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int n = argc > 1 ? std::atoi(argv[1]) : 20000;
-  const int rounds = argc > 2 ? std::atoi(argv[2]) : 100;
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--pin") g_pin = true;
+    else args.emplace_back(argv[i]);
+  }
+  const int n = args.size() > 0 ? std::atoi(args[0].c_str()) : 20000;
+  const int rounds = args.size() > 1 ? std::atoi(args[1].c_str()) : 100;
   // Optional third argument: the pipelines to run besides baseline and no-filter (the ratios need
-  // both), comma-separated, e.g. "proxy" to trace one pipeline alone (strace -c -f).
-  const std::string only = argc > 3 ? argv[3] : "";
+  // both), comma-separated, e.g. "proxy" to trace one pipeline alone (strace -c -f); "all": all.
+  const std::string only = args.size() > 2 && args[2] != "all" ? args[2] : "";
   if (n < 100 || rounds < 1 || n % rounds) {
-    std::fprintf(stderr, "usage: ioreq-filter-xen-bench [requests >= 100] [rounds dividing requests] [pipelines]\n");
+    std::fprintf(stderr, "usage: ioreq-filter-xen-bench [--pin] [requests >= 100] [rounds dividing requests] [pipelines|all]\n");
     return 2;
   }
+  // The reply-polling bound of proxy+reply (ioreq-filterd --reply-poll-us); tracing runs raise it so
+  // a traced (slowed) QEMU still counts as fast enough to wait for.
+  const char* bound = std::getenv("IOREQ_FILTER_BENCH_REPLY_POLL_US");
+  const int replyPollUs = bound ? std::atoi(bound) : 20;
   auto wanted = [&](const std::string& name) {
     if (only.empty() || name == "baseline" || name == "no-filter") return true;
     return ("," + only + ",").find("," + name + ",") != std::string::npos;
@@ -454,15 +497,17 @@ int main(int argc, char** argv) {
   double load[3] = {0, 0, 0};
   (void)getloadavg(load, 3);
   std::printf("ioreq-filter-xen-bench: %d synchronous PIO reads per pipeline in %d interleaved rounds, 1 vCPU, "
-              "simulated Xen; load average %.2f %.2f %.2f\n",
-              n, rounds, load[0], load[1], load[2]);
+              "simulated Xen; %s; load average %.2f %.2f %.2f\n",
+              n, rounds, g_pin ? "pinned: guest CPU 0, device models CPU 1" : "not pinned", load[0], load[1], load[2]);
+  pinSelf(kDeviceModelCpu);  // every pipeline's own threads (and the baseline's child) start here
   std::vector<std::unique_ptr<Pipeline>> ps;
   ps.push_back(std::make_unique<Baseline>());
   ps.push_back(std::make_unique<NoFilter>());
   if (wanted("inline")) ps.push_back(std::make_unique<Inline>());
   if (wanted("proxy")) ps.push_back(std::make_unique<Proxy>(0, 0));
   if (wanted("proxy+poll")) ps.push_back(std::make_unique<Proxy>(50, 0));
-  if (wanted("proxy+reply")) ps.push_back(std::make_unique<Proxy>(0, 20));
+  if (wanted("proxy+reply")) ps.push_back(std::make_unique<Proxy>(0, replyPollUs));
+  pinSelf(kGuestCpu);  // this thread is every pipeline's guest vCPU
   std::vector<std::string> names;
   for (auto& p : ps) names.push_back(p->name());
   auto index = [&](const std::string& name) -> int {
@@ -522,6 +567,7 @@ int main(int argc, char** argv) {
   std::printf("inline relay work: %.0f ns per request (in-process, pending+notify wrappers' relay steps)\n",
               relayNsPerRequest(1000000));
   noFilterBreakdown(n);
-  proxyBreakdown(n);
+  proxyBreakdown(n, 0);
+  proxyBreakdown(n, replyPollUs);
   return 0;
 }
