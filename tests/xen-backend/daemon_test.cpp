@@ -50,6 +50,7 @@ struct DaemonFixture : ::testing::Test {
   std::string record_path;
   bool restrict_after_attach = false;
   std::int64_t verify_restriction_domid = -1;
+  unsigned reply_poll_us = 0;
 
   void SetUp() override {
     std::filesystem::create_directories(run_dir);
@@ -73,6 +74,7 @@ struct DaemonFixture : ::testing::Test {
     o.record_path = record_path;
     o.restrict_after_attach = restrict_after_attach;
     o.verify_restriction_domid = verify_restriction_domid;
+    o.reply_poll_us = reply_poll_us;
     o.log = [this](const std::string& l) {
       std::lock_guard lk(log_mu);
       logs.push_back(l);
@@ -130,6 +132,28 @@ TEST_F(DaemonFixture, AttachesServesAndReportsOverTheControlSocket) {
   ASSERT_TRUE(stats);
   EXPECT_EQ(stats->at("relay").at("forwarded"), 1);
   EXPECT_EQ(stats->at("relay").at("refused"), 1);
+}
+
+// --reply-poll-us: every answer still reaches the guest once, and what the polling cost and won
+// is in the stats (the first request may be answered by QEMU's event before any polling).
+TEST_F(DaemonFixture, ReplyPollingServesEveryRequestAndShowsItsCostInStats) {
+  stopDaemon();
+  reply_poll_us = 1000;
+  startDaemon();
+  attachQemu();
+  for (int i = 0; i < 50; ++i) {
+    const auto r = hv.guestIo(dom, 0, pio(0x3f0 + (i % 4), Dir::Read));
+    ASSERT_EQ(r.status, GuestStatus::Completed);
+    ASSERT_EQ(r.data, 0x40u + (i % 4));
+  }
+  auto stats = ask({{"cmd", "stats"}});
+  ASSERT_TRUE(stats) << stats.error().message();
+  EXPECT_EQ(stats->at("relay").at("forwarded"), 50);
+  const json& rp = stats->at("reply_polling");
+  EXPECT_EQ(rp.at("max_us"), 1000);
+  EXPECT_GT(rp.at("hits").get<std::uint64_t>() + rp.at("misses").get<std::uint64_t>(), 0u);
+  EXPECT_GT(rp.at("spent_ns").get<std::uint64_t>(), 0u);
+  EXPECT_EQ(qemu->seenCount(), 50u);
 }
 
 TEST_F(DaemonFixture, WrongDomainAndUnknownCommandsAreClearErrors) {
