@@ -83,6 +83,8 @@ class Pipeline {
   virtual double daemonWakes() { return 0; }  // returns from the daemon's poll()
   // After finish(): what the daemon's polling cost and won, for the proxy pipelines ("" if none).
   virtual std::string pollingSummary(int /*requests*/) const { return ""; }
+  // Times a thread of the pipeline found the simulator's lock taken (0 for the baseline).
+  virtual std::uint64_t lockContentions() const { return 0; }
   virtual void finish() {}
 };
 
@@ -187,6 +189,7 @@ struct Guest {
 
 class NoFilter final : public Pipeline {
  public:
+  std::uint64_t lockContentions() const override { return g_.hv.lockContentions(); }
   NoFilter() {
     q_ = sim::QemuModel::direct(g_.hv, g_.dom, g_.id, 1, device).value();
     q_->start();
@@ -202,6 +205,7 @@ class NoFilter final : public Pipeline {
 
 class Proxy final : public Pipeline {
  public:
+  std::uint64_t lockContentions() const override { return g_.hv.lockContentions(); }
   Proxy(int poll_us, int reply_poll_us) : poll_us_(poll_us), reply_poll_us_(reply_poll_us) {
     xen::ProxyOptions o;
     o.domid = g_.dom;
@@ -264,6 +268,7 @@ class Proxy final : public Pipeline {
 
 class Inline final : public Pipeline {
  public:
+  std::uint64_t lockContentions() const override { return g_.hv.lockContentions(); }
   Inline() : ip_(g_.hv, {}) {  // the server is created again by the interposer, as QEMU would
     sim::SimHypervisor& hv = g_.hv;
     xen::ServerId id = 0;
@@ -546,6 +551,10 @@ int main(int argc, char** argv) {
   }
   for (auto& p : ps)
     if (const std::string s = p->pollingSummary(n); !s.empty()) std::printf("%-11s %s\n", p->name(), s.c_str());
+  std::printf("simulator lock found taken, per request:");
+  for (std::size_t i = 1; i < ps.size(); ++i)
+    std::printf("%s %s %.3f", i == 1 ? "" : ",", ps[i]->name(), double(ps[i]->lockContentions()) / n);
+  std::printf("\n");
   ps.clear();
   for (const char* name : {"proxy", "proxy+poll", "proxy+reply"}) {
     const int i = index(name);

@@ -72,6 +72,8 @@ class SimHypervisor final : public xen::Hypervisor {
   std::optional<unsigned> shutdownReason(DomId domid) const;
   xen::SlotState slotState(DomId domid, ServerId id, unsigned vcpu) const;
   std::uint64_t restrictedTo() const;  // ~0 when never restricted
+  // How often a thread found the simulator's lock taken (benchmarks: is the lock a factor?).
+  std::uint64_t lockContentions() const;
   // Device models changed fields Xen ignores (only data and state travel back: ioreq.c:181,203).
   std::uint64_t ignoredFieldChanges(DomId domid) const;
   std::uint32_t cf8(DomId domid) const;
