@@ -128,14 +128,13 @@ struct CursorState {
   std::vector<Word> counting;
   std::vector<std::uint8_t> armed;        // per stop-gap rule
   std::vector<std::uint32_t> rule_count;  // per stop-gap rule
-  std::uint32_t id = kNone;               // interned id of the configuration; kNone: not interned (yet)
-  // A cache hit only moves `id`: `config` is then stale and the transition cache's copy of
-  // configuration `id` is current (Impl::configOf, Impl::materialize). Invariant: stale => id != kNone.
-  bool stale = false;
+  // The configuration's interned id and whether `config` is stale live in HotDevice (see there).
 };
 
 struct Cursor {
   CursorState live, saved;
+  std::uint32_t saved_id = kNone;  // HotDevice::id and ::stale at backup()
+  bool saved_stale = false;
   // Scratch for one step.
   std::vector<Word> next, reach;
   std::vector<std::uint32_t> pending;
@@ -449,7 +448,11 @@ struct alignas(64) HotDevice {
   const Transition* transitions = nullptr;  // nullptr: the cache is off for this device
   const Word* loop_ops = nullptr;
   std::uint64_t transition_mask = 0;
-  CursorState* live = nullptr;
+  // Interned id of the cursor's configuration; kNone: not interned (yet). A cache hit only moves `id`:
+  // the cursor's `config` is then stale and the transition cache's copy of configuration `id` is
+  // current (Impl::configOf, Impl::materialize). Invariant: stale => id != kNone.
+  std::uint32_t id = kNone;
+  bool stale = false;
   std::uint32_t* loop_count = nullptr;
   Word* counting = nullptr;
   const std::uint32_t* loop_limit = nullptr;
@@ -492,8 +495,8 @@ struct Engine::Impl {
     std::fill(k.live.counters.begin(), k.live.counters.end(), 0);
     std::fill(k.live.counting.begin(), k.live.counting.end(), 0);
     std::fill_n(aliveOf(c, k.live), c.graphs.size(), 1);
-    k.live.id = kNone;
-    k.live.stale = false;
+    hot[d].id = kNone;
+    hot[d].stale = false;
   }
 
   // The configuration's id, interning it if the budget allows; kNone when the table is full.
@@ -537,14 +540,13 @@ struct Engine::Impl {
 
   // The cursor's current configuration, wherever it lives.
   const Word* configOf(std::size_t d) const noexcept {
-    const auto& s = cursors[d].live;
-    return s.stale ? &caches[d].configs[std::size_t(s.id) * compiled[d].config_words] : s.config.data();
+    const HotDevice& h = hot[d];
+    return h.stale ? &caches[d].configs[std::size_t(h.id) * compiled[d].config_words] : cursors[d].live.config.data();
   }
   void materialize(std::size_t d) noexcept {
-    auto& s = cursors[d].live;
-    if (!s.stale) return;
-    copyWords(configOf(d), compiled[d].config_words, s.config.data());
-    s.stale = false;
+    if (!hot[d].stale) return;
+    copyWords(configOf(d), compiled[d].config_words, cursors[d].live.config.data());
+    hot[d].stale = false;
   }
 
   // One access against one device's graphs, from the transition cache when it knows the step.
@@ -560,14 +562,15 @@ struct Engine::Impl {
     const std::uint64_t key_value = value_checked ? value : 0;
     const auto reg_index = std::uint32_t(reg - c.registers.data());
     const std::uint32_t symbol = symbolOf(reg_index, size, value_checked);
-    if (k.live.id == kNone) k.live.id = intern(d);
-    const std::uint32_t from = reg_index <= kMaxCachedRegister ? k.live.id : kNone;
+    HotDevice& h = hot[d];
+    if (h.id == kNone) h.id = intern(d);
+    const std::uint32_t from = reg_index <= kMaxCachedRegister ? h.id : kNone;
     std::size_t slot = 0;
     if (from != kNone) {
       slot = slotOf(t.transition_mask, from, key_value, symbol);
       const Transition& tr = t.transitions[slot];
       if (tr.from == from && tr.symbol == symbol && tr.value == key_value &&
-          replay(d, hot[d], tr, slot)) {
+          replay(d, h, tr, slot)) {
         ++engine_counters->transition_cache_hits;
         return StepResult{true, Reason::None, tr.graph, tr.node};
       }
@@ -576,14 +579,14 @@ struct Engine::Impl {
     const auto deaths_before = counters[d].graph_deaths, resets_before = counters[d].resyncs;
     const StepResult r = walk(d, reg, size, is_write, value_known, value);
     if (!r.accepted) return r;  // nothing moved; refusals are never cached
-    k.live.id = intern(d);
+    h.id = intern(d);
     const auto deaths = counters[d].graph_deaths - deaths_before, resets = counters[d].resyncs - resets_before;
-    if (from == kNone || k.live.id == kNone || k.count_pruned || deaths > 0xffff || resets > 0xffff) return r;
+    if (from == kNone || h.id == kNone || k.count_pruned || deaths > 0xffff || resets > 0xffff) return r;
     Transition& tr = t.transitions[slot];
     tr.value = key_value;
     tr.from = from;
     tr.symbol = symbol;
-    tr.to = k.live.id;
+    tr.to = h.id;
     tr.graph = r.graph;
     tr.node = r.node;
     tr.deaths = std::uint16_t(deaths);
@@ -630,8 +633,8 @@ struct Engine::Impl {
   // (and nothing changed) when step() has to decide.
   [[gnu::always_inline]] inline bool cachedStep(std::size_t d, std::uint32_t reg_index, std::uint8_t size, bool is_write,
                                                 std::uint64_t value, StepResult& out) noexcept {
-    const HotDevice& h = hot[d];
-    const std::uint32_t from = h.live->id;
+    HotDevice& h = hot[d];
+    const std::uint32_t from = h.id;
     if (h.transitions == nullptr || from == kNone || reg_index > kMaxCachedRegister) return false;
     const std::uint64_t key_value = is_write ? value : 0;
     const std::uint32_t symbol = symbolOf(reg_index, size, is_write);
@@ -646,7 +649,7 @@ struct Engine::Impl {
   // Applies a remembered transition unless a loop bound would be exceeded (then the walk decides).
   // Loops a transition enters are distinct, so the bounds are checked in one pass and the counters
   // written in a second; zeroed loops are written last, as the walk's commit does.
-  [[gnu::always_inline]] inline bool replay(std::size_t d, const HotDevice& h, const Transition& tr, std::size_t slot) noexcept {
+  [[gnu::always_inline]] inline bool replay(std::size_t d, HotDevice& h, const Transition& tr, std::size_t slot) noexcept {
     const std::uint32_t words = h.loop_words;
     if (words == 1) {
       if (!replayLoops(h, &tr.entered, &tr.entered_fresh, &tr.zeroed, 1)) return false;
@@ -654,8 +657,8 @@ struct Engine::Impl {
       const Word* entered = h.loop_ops + slot * 3 * words;
       if (!replayLoops(h, entered, entered + words, entered + 2 * words, words)) return false;
     }
-    h.live->id = tr.to;
-    h.live->stale = true;
+    h.id = tr.to;
+    h.stale = true;
     if ((tr.deaths | tr.resets) != 0) countDeathsAndResets(d, tr);
     return true;
   }
@@ -864,8 +867,14 @@ struct Engine::Impl {
   }
 
   // Around REP requests only: a refused REP must leave the cursor as it was.
-  void backup(std::size_t d) noexcept { cursors[d].saved = cursors[d].live; }
-  void restore(std::size_t d) noexcept { cursors[d].live = cursors[d].saved; }
+  void backup(std::size_t d) noexcept {
+    cursors[d].saved = cursors[d].live;
+    cursors[d].saved_id = hot[d].id, cursors[d].saved_stale = hot[d].stale;
+  }
+  void restore(std::size_t d) noexcept {
+    cursors[d].live = cursors[d].saved;
+    hot[d].id = cursors[d].saved_id, hot[d].stale = cursors[d].saved_stale;
+  }
 
   // Stop-gap rules for one access; updates rule state. Returns the index of a refusing rule or -1.
   std::int32_t rules(std::size_t d, std::uint32_t region, std::uint64_t offset, std::uint8_t size, Dir dir,
@@ -968,7 +977,7 @@ Result<std::unique_ptr<Engine>> Engine::create(std::vector<BoundDevice> devices,
     auto& t = impl->caches[d];
     auto& k = impl->cursors[d];
     const auto& c = impl->compiled[d];
-    impl->hot.push_back(HotDevice{t.capacity ? t.transitions.data() : nullptr, t.loop_ops.data(), t.transition_mask, &k.live,
+    impl->hot.push_back(HotDevice{t.capacity ? t.transitions.data() : nullptr, t.loop_ops.data(), t.transition_mask, kNone, false,
                                   k.live.counters.data(), k.live.counting.data(), c.loop_limit.data(), c.loop_words});
   }
   impl->devices = std::move(devices);
