@@ -7,6 +7,7 @@
 #include <array>
 #include <functional>
 #include <map>
+#include <span>
 #include <unordered_map>
 
 #include "index_range.h"
@@ -1676,19 +1677,94 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     auto it = std::lower_bound(sorted.begin(), sorted.end(), std::pair<std::uint32_t, std::int32_t>{p, INT32_MIN});
     return it == sorted.end() || it->first != p;  // not around a loop: a straight-line edge
   };
-  auto connect = [&](const std::vector<std::uint32_t>& from, std::uint32_t to, const Carried& carried) {
-    const Carried& sorted = carried;
-    for (auto p : from) {
-      if (p == kStart) first.insert(to);
-      else if (p == kIdle) out_.break_entries.insert(to);
-      else if (!nextElement(p, to, sorted)) continue;
-      else {
-        out_.edges.emplace(p, to);
-        for (auto it = std::lower_bound(sorted.begin(), sorted.end(), std::pair<std::uint32_t, std::int32_t>{p, INT32_MIN});
-             it != sorted.end() && it->first == p; ++it)
-          out_.edge_loops[{p, to}].insert(std::uint32_t(it->second));
+  // A block is revisited each time its entry sets grow, and most of what a connection site then
+  // connects it connected on the previous visit. What connecting p to `to` adds (first, break entries,
+  // edges, edge loops) is a union that depends only on p, `to` and p's carried loops, so a revisit
+  // connects only the p that are new at the site or whose carried loops changed. `from` usually grows
+  // at its end; when it does not (a break or a choice reshapes it), everything is connected again.
+  // A choice between an array's elements is connected as one site: a carried element is followed only
+  // by its neighbours, which are found by offset instead of testing every element against every other
+  // (e1000's 128 MTA elements: 128 x 128 tests per visit).
+  struct SiteMemo {
+    bool visited = false;
+    std::vector<std::uint32_t> from, tos, by_element;  // by_element: tos sorted by array and offset
+    Carried carried;
+  };
+  std::vector<std::vector<SiteMemo>> site_memo(nb);
+  std::vector<std::uint32_t> recarried;  // positions whose carried loops changed since the previous visit
+  auto elementKey = [&](std::uint32_t a) {
+    const Access& x = out_.accesses[a];
+    return std::tuple{x.insn, x.base, x.index_stride, x.offset};
+  };
+  auto connectEdge = [&](std::uint32_t p, std::uint32_t to, Carried::const_iterator loops, Carried::const_iterator loops_end) {
+    out_.edges.emplace(p, to);
+    for (auto it = loops; it != loops_end; ++it) out_.edge_loops[{p, to}].insert(std::uint32_t(it->second));
+  };
+  auto connectSite = [&](SiteMemo& memo, const std::vector<std::uint32_t>& from, std::span<const std::uint32_t> tos,
+                         const Carried& carried) {
+    if (tos.empty()) return;
+    std::size_t known = 0;
+    recarried.clear();
+    const bool same_tos = memo.visited && std::equal(memo.tos.begin(), memo.tos.end(), tos.begin(), tos.end());
+    if (same_tos && memo.from.size() <= from.size() && std::equal(memo.from.begin(), memo.from.end(), from.begin())) {
+      known = memo.from.size();
+      if (memo.carried != carried) {
+        auto was = memo.carried.cbegin(), now = carried.cbegin();
+        auto note = [&](std::uint32_t p) {
+          if (recarried.empty() || recarried.back() != p) recarried.push_back(p);
+        };
+        while (was != memo.carried.cend() || now != carried.cend()) {
+          if (now == carried.cend() || (was != memo.carried.cend() && *was < *now)) note((was++)->first);
+          else if (was == memo.carried.cend() || *now < *was) note((now++)->first);
+          else ++was, ++now;
+        }
+        std::sort(recarried.begin(), recarried.end());
       }
     }
+    if (!same_tos) {
+      memo.tos.assign(tos.begin(), tos.end());
+      memo.by_element = memo.tos;
+      std::sort(memo.by_element.begin(), memo.by_element.end(), [&](std::uint32_t a, std::uint32_t c) {
+        return std::pair{elementKey(a), a} < std::pair{elementKey(c), c};
+      });
+    }
+    const auto& by_element = memo.by_element;
+    for (std::size_t i = 0; i < from.size(); ++i) {
+      const std::uint32_t p = from[i];
+      if (i < known && !std::binary_search(recarried.begin(), recarried.end(), p)) continue;
+      if (p == kStart || p == kIdle) {
+        for (auto to : tos) (p == kStart ? first : out_.break_entries).insert(to);
+        continue;
+      }
+      const auto loops = std::lower_bound(carried.begin(), carried.end(), std::pair<std::uint32_t, std::int32_t>{p, INT32_MIN});
+      auto loops_end = loops;
+      while (loops_end != carried.end() && loops_end->first == p) ++loops_end;
+      const Access& x = out_.accesses[p];
+      if (loops == loops_end || !x.index_stride) {  // nextElement holds for every `to`
+        for (auto to : tos) connectEdge(p, to, loops, loops_end);
+        continue;
+      }
+      // Carried array element: every `to` outside its array, and its neighbours within it.
+      const auto array_lo = std::partition_point(by_element.begin(), by_element.end(), [&](std::uint32_t a) {
+        const Access& y = out_.accesses[a];
+        return std::tuple{y.insn, y.base, y.index_stride} < std::tuple{x.insn, x.base, x.index_stride};
+      });
+      const auto array_hi = std::partition_point(array_lo, by_element.end(), [&](std::uint32_t a) {
+        const Access& y = out_.accesses[a];
+        return std::tuple{y.insn, y.base, y.index_stride} == std::tuple{x.insn, x.base, x.index_stride};
+      });
+      for (auto it = by_element.begin(); it != array_lo; ++it) connectEdge(p, *it, loops, loops_end);
+      for (auto it = array_hi; it != by_element.end(); ++it) connectEdge(p, *it, loops, loops_end);
+      const std::int64_t step = std::int64_t(x.index_stride);
+      for (const std::int64_t neighbour : {x.offset - step, x.offset + step}) {
+        auto it = std::partition_point(array_lo, array_hi, [&](std::uint32_t a) { return out_.accesses[a].offset < neighbour; });
+        for (; it != array_hi && out_.accesses[*it].offset == neighbour; ++it)
+          if (nextElement(p, *it, carried)) connectEdge(p, *it, loops, loops_end);
+      }
+    }
+    memo.visited = true;
+    memo.from = from;
+    memo.carried = carried;
   };
   last_in[0] = {kStart};
   seen[0] = 1;
@@ -1704,24 +1780,38 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     Carried carried = carried_in[b], carried_choice;
     std::vector<std::uint32_t> before_choice;
     bool returned = false;
-    for (const Item& it : items[b]) {
+    site_memo[b].resize(items[b].size());
+    // The positions of the choice being read, connected from before_choice once the choice ends.
+    std::size_t choice_site = 0;
+    std::vector<std::uint32_t> choice;
+    auto endChoice = [&] {
+      if (!choice.empty()) connectSite(site_memo[b][choice_site], before_choice, choice, carried_choice);
+      choice.clear();
+    };
+    for (std::size_t k = 0; k < items[b].size(); ++k) {
+      const Item& it = items[b][k];
       switch (it.kind) {
         case Item::Position:
         case Item::PositionAlt:
           if (!out_.accesses[it.index].position) {
+            endChoice();
             before_choice.clear();
             break;
           }
-          if (it.kind == Item::Position || before_choice.empty())
+          if (it.kind == Item::Position || before_choice.empty()) {
+            endChoice();
+            choice_site = k;
             before_choice = cur, cur.clear(), carried_choice = std::move(carried), carried.clear();
-          connect(before_choice, it.index, carried_choice);
+          }
+          choice.push_back(it.index);
           result.reached.insert(it.index);
           if (std::find(cur.begin(), cur.end(), it.index) == cur.end()) cur.push_back(it.index);
           break;
         case Item::Call: {
+          endChoice();
           before_choice.clear();
           const Summary& callee = summaries_[it.index];
-          for (auto f0 : callee.first) connect(cur, f0, carried);
+          connectSite(site_memo[b][k], cur, callee.first, carried);
           result.reached.insert(callee.reached.begin(), callee.reached.end());
           const bool nullable = std::find(callee.last.begin(), callee.last.end(), kStart) != callee.last.end();
           std::vector<std::uint32_t> next;
@@ -1733,6 +1823,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
           break;
         }
         case Item::Break: {
+          endChoice();
           before_choice.clear();
           std::vector<std::uint32_t> next;
           for (auto p : cur) {
@@ -1745,6 +1836,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
           break;
         }
         case Item::Return:
+          endChoice();
           for (auto p : cur) {
             // Reaching an error return without touching the device is the driver giving up, not a
             // way past the function: it does not let the caller's next access follow its previous one.
@@ -1756,6 +1848,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
       }
       if (returned) break;
     }
+    endChoice();
     if (returned) continue;
     for (std::uint32_t succ : f.blocks[b].succs) {
       if (succ == b && unrolled[b]) continue;  // its iterations are already in the block's items
