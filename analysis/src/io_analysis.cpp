@@ -9,6 +9,7 @@
 #include <map>
 #include <span>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "index_range.h"
 #include "text_util.h"
@@ -157,6 +158,8 @@ struct State {
       Value j = join(reg[i], o.reg[i]);
       if (!(j == reg[i])) reg[i] = j, changed = true;
     }
+    // Most joins keep every slot: find out before building a new stack.
+    if (std::all_of(stack.begin(), stack.end(), [&](const auto& slot) { return o.slot(slot.first) == slot.second; })) return changed;
     std::vector<std::pair<std::int64_t, Value>> merged;
     for (auto& [off, v] : stack) {
       Value w = o.slot(off);
@@ -279,6 +282,8 @@ class Analyzer {
   std::map<std::pair<int, int>, std::uint32_t> base_index_;
   std::map<std::tuple<CodeAddr, int, std::uint64_t, std::int64_t, std::uint64_t, bool>, std::uint32_t> access_index_;
   std::set<CodeAddr> site_insns_, pinned_insns_, foreign_insns_;
+  // A hashed copy of out_.edges: the sequence fixpoint meets the same edge in every context of a function.
+  std::unordered_set<std::uint64_t> edge_seen_;
   int depth_ = 0;
   // `for (i = lo; i < N; i++)`: a register stepped by one once per iteration, from a constant to a
   // constant; uses before the step see lo..hi, uses after it lo+1..hi+1.
@@ -1593,7 +1598,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
   std::size_t steps = 0;
   const std::size_t step_limit = nb * 24 + 64;
   const FunctionLoops& value_loops = loopsOf(fn);
-  std::map<std::pair<std::uint32_t, std::uint32_t>, State> into_header;  // (from, header) -> latest state
+  std::map<std::pair<std::uint32_t, std::uint32_t>, State> into_header;  // (header, from) -> latest state
   while (!work.empty() && steps++ < step_limit) {
     const std::uint32_t b = work.back();
     work.pop_back();
@@ -1609,12 +1614,10 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
         if (in[succ].joinWith(nonzero ? *nonzero : s) && !queued[succ]) queued[succ] = 1, work.push_back(succ);
         continue;
       }
-      into_header[{b, succ}] = s;
+      into_header[{succ, b}] = s;
       State entry, back;
-      for (auto it = into_header.lower_bound({0, 0}); it != into_header.end(); ++it) {
-        if (it->first.second != succ) continue;
-        (value_loops.back_edges.count(it->first) ? back : entry).joinWith(it->second);
-      }
+      for (auto it = into_header.lower_bound({succ, 0}); it != into_header.end() && it->first.first == succ; ++it)
+        (value_loops.back_edges.count({it->first.second, succ}) ? back : entry).joinWith(it->second);
       if (succ == 0) entry.joinWith(initial);
       State merged = mergeAtLoopHeader(fn, succ, entry, back, in[succ]);
       if (!sameState(merged, in[succ])) {
@@ -1697,8 +1700,10 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     return std::tuple{x.insn, x.base, x.index_stride, x.offset};
   };
   auto connectEdge = [&](std::uint32_t p, std::uint32_t to, Carried::const_iterator loops, Carried::const_iterator loops_end) {
-    out_.edges.emplace(p, to);
-    for (auto it = loops; it != loops_end; ++it) out_.edge_loops[{p, to}].insert(std::uint32_t(it->second));
+    if (edge_seen_.insert(std::uint64_t(p) << 32 | to).second) out_.edges.emplace(p, to);
+    if (loops == loops_end) return;
+    auto& edge_loops = out_.edge_loops[{p, to}];
+    for (auto it = loops; it != loops_end; ++it) edge_loops.insert(std::uint32_t(it->second));
   };
   auto connectSite = [&](SiteMemo& memo, const std::vector<std::uint32_t>& from, std::span<const std::uint32_t> tos,
                          const Carried& carried) {
@@ -1780,6 +1785,8 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     Carried carried = carried_in[b], carried_choice;
     std::vector<std::uint32_t> before_choice;
     bool returned = false;
+    // Every visit reads the same items up to the same return: what they reach is known after the first.
+    const bool first_visit = site_memo[b].empty();
     site_memo[b].resize(items[b].size());
     // The positions of the choice being read, connected from before_choice once the choice ends.
     std::size_t choice_site = 0;
@@ -1804,7 +1811,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
             before_choice = cur, cur.clear(), carried_choice = std::move(carried), carried.clear();
           }
           choice.push_back(it.index);
-          result.reached.insert(it.index);
+          if (first_visit) result.reached.insert(it.index);
           if (std::find(cur.begin(), cur.end(), it.index) == cur.end()) cur.push_back(it.index);
           break;
         case Item::Call: {
@@ -1812,7 +1819,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
           before_choice.clear();
           const Summary& callee = summaries_[it.index];
           connectSite(site_memo[b][k], cur, callee.first, carried);
-          result.reached.insert(callee.reached.begin(), callee.reached.end());
+          if (first_visit) result.reached.insert(callee.reached.begin(), callee.reached.end());
           const bool nullable = std::find(callee.last.begin(), callee.last.end(), kStart) != callee.last.end();
           std::vector<std::uint32_t> next;
           for (auto l : callee.last)
@@ -2504,6 +2511,7 @@ void Analyzer::run() {
       out_.accesses.clear();
       access_index_.clear();
       out_.edges.clear();
+      edge_seen_.clear();
       out_.edge_loops.clear();
       out_.loops.clear();
       loops_.assign(fns.size(), {});
