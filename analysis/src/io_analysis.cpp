@@ -1607,14 +1607,15 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     const BasicBlock& bb = f.blocks[b];
     enterBlock(fn, b);
     for (std::uint32_t i = bb.first; i <= bb.last; ++i) step(s, f.insns[i], fn, nullptr, false);
-    out_states[b] = s;
+    out_states[b] = std::move(s);
+    const State& s_out = out_states[b];
     for (std::uint32_t succ : bb.succs) {
       if (value_loops.header_of.empty() || value_loops.header_of[succ] < 0) {
-        const std::optional<State> nonzero = nonZeroOnEdge(f, bb, succ, s);
-        if (in[succ].joinWith(nonzero ? *nonzero : s) && !queued[succ]) queued[succ] = 1, work.push_back(succ);
+        const std::optional<State> nonzero = nonZeroOnEdge(f, bb, succ, s_out);
+        if (in[succ].joinWith(nonzero ? *nonzero : s_out) && !queued[succ]) queued[succ] = 1, work.push_back(succ);
         continue;
       }
-      into_header[{succ, b}] = s;
+      into_header[{succ, b}] = s_out;
       State entry, back;
       for (auto it = into_header.lower_bound({succ, 0}); it != into_header.end() && it->first.first == succ; ++it)
         (value_loops.back_edges.count({it->first.second, succ}) ? back : entry).joinWith(it->second);
@@ -1771,6 +1772,21 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     memo.from = from;
     memo.carried = carried;
   };
+  // last_in[b] in arrival order, and once it is long (an array's elements) a hashed copy for lookups.
+  std::vector<std::unordered_set<std::uint32_t>> last_in_members(nb);
+  auto addLatest = [&](std::uint32_t block, const std::vector<std::uint32_t>& src) {
+    auto& dst = last_in[block];
+    auto& members = last_in_members[block];
+    bool changed = false;
+    for (auto x : src) {
+      if (members.empty() && dst.size() >= 32) members.insert(dst.begin(), dst.end());
+      if (members.empty() ? std::find(dst.begin(), dst.end(), x) != dst.end() : members.count(x) != 0) continue;
+      dst.push_back(x);
+      if (!members.empty()) members.insert(x);
+      changed = true;
+    }
+    return changed;
+  };
   last_in[0] = {kStart};
   seen[0] = 1;
   work.assign(1, 0);
@@ -1861,7 +1877,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
       if (succ == b && unrolled[b]) continue;  // its iterations are already in the block's items
       bool changed = !seen[succ];
       seen[succ] = 1;
-      changed |= addAll(last_in[succ], cur);
+      changed |= addLatest(succ, cur);
       auto back = fl.back_edges.find({b, succ});
       auto addCarried = [&](std::uint32_t pos, std::int32_t loop) {
         auto& c = carried_in[succ];  // kept sorted: connect() looks positions up in it
