@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "flat_u64_set.h"
 #include "index_range.h"
 #include "text_util.h"
 
@@ -158,15 +159,22 @@ struct State {
       Value j = join(reg[i], o.reg[i]);
       if (!(j == reg[i])) reg[i] = j, changed = true;
     }
-    // Most joins keep every slot: find out before building a new stack.
-    if (std::all_of(stack.begin(), stack.end(), [&](const auto& slot) { return o.slot(slot.first) == slot.second; })) return changed;
-    std::vector<std::pair<std::int64_t, Value>> merged;
-    for (auto& [off, v] : stack) {
-      Value w = o.slot(off);
-      if (w == v) merged.emplace_back(off, v);
-    }
-    if (merged.size() != stack.size()) changed = true, stack = std::move(merged);
-    return changed;
+    // Both stacks are sorted by offset: one walk over both finds the slots they agree on (what o.slot
+    // would find by a search per slot), and the others are dropped in place, without a new buffer.
+    auto theirs = o.stack.begin();
+    auto agrees = [&](const std::pair<std::int64_t, Value>& slot) {
+      while (theirs != o.stack.end() && theirs->first < slot.first) ++theirs;
+      return theirs != o.stack.end() && theirs->first == slot.first ? theirs->second == slot.second : slot.second == Value::top();
+    };
+    auto kept = stack.begin();
+    for (auto it = stack.begin(); it != stack.end(); ++it)
+      if (agrees(*it)) {
+        if (kept != it) *kept = std::move(*it);
+        ++kept;
+      }
+    if (kept == stack.end()) return changed;
+    stack.erase(kept, stack.end());
+    return true;
   }
 };
 
@@ -283,7 +291,7 @@ class Analyzer {
   std::map<std::tuple<CodeAddr, int, std::uint64_t, std::int64_t, std::uint64_t, bool>, std::uint32_t> access_index_;
   std::set<CodeAddr> site_insns_, pinned_insns_, foreign_insns_;
   // A hashed copy of out_.edges: the sequence fixpoint meets the same edge in every context of a function.
-  std::unordered_set<std::uint64_t> edge_seen_;
+  FlatU64Set edge_seen_;
   int depth_ = 0;
   // `for (i = lo; i < N; i++)`: a register stepped by one once per iteration, from a constant to a
   // constant; uses before the step see lo..hi, uses after it lo+1..hi+1.
@@ -1599,16 +1607,18 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
   const std::size_t step_limit = nb * 24 + 64;
   const FunctionLoops& value_loops = loopsOf(fn);
   std::map<std::pair<std::uint32_t, std::uint32_t>, State> into_header;  // (header, from) -> latest state
+  // Block visits copy states by assignment into out_states and these, whose stack buffers outlive
+  // the visit: a visit allocates only when a stack outgrows every earlier one.
+  State header_entry, header_back;
   while (!work.empty() && steps++ < step_limit) {
     const std::uint32_t b = work.back();
     work.pop_back();
     queued[b] = 0;
-    State s = in[b];
+    State& s_out = out_states[b];
+    s_out = in[b];
     const BasicBlock& bb = f.blocks[b];
     enterBlock(fn, b);
-    for (std::uint32_t i = bb.first; i <= bb.last; ++i) step(s, f.insns[i], fn, nullptr, false);
-    out_states[b] = std::move(s);
-    const State& s_out = out_states[b];
+    for (std::uint32_t i = bb.first; i <= bb.last; ++i) step(s_out, f.insns[i], fn, nullptr, false);
     for (std::uint32_t succ : bb.succs) {
       if (value_loops.header_of.empty() || value_loops.header_of[succ] < 0) {
         const std::optional<State> nonzero = nonZeroOnEdge(f, bb, succ, s_out);
@@ -1616,11 +1626,11 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
         continue;
       }
       into_header[{succ, b}] = s_out;
-      State entry, back;
+      for (State* fresh : {&header_entry, &header_back}) fresh->reachable = false, fresh->reg = {}, fresh->stack.clear();
       for (auto it = into_header.lower_bound({succ, 0}); it != into_header.end() && it->first.first == succ; ++it)
-        (value_loops.back_edges.count({it->first.second, succ}) ? back : entry).joinWith(it->second);
-      if (succ == 0) entry.joinWith(initial);
-      State merged = mergeAtLoopHeader(fn, succ, entry, back, in[succ]);
+        (value_loops.back_edges.count({it->first.second, succ}) ? header_back : header_entry).joinWith(it->second);
+      if (succ == 0) header_entry.joinWith(initial);
+      State merged = mergeAtLoopHeader(fn, succ, header_entry, header_back, in[succ]);
       if (!sameState(merged, in[succ])) {
         in[succ] = std::move(merged);
         if (!queued[succ]) queued[succ] = 1, work.push_back(succ);
@@ -1701,7 +1711,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     return std::tuple{x.insn, x.base, x.index_stride, x.offset};
   };
   auto connectEdge = [&](std::uint32_t p, std::uint32_t to, Carried::const_iterator loops, Carried::const_iterator loops_end) {
-    if (edge_seen_.insert(std::uint64_t(p) << 32 | to).second) out_.edges.emplace(p, to);
+    if (edge_seen_.insert(std::uint64_t(p) << 32 | to)) out_.edges.emplace(p, to);
     if (loops == loops_end) return;
     auto& edge_loops = out_.edge_loops[{p, to}];
     for (auto it = loops; it != loops_end; ++it) edge_loops.insert(std::uint32_t(it->second));
