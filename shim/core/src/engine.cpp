@@ -109,6 +109,7 @@ struct CompiledDevice {
   // byte per graph at alive_at (byte offsets), zero padding up to config_words.
   std::uint32_t idle_at = 0, alive_at = 0, config_words = 0;
   std::uint32_t loop_words = 0;  // words of a bitset over the device's loops
+  Word bounded_loops = 0;        // loop_words == 1: the loops with a finite bound
   std::uint32_t config_region = kNone;
   bool config_by_graph = false;
   Escalation escalation = Escalation::None;
@@ -345,6 +346,10 @@ CompiledDevice compile(const DevicePolicy& p) {
   }
   for (const auto& l : c.loops) c.loop_limit.push_back(l.unbounded ? 0xffffffffu : l.max);
   c.loop_words = std::uint32_t((c.loops.size() + 63) / 64);
+  // A limit of UINT32_MAX can never be exceeded by a 32-bit count, bounded or not: no check needed.
+  if (c.loop_words == 1)
+    for (std::uint32_t l = 0; l < c.loops.size(); ++l)
+      if (c.loop_limit[l] != 0xffffffffu) c.bounded_loops |= Word(1) << l;
   c.idle_at = c.state_words * std::uint32_t(sizeof(Word));
   c.alive_at = c.idle_at + std::uint32_t(c.channels.size());
   c.config_words = (c.alive_at + std::uint32_t(c.graphs.size()) + std::uint32_t(sizeof(Word)) - 1) / std::uint32_t(sizeof(Word));
@@ -391,6 +396,10 @@ struct alignas(64) Transition {
   // Effect on loop counters when the device has at most 64 loops (nearly all do), kept in the
   // transition's own cache line; larger devices keep them in TransitionCache::loop_ops.
   Word entered = 0, entered_fresh = 0, zeroed = 0;
+  // The only loops whose bound a replay has to check: entered again (not afresh) and finitely bounded.
+  // A loop entered afresh counts 1, which its bound allowed when the step was cached (a step some
+  // bound pruned is never cached), so most hits check nothing.
+  Word recheck = 0;
 };
 static_assert(sizeof(Transition) == 64, "one transition per cache line");
 constexpr std::uint32_t kMaxCachedRegister = (1u << 24) - 1;
@@ -595,6 +604,7 @@ struct Engine::Impl {
       tr.entered = k.entered[0];
       tr.entered_fresh = k.entered_fresh[0];
       tr.zeroed = k.zeroed[0];
+      tr.recheck = k.entered[0] & ~k.entered_fresh[0] & c.bounded_loops;
     } else if (c.loop_words > 1) {
       Word* ops = t.loop_ops.data() + slot * 3 * c.loop_words;
       std::copy_n(k.entered.data(), c.loop_words, ops);
@@ -652,7 +662,7 @@ struct Engine::Impl {
   [[gnu::always_inline]] inline bool replay(std::size_t d, HotDevice& h, const Transition& tr, std::size_t slot) noexcept {
     const std::uint32_t words = h.loop_words;
     if (words == 1) {
-      if (!replayLoops(h, &tr.entered, &tr.entered_fresh, &tr.zeroed, 1)) return false;
+      if (!replayOneWordOfLoops(h, tr)) return false;
     } else if (words > 1) {
       const Word* entered = h.loop_ops + slot * 3 * words;
       if (!replayLoops(h, entered, entered + words, entered + 2 * words, words)) return false;
@@ -660,6 +670,23 @@ struct Engine::Impl {
     h.id = tr.to;
     h.stale = true;
     if ((tr.deaths | tr.resets) != 0) countDeathsAndResets(d, tr);
+    return true;
+  }
+  // replayLoops() for devices with at most 64 loops, with the bound checks narrowed to tr.recheck.
+  [[gnu::always_inline]] static inline bool replayOneWordOfLoops(const HotDevice& h, const Transition& tr) noexcept {
+    std::uint32_t* loop_count = h.loop_count;
+    for (Word bits = tr.recheck; bits; bits &= bits - 1) {
+      const auto l = std::uint32_t(std::countr_zero(bits));
+      if (loop_count[l] + 1 > h.loop_limit[l]) return false;
+    }
+    const Word entered = tr.entered;
+    if (entered == 0 && tr.zeroed == 0) return true;
+    const Word fresh = entered & tr.entered_fresh;
+    for (Word bits = entered & ~fresh; bits; bits &= bits - 1) ++loop_count[std::countr_zero(bits)];
+    for (Word bits = fresh; bits; bits &= bits - 1) loop_count[std::countr_zero(bits)] = 1;
+    Word& counting = *h.counting;
+    for (Word bits = tr.zeroed & counting; bits; bits &= bits - 1) loop_count[std::countr_zero(bits)] = 0;
+    counting = (counting | entered) & ~tr.zeroed;
     return true;
   }
   [[gnu::always_inline]] static inline bool replayLoops(const HotDevice& h, const Word* entered, const Word* fresh,
