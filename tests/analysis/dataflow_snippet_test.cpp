@@ -1176,9 +1176,10 @@ TEST(DataFlow, FunctionPassedToAnUnknownApiGetsNoParameterType) {
   for (const Access* x : accessesAt(a->result, 67)) EXPECT_NE(x->where, Access::Where::BaseOffset);
 }
 
-TEST(DataFlow, RegisterPickedFromAReadOnlyByteTableIsEachOfItsValues) {
-  // 8139cp's mdio_read: `readw(cp->regs + mii_2_8139_map[location])`, the map a static const u8[8].
-  auto a = pio::analyseProbe({
+// 8139cp's mdio_read: `readw(cp->regs + mii_2_8139_map[location])`, the map a u8[8] at data offset 0x40
+// holding `map_bytes` (offset, value) pairs, in read-only data or not. The read is at offset 31.
+static auto analyseMapIndexedRead(bool read_only, std::vector<std::pair<std::uint64_t, std::uint8_t>> map_bytes) {
+  return pio::analyseProbe({
       0x48, 0x8b, 0xbf, 0x08, 0x04, 0x00, 0x00,  //  0: mov rdi,QWORD PTR [rdi+0x408]
       0xbe, 0x00, 0x01, 0x00, 0x00,              //  7: mov esi,0x100
       0xe8, 0x00, 0x00, 0x00, 0x00,              // 12: call ioremap
@@ -1188,8 +1189,12 @@ TEST(DataFlow, RegisterPickedFromAReadOnlyByteTableIsEachOfItsValues) {
       0x66, 0x8b, 0x02,                          // 31: mov ax,WORD PTR [rdx]
       0xc3,                                      // 34: ret
   }, {external("ioremap"), Symbol{"map", 0x40, 8, Module::kDataSection, STT_OBJECT, STB_LOCAL}},
-     {plt32(13, 3), Relocation{24, R_X86_64_32S, 4, 0}}, /*read_only_data=*/true, {},
-     {{0x40, 0x62}, {0x41, 0x64}, {0x44, 0x66}, {0x45, 0x68}, {0x46, 0x6a}});
+     {plt32(13, 3), Relocation{24, R_X86_64_32S, 4, 0}}, read_only, {}, std::move(map_bytes));
+}
+
+TEST(DataFlow, RegisterPickedFromAReadOnlyByteTableIsEachOfItsValues) {
+  // 8139cp's mdio_read: `readw(cp->regs + mii_2_8139_map[location])`, the map a static const u8[8].
+  auto a = analyseMapIndexedRead(/*read_only=*/true, {{0x40, 0x62}, {0x41, 0x64}, {0x44, 0x66}, {0x45, 0x68}, {0x46, 0x6a}});
   std::set<std::int64_t> offsets;
   for (const Access* x : accessesAt(a->result, 31)) {
     ASSERT_EQ(x->where, Access::Where::BaseOffset);
@@ -1226,17 +1231,7 @@ TEST(DataFlow, TableEntryTestedAgainstZeroBeforeTheAccessIsNotZeroThere) {
 
 TEST(DataFlow, IndexedLoadFromAWritableTableStaysUnknown) {
   // The same lookup in a writable table: the module may change it, so the register is unknown.
-  auto a = pio::analyseProbe({
-      0x48, 0x8b, 0xbf, 0x08, 0x04, 0x00, 0x00,  //  0: mov rdi,QWORD PTR [rdi+0x408]
-      0xbe, 0x00, 0x01, 0x00, 0x00,              //  7: mov esi,0x100
-      0xe8, 0x00, 0x00, 0x00, 0x00,              // 12: call ioremap
-      0x48, 0x63, 0xd2,                          // 17: movsxd rdx,edx
-      0x48, 0x0f, 0xbe, 0x92, 0x00, 0x00, 0x00, 0x00,  // 20: movsx rdx,BYTE PTR [rdx+map]
-      0x48, 0x01, 0xc2,                          // 28: add rdx,rax
-      0x66, 0x8b, 0x02,                          // 31: mov ax,WORD PTR [rdx]
-      0xc3,                                      // 34: ret
-  }, {external("ioremap"), Symbol{"map", 0x40, 8, Module::kDataSection, STT_OBJECT, STB_LOCAL}},
-     {plt32(13, 3), Relocation{24, R_X86_64_32S, 4, 0}}, /*read_only_data=*/false, {}, {{0x40, 0x62}, {0x41, 0x64}});
+  auto a = analyseMapIndexedRead(/*read_only=*/false, {{0x40, 0x62}, {0x41, 0x64}});
   for (const Access* x : accessesAt(a->result, 31)) EXPECT_NE(x->where, Access::Where::BaseOffset);
 }
 
