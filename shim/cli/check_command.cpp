@@ -167,6 +167,11 @@ int run(const CheckOptions& o) {
                     {"monitored", c.monitored}});
     }
     jt["devices"] = jd;
+    nlohmann::ordered_json ju = nlohmann::ordered_json::array();
+    for (const auto& u : e.bus().unboundRegions())
+      ju.push_back({{"device", e.device(u.device).instance.name}, {"region", e.device(u.device).policy.regions[u.region].name},
+                    {"reason", u.reason}});
+    jt["unbound_regions"] = ju;
     jt["uncovered_devices"] = uncovered;
     jt["requests"] = e.counters().requests;
     jt["unclaimed"] = e.counters().unclaimed;
@@ -187,6 +192,9 @@ int run(const CheckOptions& o) {
       if (!trace->qemu_args.empty()) std::cout << "  machine: " << trace->qemu_args << "\n";
       for (std::size_t d = 0; d < e.deviceCount(); ++d)
         std::cout << "  filtered: " << deviceLabel(e.device(d).instance) << " <- " << e.device(d).policy.source << "\n";
+      for (const auto& u : e.bus().unboundRegions())
+        std::cout << "  unbound: " << e.device(u.device).instance.name << " region '" << e.device(u.device).policy.regions[u.region].name
+                  << "': " << u.reason << "\n";
       if (!uncovered.empty()) {
         std::cout << "  not covered by any policy:";
         for (const auto& u : uncovered) std::cout << " " << u;

@@ -13,6 +13,16 @@ constexpr std::uint32_t kCommandReg = 0x04;
 constexpr std::uint16_t kCf8Port = 0xcf8;
 constexpr std::uint16_t kCfcPort = 0xcfc;
 
+// PCI IDE Controller Specification 1.0: class 0x01 subclass 0x01; prog-if bit 0 (primary) / bit 2
+// (secondary) set means the channel runs in native mode through BARs 0-1 / 2-3, clear means it decodes
+// the ISA-era ports below. A native control BAR is 4 ports wide with Device Control / Alternate Status at
+// offset 2; in compatibility mode only that one port (0x3f6 / 0x376) is the channel's.
+constexpr std::uint32_t kPciClassIde = 0x0101;
+constexpr std::uint32_t kProgIfNativeBit[2] = {1u << 0, 1u << 2};
+constexpr std::uint64_t kLegacyCommandBlock[2] = {0x1f0, 0x170};
+constexpr std::uint64_t kLegacyControlPort[2] = {0x3f6, 0x376};
+constexpr std::uint64_t kCommandBlockPorts = 8, kControlBlockPorts = 4, kControlRegisterOffset = 2;
+
 bool cf8Enabled(std::uint32_t cf8) noexcept { return (cf8 & 0x80000000u) != 0; }
 
 std::string hex(std::uint64_t v) {
@@ -23,6 +33,14 @@ std::string hex(std::uint64_t v) {
 
 }  // namespace
 
+std::optional<DeviceBus::LegacyWindow> DeviceBus::legacyIdeWindow(const DeviceInstance& instance, int bar) noexcept {
+  if (!instance.pci || bar < 0 || bar > 3 || (instance.pci->class_code >> 8) != kPciClassIde) return std::nullopt;
+  const unsigned channel = unsigned(bar) / 2;
+  if ((instance.pci->class_code & kProgIfNativeBit[channel]) != 0) return std::nullopt;  // native: its BARs decode
+  if (bar % 2 == 0) return LegacyWindow{kLegacyCommandBlock[channel], kCommandBlockPorts, kLegacyCommandBlock[channel], kCommandBlockPorts};
+  return LegacyWindow{kLegacyControlPort[channel] - kControlRegisterOffset, kControlBlockPorts, kLegacyControlPort[channel], 1};
+}
+
 Result<DeviceBus> DeviceBus::create(std::vector<BusDevice> devices) {
   DeviceBus bus;
   std::size_t io_capacity = 0, mem_capacity = 0;
@@ -30,6 +48,7 @@ Result<DeviceBus> DeviceBus::create(std::vector<BusDevice> devices) {
     auto& dev = devices[d];
     const bool pci = dev.instance.pci.has_value();
     std::uint32_t config_region = kNoRegion;
+    std::vector<RegionBinding> bindings(dev.regions.size());
     PciState state;
     for (std::size_t b = 0; b < 6; ++b) {
       const auto& bar = dev.instance.bars[b];
@@ -50,20 +69,41 @@ Result<DeviceBus> DeviceBus::create(std::vector<BusDevice> devices) {
       if (reg.space == RegionSpace::Config) {
         if (!pci) return fail(where, "config space on a device that is not PCI");
         config_region = std::uint32_t(r);
+        bindings[r].kind = Binding::Config;
         continue;
       }
       // A fixed region may be split where the instance does not decode (see rebuildRanges()).
       (reg.space == RegionSpace::Io ? io_capacity : mem_capacity) += std::max<std::size_t>(1, dev.instance.isa_ports.size());
       if (reg.bar >= 0) {
         if (!pci) return fail(where, "BAR region on a device that is not PCI");
+        const std::string bar_name = "BAR" + std::to_string(reg.bar);
+        if (const auto legacy = legacyIdeWindow(dev.instance, reg.bar)) {
+          const std::string block = std::string(reg.bar % 2 == 0 ? "command" : "control") + " block at " + hex(legacy->decode_start) +
+                                    " (" + bar_name + " of a compatibility-mode IDE channel)";
+          if (reg.space != RegionSpace::Io) return fail(where, "policy says memory but the device decodes it as the legacy I/O " + block);
+          if (reg.length > legacy->length)
+            return fail(where, "region length " + hex(reg.length) + " exceeds the " + std::to_string(legacy->length) +
+                                   " ports of the legacy " + block);
+          bindings[r] = RegionBinding{Binding::LegacyIde, *legacy};
+          if (reg.length <= legacy->decode_start - legacy->base) {
+            bindings[r].kind = Binding::Unbound;
+            bus.unbound_.push_back({d, std::uint32_t(r), "region length " + hex(reg.length) + " ends before the port the legacy " + block + " decodes"});
+          }
+          continue;
+        }
         const auto& bar = dev.instance.bars[std::size_t(reg.bar)];
-        if (bar.kind == BarKind::None || bar.size == 0)
-          return fail(where, "BAR" + std::to_string(reg.bar) + " is not implemented by this device instance");
+        if (bar.kind == BarKind::None || bar.size == 0) {
+          // The driver reaches it only on parts that have it (its graph says which paths need it).
+          bindings[r].kind = Binding::Unbound;
+          bus.unbound_.push_back({d, std::uint32_t(r), bar_name + " is not implemented by this device instance"});
+          continue;
+        }
         if ((bar.kind == BarKind::Io) != (reg.space == RegionSpace::Io))
-          return fail(where, "policy says " + std::string(reg.space == RegionSpace::Io ? "I/O" : "memory") + " but BAR" +
-                                 std::to_string(reg.bar) + " of the device is " + (bar.kind == BarKind::Io ? "I/O" : "memory"));
+          return fail(where, "policy says " + std::string(reg.space == RegionSpace::Io ? "I/O" : "memory") + " but " + bar_name +
+                                 " of the device is " + (bar.kind == BarKind::Io ? "I/O" : "memory"));
         if (reg.length > bar.size)
-          return fail(where, "region length " + hex(reg.length) + " exceeds BAR" + std::to_string(reg.bar) + " size " + hex(bar.size));
+          return fail(where, "region length " + hex(reg.length) + " exceeds " + bar_name + " size " + hex(bar.size));
+        bindings[r].kind = Binding::Bar;
       } else if (!dev.instance.isa_ports.empty()) {
         // Fixed regions move with the instance: the policy's bases are the device kind's defaults, the
         // instance's first port range says where this machine put the lowest of them.
@@ -72,6 +112,7 @@ Result<DeviceBus> DeviceBus::create(std::vector<BusDevice> devices) {
     }
     bus.pci_.push_back(state);
     bus.config_region_.push_back(config_region);
+    bus.binding_.push_back(std::move(bindings));
   }
   // Port-table entries are 16-bit range indices with two reserved values.
   if (io_capacity >= kPortConfigCycle - 1) return fail("bus", "too many port ranges (" + std::to_string(io_capacity) + ")");
@@ -82,27 +123,29 @@ Result<DeviceBus> DeviceBus::create(std::vector<BusDevice> devices) {
   bus.mem_.resize(mem_capacity);
   bus.rebuildRanges();
   if (bus.bar_conflicts_ != 0) {
-    // Find the pair to name it.
-    for (std::size_t a = 0; a < bus.devices_.size(); ++a)
-      for (std::size_t b = a + 1; b < bus.devices_.size(); ++b)
-        for (std::uint32_t ra = 0; ra < bus.devices_[a].regions.size(); ++ra)
-          for (std::uint32_t rb = 0; rb < bus.devices_[b].regions.size(); ++rb) {
-            const auto &x = bus.devices_[a].regions[ra], &y = bus.devices_[b].regions[rb];
-            const auto bx = bus.regionBase(a, ra), by = bus.regionBase(b, rb);
-            if (x.space == y.space && x.space != RegionSpace::Config && bx != ~0ull && by != ~0ull && bx < by + y.length &&
-                by < bx + x.length)
-              return fail(bus.devices_[b].instance.name + ": region '" + y.name + "'",
-                          "overlaps region '" + x.name + "' of " + bus.devices_[a].instance.name + " at " + hex(by));
-          }
-    return fail("bus", "overlapping device ranges");
+    if (!bus.conflict_has_old_) return fail("bus", "overlapping device ranges");
+    // Named from the ranges really claimed: a policy region may claim only part of its span.
+    const auto& added = bus.conflict_new_;
+    const auto& held = bus.conflict_old_;
+    const auto& added_dev = bus.devices_[std::size_t(added.device)];
+    const auto& held_dev = bus.devices_[std::size_t(held.device)];
+    return fail(added_dev.instance.name + ": region '" + added_dev.regions[added.region].name + "'",
+                "overlaps region '" + held_dev.regions[held.region].name + "' of " + held_dev.instance.name + " at " +
+                    hex(std::max(added.start, held.start)));
   }
   return bus;
 }
 
 std::uint64_t DeviceBus::regionBase(std::size_t d, std::uint32_t r) const noexcept {
   const auto& reg = devices_[d].regions[r];
-  if (reg.space == RegionSpace::Config) return ~0ull;
-  if (reg.bar < 0) return reg.base;
+  const auto& binding = binding_[d][r];
+  switch (binding.kind) {
+    case Binding::Config:
+    case Binding::Unbound: return ~0ull;
+    case Binding::Fixed: return reg.base;
+    case Binding::LegacyIde: return binding.legacy.base;
+    case Binding::Bar: break;
+  }
   const auto& bar = devices_[d].instance.bars[std::size_t(reg.bar)];
   const auto& st = pci_[d];
   const std::uint16_t enable = bar.kind == BarKind::Io ? kCommandIo : kCommandMem;
@@ -126,11 +169,18 @@ void DeviceBus::rebuildRanges() noexcept {
   for (std::size_t d = 0; d < devices_.size(); ++d) {
     for (std::uint32_t r = 0; r < devices_[d].regions.size(); ++r) {
       const auto& reg = devices_[d].regions[r];
-      if (reg.space == RegionSpace::Config || (pass == 0) != (reg.bar < 0)) continue;
+      const auto& binding = binding_[d][r];
+      if (binding.kind == Binding::Config || binding.kind == Binding::Unbound || (pass == 0) != (binding.kind != Binding::Bar)) continue;
       const std::uint64_t base = regionBase(d, r);
       if (base == ~0ull) continue;
       auto& table = reg.space == RegionSpace::Io ? io_ : mem_;
       auto& count = reg.space == RegionSpace::Io ? io_count_ : mem_count_;
+      if (binding.kind == Binding::LegacyIde) {
+        const auto& w = binding.legacy;
+        const std::uint64_t lo = std::max(base, w.decode_start), hi = std::min(base + reg.length, w.decode_start + w.decode_length);
+        if (lo < hi) insertRange(table, count, Range{lo, hi - 1, std::int32_t(d), r, base});
+        continue;
+      }
       const auto& ports = devices_[d].instance.isa_ports;
       if (reg.bar < 0 && reg.space == RegionSpace::Io && !ports.empty()) {
         // Claim only the ports the instance really decodes: a policy region drawn wider than the device
@@ -181,6 +231,12 @@ bool DeviceBus::insertRange(std::vector<Range>& table, std::size_t& count, const
   const bool overlaps_prev = pos > 0 && table[pos - 1].end >= range.start;
   const bool overlaps_next = pos < count && table[pos].start <= range.end;
   if (overlaps_prev || overlaps_next || count >= table.size()) {
+    if (!conflict_seen_) {
+      conflict_seen_ = true;
+      conflict_new_ = range;
+      conflict_has_old_ = overlaps_prev || overlaps_next;
+      if (conflict_has_old_) conflict_old_ = overlaps_prev ? table[pos - 1] : table[pos];
+    }
     ++bar_conflicts_;
     return false;
   }

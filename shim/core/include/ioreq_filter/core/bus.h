@@ -3,10 +3,23 @@
 // own config writes (sizing, moves, decode enable/disable), which arrive either as CF8/CFC port
 // accesses (qtest traces, the CF8 latch is kept here as Xen keeps it per domain) or already decoded
 // as PCI_CONFIG requests (Xen ioreqs). Devices only ever see offsets relative to their region.
+//
+// How a policy region binds on an instance (create() decides once, see RegionBinding):
+//  - fixed (ISA) regions at the instance's port ranges, BAR regions wherever the guest programs the BAR;
+//  - a BAR 0-3 region of a PCI IDE function (class 0x0101) whose channel is in compatibility mode
+//    (prog-if bit 0 primary, bit 2 secondary, clear) at that channel's legacy ports, as the PCI IDE
+//    Controller Specification 1.0 places them: command block 0x1f0-0x1f7 / 0x170-0x177 for BAR 0 / 2,
+//    control block 0x3f6 / 0x376 for BAR 1 / 3. A native-mode control BAR is 4 ports with the register
+//    at offset 2 (libata: `iomap[1] | ATA_PCI_CTL_OFS`), so BAR 1 / 3 regions count offsets from
+//    0x3f4 / 0x374 and claim only offset 2: 0x3f7 belongs to the floppy controller. QEMU and Xen route
+//    these ports by number whatever the BARs and the command register hold, so they never move;
+//  - a region whose BAR this instance does not implement (an ICH SATA-only SIDPR BAR 5 on a PIIX)
+//    stays unbound: it claims nothing and is listed by unboundRegions(), the attach goes on.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -86,8 +99,30 @@ class DeviceBus {
   std::uint32_t cf8() const noexcept { return cf8_; }
   std::uint64_t barConflicts() const noexcept { return bar_conflicts_; }
 
+  // A policy region that claims nothing on this machine, and why (control plane: for attach reports).
+  struct UnboundRegion {
+    std::size_t device = 0;
+    std::uint32_t region = 0;
+    std::string reason;  // "BAR5 is not implemented by this device instance"
+  };
+  const std::vector<UnboundRegion>& unboundRegions() const noexcept { return unbound_; }
+  // The legacy window a compatibility-mode IDE channel decodes for a BAR 0-3 region, if `instance` has
+  // one there: offsets count from `base`, a region may be at most `length` (the native BAR's size) and
+  // claims the ports [decode_start, decode_start + decode_length). nullopt for any other device or BAR.
+  struct LegacyWindow {
+    std::uint64_t base = 0, length = 0, decode_start = 0, decode_length = 0;
+  };
+  static std::optional<LegacyWindow> legacyIdeWindow(const DeviceInstance& instance, int bar) noexcept;
+
  private:
   using Range = IoRange;
+  // Fixed: ISA port ranges or fixed addresses. Bar: follows the guest's config writes. LegacyIde: a
+  // compatibility-mode IDE channel's ports (LegacyWindow). Unbound and Config claim no range.
+  enum class Binding : std::uint8_t { Fixed, Bar, LegacyIde, Unbound, Config };
+  struct RegionBinding {
+    Binding kind = Binding::Fixed;
+    LegacyWindow legacy;
+  };
   bool insertRange(std::vector<Range>& table, std::size_t& count, const Range& range) noexcept;
   struct PciState {
     std::array<std::uint32_t, 6> bar_raw{};
@@ -103,6 +138,8 @@ class DeviceBus {
   std::vector<BusDevice> devices_;
   std::vector<PciState> pci_;            // per device (unused for ISA)
   std::vector<std::uint32_t> config_region_;  // per device: region index of its config space or kNoRegion
+  std::vector<std::vector<RegionBinding>> binding_;  // per device, per policy region
+  std::vector<UnboundRegion> unbound_;
   std::vector<Range> io_, mem_;          // capacity fixed at create(); sizes vary
   std::size_t io_count_ = 0, mem_count_ = 0;
   // Per port: kPortFree, kPortConfigCycle, or io_ index + 1. Rewritten with the ranges it mirrors.
@@ -110,6 +147,11 @@ class DeviceBus {
   std::uint32_t cf8_ = 0;
   std::uint64_t bar_conflicts_ = 0;
   std::uint64_t generation_ = 0;
+  // The first range insertRange() refused and the one it ran into (none: the table was full), so
+  // create() can name the pair from what was really claimed.
+  bool conflict_seen_ = false;
+  Range conflict_new_{}, conflict_old_{};
+  bool conflict_has_old_ = false;
 };
 
 }  // namespace iof
