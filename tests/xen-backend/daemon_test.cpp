@@ -11,6 +11,7 @@
 #include "ioreq_filter/daemon/client.h"
 #include "ioreq_filter/daemon/daemon.h"
 #include "ioreq_filter/daemon/refusal_log.h"
+#include "ioreq_filter/policy/policy_json.h"
 #include "ioreq_filter/sim/qemu_model.h"
 #include "ioreq_filter/sim/sim_hypervisor.h"
 #include "test_support.h"
@@ -313,6 +314,45 @@ TEST(DeviceList, ErrorsNameTheEntryAndTheField) {
   ASSERT_TRUE(r) << r.error().message();
   EXPECT_EQ((*r)[0].sbdf, (Sbdf{0, 0, 4, 0}));
   EXPECT_EQ((*r)[0].pci->vendor, 0x10ec);
+}
+
+// The real engine factory: a policy region that binds nowhere on the domain's devices is named in the
+// "attached" event, and the attach goes on. A device list carries no BARs, so only the compatibility-mode
+// IDE channel's legacy ports (fixed, BARs 0-3) bind; BAR 4 and 5 stay unbound.
+TEST_F(DaemonFixture, AttachedEventNamesPolicyRegionsThatBindNowhere) {
+  stopDaemon();
+  const std::string policies = run_dir + "/policies", devices = run_dir + "/devices.json";
+  std::filesystem::create_directories(policies);
+  DevicePolicy ide;
+  ide.name = "ide";
+  ide.match.pci_vendor = 0x8086;
+  ide.match.pci_device = 0x7010;
+  ide.regions = {RegionSpec{"cmd0", RegionSpace::Io, 0, 0, 8}, RegionSpec{"bmdma", RegionSpace::Io, 4, 0, 16},
+                 RegionSpec{"sidpr", RegionSpace::Io, 5, 0, 16}};
+  GraphSpec g;
+  g.name = "ata";
+  NodeSpec status;
+  status.id = "status";
+  status.offset = 7;
+  status.dir = Dir::Read;
+  g.anywhere.push_back(status);
+  ide.graphs.push_back(g);
+  ASSERT_TRUE(savePolicyFile(ide, policies + "/ide.json"));
+  std::ofstream(devices) << R"([{"name":"piix3-ide@00:01.1","kind":"piix3-ide","sbdf":"0000:00:01.1",
+                                 "pci":{"vendor":"0x8086","device":"0x7010","class":"0x010180"}}])";
+  auto o = options();
+  o.filter_factory = daemon::engineFilterFactory();
+  o.policy_dir = policies;
+  o.devices_file = devices;
+  d = std::make_unique<daemon::Daemon>(hv, o);
+  ASSERT_TRUE(d->start());
+  loop = std::thread([this] { d->run(); });
+  attachQemu();
+  const auto attached = logLines("\"event\":\"attached\"");
+  ASSERT_EQ(attached.size(), 1u);
+  EXPECT_EQ(json::parse(attached[0]).at("unbound"),
+            json::array({"piix3-ide@00:01.1 region 'bmdma': BAR4 is not implemented by this device instance",
+                         "piix3-ide@00:01.1 region 'sidpr': BAR5 is not implemented by this device instance"}));
 }
 
 }  // namespace

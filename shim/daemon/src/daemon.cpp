@@ -218,8 +218,14 @@ struct Daemon::Impl {
     events_sd = std::make_unique<asio::posix::stream_descriptor>(io, ::dup(proxy->fd()));
     arm(*events_sd);
     proxy->handleEvents();
+    // Policy regions that bind nowhere on this domain's devices (a BAR the instance lacks): said once here.
+    json unbound = json::array();
+    if (Engine* e = engine())
+      for (const auto& u : e->bus().unboundRegions())
+        unbound.push_back(e->device(u.device).instance.name + " region '" + e->device(u.device).policy.regions[u.region].name +
+                          "': " + u.reason);
     event("attached", {{"server", server}, {"vcpus", proxy->relay().vcpus()}, {"resumed", proxy->resumed()},
-                       {"uncovered", uncovered}});
+                       {"uncovered", uncovered}, {"unbound", unbound}});
     if (!attached_once) {
       attached_once = true;
       if (o.restrict_after_attach) {
