@@ -110,6 +110,16 @@ Result<DeviceBus> DeviceBus::create(std::vector<BusDevice> devices) {
         reg.base += isa_shift;
       }
     }
+    // A policy none of whose register regions binds would filter nothing on this instance: refuse the
+    // attach (fail closed) rather than let every register access through as unclaimed.
+    const auto binds = [](const RegionBinding& b) { return b.kind != Binding::Unbound && b.kind != Binding::Config; };
+    const bool has_register_region = std::ranges::any_of(dev.regions, [](const RegionSpec& r) { return r.space != RegionSpace::Config; });
+    if (has_register_region && std::ranges::none_of(bindings, binds)) {
+      std::string why;
+      for (const auto& u : bus.unbound_)
+        if (u.device == d) why += (why.empty() ? "" : "; ") + std::string("'") + dev.regions[u.region].name + "': " + u.reason;
+      return fail(dev.instance.name, "no register region of the policy binds on this device instance, so it would filter nothing (" + why + ")");
+    }
     bus.pci_.push_back(state);
     bus.config_region_.push_back(config_region);
     bus.binding_.push_back(std::move(bindings));

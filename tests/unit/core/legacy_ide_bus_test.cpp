@@ -224,6 +224,18 @@ TEST(LegacyIdeBus, NativeChannelWithoutItsBarsLeavesItsRegionsUnbound) {
   for (std::uint64_t port : {0x1f0, 0x1f7, 0x3f6, 0x170, 0x376}) expectUnclaimed(bus, port);
 }
 
+TEST(LegacyIdeBus, APolicyNoRegisterRegionOfWhichBindsFailsTheAttach) {
+  // Native channels and no BAR at all (a device list that carries no BARs): the policy would filter
+  // nothing, so the attach fails closed and says why for each region.
+  DeviceInstance bare = piix3Ide(0x85);
+  bare.bars[4] = BarInfo{};
+  auto bus = DeviceBus::create({BusDevice{bare, {RegionSpec{"bar0", RegionSpace::Io, 0, 0, 8}, RegionSpec{"bar4", RegionSpace::Io, 4, 0, 16}}}});
+  ASSERT_FALSE(bus);
+  EXPECT_EQ(bus.error().message(),
+            "piix3-ide@00:01.1: no register region of the policy binds on this device instance, so it would filter nothing "
+            "('bar0': BAR0 is not implemented by this device instance; 'bar4': BAR4 is not implemented by this device instance)");
+}
+
 TEST(LegacyIdeBus, EngineAttachesAPolicyWithAnAbsentBarAndFiltersTheRest) {
   DevicePolicy p;
   p.name = "ide";
