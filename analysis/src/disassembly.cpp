@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
+#include <optional>
+#include <set>
 #include "text_util.h"
 
 namespace iof::analysis {
@@ -82,11 +85,10 @@ int Disassembly::functionAt(CodeAddr addr) const noexcept {
 }
 
 int Disassembly::functionCovering(CodeAddr addr) const noexcept {
-  auto it = std::upper_bound(functions_.begin(), functions_.end(), addr,
-                             [](CodeAddr a, const Function& f) { return a < f.entry; });
-  if (it == functions_.begin()) return -1;
+  auto it = std::upper_bound(ranges_.begin(), ranges_.end(), addr, [](CodeAddr a, const CodeRange& r) { return a < r.begin; });
+  if (it == ranges_.begin()) return -1;
   --it;
-  return addr < it->entry + it->size ? int(it - functions_.begin()) : -1;
+  return addr < it->end ? int(it->function) : -1;
 }
 
 std::size_t Disassembly::instructionCount() const noexcept {
@@ -97,20 +99,7 @@ std::size_t Disassembly::instructionCount() const noexcept {
 
 namespace {
 
-void decodeFunction(csh h, cs_insn* ci, const Module& m, const Section& sec, Function& f) {
-  const std::uint64_t start = offsetOf(f.entry);
-  const std::uint8_t* code = sec.bytes.data() + start;
-  std::size_t left = f.size;
-  std::uint64_t address = start;
-  while (left > 0) {
-    if (!cs_disasm_iter(h, &code, &left, &address, ci)) {
-      // Undecodable byte: count it and resume after it (kernel code has none in practice).
-      ++f.undecodable;
-      ++code;
-      --left;
-      ++address;
-      continue;
-    }
+Insn makeInsn(csh h, const cs_insn* ci, const Module& m, const Section& sec) {
     Insn in;
     in.addr = codeAddr(sec.index, ci->address);
     in.size = std::uint8_t(ci->size);
@@ -138,6 +127,12 @@ void decodeFunction(csh h, cs_insn* ci, const Module& m, const Section& sec, Fun
     }
     const std::uint64_t end = ci->address + ci->size;
     if (const Relocation* r = m.relocationIn(sec.index, ci->address, end)) in.ref = resolve(m, *r, end);
+    // Code linked at a fixed address names its branch targets by address (Module::code_names).
+    if (in.ref.kind == Reference::None && sec.address && in.op_count == 1 && in.ops[0].kind == Operand::Imm &&
+        (cs_insn_group(h, ci, CS_GRP_CALL) || cs_insn_group(h, ci, CS_GRP_JUMP))) {
+      auto named = m.code_names.find(codeAddr(sec.index, std::uint64_t(in.ops[0].imm)));
+      if (named != m.code_names.end()) in.ref = Reference{Reference::External, 0, 0, named->second};
+    }
     const std::string ext = in.ref.kind == Reference::External ? m.symbols[in.ref.symbol].name : std::string();
     const bool imm_target = in.op_count == 1 && in.ops[0].kind == Operand::Imm;
     if (cs_insn_group(h, ci, CS_GRP_CALL)) {
@@ -168,25 +163,49 @@ void decodeFunction(csh h, cs_insn* ci, const Module& m, const Section& sec, Fun
     if ((in.flow == Flow::Jump || in.flow == Flow::CondJump || in.flow == Flow::Call) && in.ref.kind == Reference::Local &&
         in.ref.offset >= 0)
       in.target = codeAddr(in.ref.section, std::uint64_t(in.ref.offset));
-    f.insns.push_back(in);
+    return in;
+}
+
+void decodeFunction(csh h, cs_insn* ci, const Module& m, const Section& sec, Function& f) {
+  const std::uint64_t start = offsetOf(f.entry);
+  const std::uint8_t* code = sec.bytes.data() + start;
+  std::size_t left = f.size;
+  std::uint64_t address = start;
+  while (left > 0) {
+    if (!cs_disasm_iter(h, &code, &left, &address, ci)) {
+      // Undecodable byte: count it and resume after it (kernel code has none in practice).
+      ++f.undecodable;
+      ++code;
+      --left;
+      ++address;
+      continue;
+    }
+    f.insns.push_back(makeInsn(h, ci, m, sec));
   }
+}
+
+// A recovered function's code is runs of decoded instructions (the body, cold fragments): control
+// falls through only to the instruction right after, and a run's first instruction starts a block.
+bool fallsThrough(const Function& f, std::uint32_t i) {
+  return !f.recovered || f.insns[i].addr + f.insns[i].size == f.insns[i + 1].addr;
 }
 
 void buildBlocks(Function& f) {
   const auto n = std::uint32_t(f.insns.size());
   if (n == 0) return;
-  auto inside = [&](CodeAddr a) { return a >= f.entry && a < f.entry + f.size; };
   auto indexOf = [&](CodeAddr a) -> int {
     auto it = std::lower_bound(f.insns.begin(), f.insns.end(), a, [](const Insn& i, CodeAddr x) { return i.addr < x; });
     return it != f.insns.end() && it->addr == a ? int(it - f.insns.begin()) : -1;
   };
+  auto inside = [&](CodeAddr a) { return f.recovered ? indexOf(a) >= 0 : a >= f.entry && a < f.entry + f.size; };
   std::vector<char> leader(n, 0);
   leader[0] = 1;
   for (std::uint32_t i = 0; i < n; ++i) {
     const Insn& in = f.insns[i];
     const bool ends = in.flow == Flow::Jump || in.flow == Flow::CondJump || in.flow == Flow::Return ||
                       in.flow == Flow::IndirectJump || in.flow == Flow::Stop;
-    if (ends && i + 1 < n) leader[i + 1] = 1;
+    if ((ends || (i + 1 < n && !fallsThrough(f, i))) && i + 1 < n) leader[i + 1] = 1;
+    if (in.addr == f.entry) leader[i] = 1;
     if ((in.flow == Flow::Jump || in.flow == Flow::CondJump) && in.target && inside(in.target)) {
       int t = indexOf(in.target);
       if (t >= 0) leader[std::size_t(t)] = 1;
@@ -211,19 +230,123 @@ void buildBlocks(Function& f) {
       case Flow::Jump: addTarget(); break;
       case Flow::CondJump:
         addTarget();
-        if (bb.last + 1 < n) bb.succs.push_back(b + 1);
+        if (bb.last + 1 < n && fallsThrough(f, bb.last)) bb.succs.push_back(b + 1);
         break;
       case Flow::Return:
       case Flow::IndirectJump:
       case Flow::Stop: break;
       default:
-        if (bb.last + 1 < n) bb.succs.push_back(b + 1);
+        if (bb.last + 1 < n && fallsThrough(f, bb.last)) bb.succs.push_back(b + 1);
         break;
     }
     std::sort(bb.succs.begin(), bb.succs.end());
     bb.succs.erase(std::unique(bb.succs.begin(), bb.succs.end()), bb.succs.end());
   }
+  // blocks[0] must be the entry: a cold fragment placed below the entry comes first in address order.
+  std::uint32_t entry_block = 0;
+  while (entry_block < f.blocks.size() && f.insns[f.blocks[entry_block].first].addr != f.entry) ++entry_block;
+  if (entry_block == 0 || entry_block == f.blocks.size()) return;
+  auto renumber = [&](std::uint32_t x) { return x == entry_block ? 0 : x < entry_block ? x + 1 : x; };
+  std::rotate(f.blocks.begin(), f.blocks.begin() + entry_block, f.blocks.begin() + entry_block + 1);
+  for (BasicBlock& bb : f.blocks)
+    for (auto& succ : bb.succs) succ = renumber(succ);
 }
+
+// Calls that do not come back: the bytes after them belong to something else.
+bool noReturn(std::string_view callee) {
+  for (std::string_view n : {"__stack_chk_fail", "panic", "do_exit", "make_task_dead", "BUG_func", "__ubsan_handle_builtin_unreachable",
+                             "usercopy_abort", "__fortify_panic", "fortify_panic"})
+    if (callee == n) return true;
+  return false;
+}
+
+// Bounds for following a kernel hook's unnamed callees (static functions, inlined helpers' bodies...):
+// beyond them a callee stays a call the analysis knows nothing of.
+constexpr std::size_t kMaxRecoveredFunctions = 64, kMaxRecoveredInstructions = 50000;
+
+struct Recovery {
+  csh h;
+  cs_insn* ci;
+  const Module& m;
+  std::size_t instructions = 0;
+
+  std::optional<Insn> decodeAt(CodeAddr a) {
+    if (sectionOf(a) >= m.sections.size()) return std::nullopt;
+    const Section& sec = m.sections[sectionOf(a)];
+    if (!sec.executable() || offsetOf(a) >= sec.bytes.size()) return std::nullopt;
+    const std::uint8_t* code = sec.bytes.data() + offsetOf(a);
+    std::size_t left = std::min<std::size_t>(16, sec.bytes.size() - offsetOf(a));
+    std::uint64_t address = offsetOf(a);
+    if (!cs_disasm_iter(h, &code, &left, &address, ci)) return std::nullopt;
+    return makeInsn(h, ci, m, sec);
+  }
+  bool isFentry(const Insn& in) const {
+    return in.flow == Flow::Call && in.ref.kind == Reference::External && m.symbols[in.ref.symbol].name == "__fentry__";
+  }
+  // Every function of this kernel starts with `call __fentry__` (ftrace): a jump to one is a tail call,
+  // and falling through into one means the path ran past its own function.
+  bool startsFunction(CodeAddr a) {
+    auto in = decodeAt(a);
+    return in && isFentry(*in);
+  }
+
+  Function recover(CodeAddr entry, std::string name, std::vector<CodeAddr>& callees) {
+    Function f;
+    f.name = std::move(name);
+    f.entry = entry;
+    f.recovered = true;
+    std::map<CodeAddr, Insn> code;
+    std::vector<CodeAddr> work{entry};
+    while (!work.empty() && instructions < kMaxRecoveredInstructions) {
+      const CodeAddr a = work.back();
+      work.pop_back();
+      auto next = code.lower_bound(a);
+      if (next != code.end() && next->first == a) continue;
+      if (next != code.begin() && std::prev(next)->first + std::prev(next)->second.size > a) continue;  // inside another instruction
+      auto decoded = decodeAt(a);
+      if (!decoded) {
+        ++f.undecodable;
+        continue;
+      }
+      const Insn in = *decoded;
+      if (a != entry && isFentry(in)) continue;
+      code.emplace(a, in);
+      ++instructions;
+      const CodeAddr after = a + in.size;
+      const std::string callee = in.ref.kind == Reference::External ? m.symbols[in.ref.symbol].name : std::string();
+      switch (in.flow) {
+        case Flow::Next:
+        case Flow::IndirectCall: work.push_back(after); break;
+        case Flow::Call:
+          if (in.target && in.ref.kind == Reference::None) callees.push_back(in.target);
+          if (!noReturn(callee)) work.push_back(after);
+          break;
+        case Flow::CondJump:
+          work.push_back(after);
+          if (in.target) work.push_back(in.target);
+          break;
+        case Flow::Jump:
+          if (in.ref.kind == Reference::None && in.target) {
+            if (startsFunction(in.target)) callees.push_back(in.target);
+            else work.push_back(in.target);
+          }
+          break;
+        default: break;
+      }
+    }
+    for (auto& [a, in] : code) f.insns.push_back(in);
+    // A function's extent: the run of code from its entry (the cold fragments are found through ranges).
+    f.size = 0;
+    for (auto it = code.find(entry); it != code.end() && it->first == entry + f.size; ++it) f.size += it->second.size;
+    for (std::size_t i = 0; i < f.insns.size();) {
+      std::size_t j = i;
+      while (j + 1 < f.insns.size() && f.insns[j].addr + f.insns[j].size == f.insns[j + 1].addr) ++j;
+      f.ranges.emplace_back(f.insns[i].addr, f.insns[j].addr + f.insns[j].size);
+      i = j + 1;
+    }
+    return f;
+  }
+};
 
 }  // namespace
 
@@ -255,8 +378,33 @@ Result<Disassembly> disassemble(const Module& module) {
     // Overlapping symbols (aliases of different sizes) are cut at the next entry.
     decodeFunction(cs.handle, ci, module, module.sections[s.section], f);
     buildBlocks(f);
+    f.ranges.emplace_back(f.entry, f.entry + f.size);
     d.functions_.push_back(std::move(f));
   }
+  if (!module.recovered_entries.empty()) {
+    Recovery r{cs.handle, ci, module};
+    std::set<CodeAddr> done;
+    for (const Function& f : d.functions_) done.insert(f.entry);
+    std::vector<std::pair<CodeAddr, std::string>> work(module.recovered_entries.rbegin(), module.recovered_entries.rend());
+    std::size_t recovered = 0;
+    while (!work.empty() && recovered < kMaxRecoveredFunctions) {
+      auto [entry, name] = std::move(work.back());
+      work.pop_back();
+      if (!done.insert(entry).second) continue;
+      std::vector<CodeAddr> callees;
+      Function f = r.recover(entry, std::move(name), callees);
+      buildBlocks(f);
+      d.functions_.push_back(std::move(f));
+      ++recovered;
+      for (auto c = callees.rbegin(); c != callees.rend(); ++c)
+        if (!done.count(*c)) work.emplace_back(*c, module.describe(sectionOf(*c), offsetOf(*c)));
+    }
+    d.unfollowed_ = work.size();
+    std::sort(d.functions_.begin(), d.functions_.end(), [](const Function& a, const Function& b) { return a.entry < b.entry; });
+  }
+  for (std::uint32_t i = 0; i < d.functions_.size(); ++i)
+    for (auto [begin, end] : d.functions_[i].ranges) d.ranges_.push_back(Disassembly::CodeRange{begin, end, i});
+  std::sort(d.ranges_.begin(), d.ranges_.end(), [](const Disassembly::CodeRange& a, const Disassembly::CodeRange& b) { return a.begin < b.begin; });
   cs_free(ci, 1);
   return d;
 }

@@ -110,6 +110,8 @@ std::vector<std::string_view> Module::modinfoValues(std::string_view key) const 
 std::string Module::describe(std::uint32_t section, std::uint64_t offset) const {
   std::string sec = section < sections.size() ? sections[section].name : (std::string("section#") + dec(section));
   const bool linked = section < section_origin.size() && !section_origin[section].empty();
+  // Code linked at a fixed address (vmlinux) is named by that address, as objdump and System.map do.
+  if (section < sections.size() && sections[section].address) return (linked ? section_origin[section] : name) + " " + hex(sections[section].address + offset);
   return (linked ? section_origin[section] : name) + ".ko " + sec + "+" + hex(offset);
 }
 

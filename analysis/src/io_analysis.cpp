@@ -2525,6 +2525,13 @@ void Analyzer::run() {
       why[fi] = "not called within the module";
   }
   const std::set<std::uint32_t> probes = pciProbes();
+  std::set<std::uint32_t> fixups;
+  for (const auto& [entry, reason] : opt_.pci_fixup_roots) {
+    const int fi = d_.functionAt(entry);
+    if (fi < 0) continue;
+    why[std::size_t(fi)] = reason;
+    fixups.insert(std::uint32_t(fi));
+  }
   // Two rounds: the first learns which globals and struct fields hold device bases, the second uses them.
   for (int round = 0; round < 2; ++round) {
     if (round == 1) {
@@ -2549,7 +2556,7 @@ void Analyzer::run() {
     for (std::uint32_t fi = 0; fi < fns.size(); ++fi) {
       if (why[fi].empty()) continue;
       std::array<Value, 6> top{};
-      if (probes.count(fi)) top[0] = Value{Value::PciDev, 8, 0, 0};
+      if (probes.count(fi) || fixups.count(fi)) top[0] = Value{Value::PciDev, 8, 0, 0};
       const std::uint32_t sid = analyze(fi, top);
       const Summary& s = summaries_[sid];
       RootSummary root;

@@ -142,6 +142,17 @@ Result<DevicePolicy> buildPolicy(ModuleAnalysis& a, const PolicyOptions& opt) {
       a.coverage.unresolved.push_back("accesses relative to " + a.bases[base].name +
                                       " belong to another controller (the module gives it other ports): left out");
   }
+  // Two mappings of one BAR are one region (a kernel PCI fixup's ioremap(pci_resource_start(dev, 0))
+  // and the driver's pci_iomap(pdev, 0)): the device decodes the BAR once, whoever maps it, and writes
+  // to one register through either share its channel.
+  std::map<std::pair<int, bool>, std::uint32_t> first_mapping_of_bar;
+  for (std::uint32_t b = 0; b < a.bases.size(); ++b) {
+    const DeviceBase& d = a.bases[b];
+    if (d.kind == DeviceBase::PortCell || d.bar < 0) continue;
+    const bool io = (d.kind == DeviceBase::PciIomap && !d.bar_memory) || d.kind == DeviceBase::PciResource;
+    auto [it, first] = first_mapping_of_bar.try_emplace({d.bar, io}, b);
+    if (!first) canonical_base[b] = it->second;
+  }
   auto canonical = [&](std::uint32_t base) {
     auto it = canonical_base.find(base);
     return it == canonical_base.end() ? base : it->second;

@@ -20,6 +20,7 @@
 #include "ioreq_filter/analysis/disassembly.h"
 #include "ioreq_filter/analysis/elf_module.h"
 #include "ioreq_filter/analysis/io_analysis.h"
+#include "ioreq_filter/analysis/kernel_image.h"
 #include "ioreq_filter/analysis/policy_builder.h"
 #include "ioreq_filter/policy/policy_json.h"
 
@@ -28,7 +29,7 @@ namespace {
 
 struct AnalyzeOptions {
   std::vector<std::string> modules;  // driver first, then dependencies
-  std::string device, output, coverage, pci, guest_os, isa_kind, batch_dir, batch_out;
+  std::string device, output, coverage, pci, guest_os, isa_kind, batch_dir, batch_out, kernel;
   unsigned jobs = 0;  // --batch: 0 = one per hardware thread
 };
 
@@ -46,8 +47,41 @@ struct Analysed {
   analysis::ModuleAnalysis result;
 };
 
-// The driver, linked with its dependencies (their exports become direct calls), disassembled and analysed.
-Result<std::unique_ptr<Analysed>> analyseFile(const std::string& path, const std::vector<std::string>& dependencies = {}) {
+// --kernel: the kernel image whose PCI fixups for the device join the driver's graph.
+struct KernelFixupRequest {
+  std::string image;
+  std::optional<std::pair<std::uint16_t, std::uint16_t>> pci;  // --pci, else the id table's first entry
+  std::vector<std::string> selected;                           // filled in: "8086:ffff class 0x200>>8 @0x..."
+};
+
+// The device the fixups run for: the id table entry the policy will match (the same choice as
+// buildPolicy), with the class that entry requires.
+Result<analysis::PciDeviceIdentity> fixupIdentity(const analysis::Module& m, const KernelFixupRequest& k) {
+  analysis::PciDeviceIdentity id;
+  const analysis::PciId* chosen = nullptr;
+  for (const auto& e : m.pci_ids)
+    if (!k.pci || ((e.vendor == analysis::kPciAnyId || e.vendor == k.pci->first) && (e.device == analysis::kPciAnyId || e.device == k.pci->second))) {
+      chosen = &e;
+      break;
+    }
+  if (chosen) {
+    id.class_code = chosen->class_code & 0xffffff;
+    id.class_mask = chosen->class_mask & 0xffffff;
+  }
+  if (k.pci) {
+    id.vendor = k.pci->first, id.device = k.pci->second;
+  } else if (chosen && chosen->vendor != analysis::kPciAnyId && chosen->device != analysis::kPciAnyId) {
+    id.vendor = std::uint16_t(chosen->vendor), id.device = std::uint16_t(chosen->device);
+  } else {
+    return fail(m.path, "--kernel needs the PCI device the fixups run for: give --pci VENDOR:DEVICE (the driver's id table names none)");
+  }
+  return id;
+}
+
+// The driver, linked with its dependencies (their exports become direct calls), disassembled and analysed;
+// with a kernel image, the kernel's PCI fixups for the device are more entry points of the same graph.
+Result<std::unique_ptr<Analysed>> analyseFile(const std::string& path, const std::vector<std::string>& dependencies = {},
+                                              KernelFixupRequest* kernel = nullptr) {
   auto mod = analysis::loadModule(path);
   if (!mod) return std::unexpected(mod.error());
   auto a = std::make_unique<Analysed>();
@@ -63,10 +97,27 @@ Result<std::unique_ptr<Analysed>> analyseFile(const std::string& path, const std
     if (!linked) return std::unexpected(linked.error());
     a->module = std::move(*linked);
   }
+  analysis::AnalysisOptions options;
+  if (kernel && !kernel->image.empty()) {
+    auto id = fixupIdentity(a->module, *kernel);
+    if (!id) return std::unexpected(id.error());
+    auto image = analysis::loadKernelImage(kernel->image);
+    if (!image) return std::unexpected(image.error());
+    const auto fixups = analysis::fixupsFor(*image, *id);
+    for (const auto& f : fixups) {
+      char text[96];
+      std::snprintf(text, sizeof text, "%04x:%04x class %#x>>%u @%#llx", unsigned(f.vendor), unsigned(f.device), unsigned(f.class_code),
+                    unsigned(f.class_shift), static_cast<unsigned long long>(f.hook));
+      kernel->selected.push_back(text);
+    }
+    auto entries = analysis::linkKernelFixups(a->module, std::move(*image), fixups);
+    if (!entries) return std::unexpected(entries.error());
+    for (const auto& e : *entries) options.pci_fixup_roots.emplace_back(e.entry, e.why);
+  }
   auto dis = analysis::disassemble(a->module);
   if (!dis) return std::unexpected(dis.error());
   a->disassembly = std::move(*dis);
-  a->result = analysis::analyzeModule(a->disassembly);
+  a->result = analysis::analyzeModule(a->disassembly, options);
   return a;
 }
 
@@ -195,13 +246,22 @@ int run(const AnalyzeOptions& o) {
     po.pci_device = id->second;
   }
   const std::vector<std::string> dependencies(o.modules.begin() + 1, o.modules.end());
-  auto a = analyseFile(o.modules.front(), dependencies);
+  KernelFixupRequest kernel{o.kernel, {}, {}};
+  if (po.pci_vendor && po.pci_device) kernel.pci = std::pair{*po.pci_vendor, *po.pci_device};
+  auto a = analyseFile(o.modules.front(), dependencies, &kernel);
   if (!a) {
     std::cerr << "ioreq-filter analyze: " << a.error().message() << "\n";
     return kExitBadInput;
   }
+  for (const auto& f : kernel.selected) std::cerr << "pci fixup of " << o.kernel << ": " << f << "\n";
   for (std::size_t s = 0; s < (*a)->module.section_origin.size(); ++s) {
     const std::string& origin = (*a)->module.section_origin[s];
+    if (!origin.empty() && (*a)->module.sections[s].address) {
+      // Kernel code (linked at fixed addresses): its PCI fixups for the device, named by the image.
+      const std::string dep = std::filesystem::path(o.kernel).filename().string() + " pci fixups";
+      if (std::find(po.dependencies.begin(), po.dependencies.end(), dep) == po.dependencies.end()) po.dependencies.push_back(dep);
+      continue;
+    }
     const std::string dep = origin + ".ko";
     if (!origin.empty() && std::find(po.dependencies.begin(), po.dependencies.end(), dep) == po.dependencies.end())
       po.dependencies.push_back(dep);
@@ -245,6 +305,7 @@ RunFn setup(CLI::App& app) {
   sub->add_option("--pci", o->pci, "VENDOR:DEVICE: which of the driver's PCI ids the policy matches (default: the first)");
   sub->add_option("--isa-kind", o->isa_kind, "ISA drivers: the QOM device kind to match (default: known per driver)");
   sub->add_option("--guest-os", o->guest_os, "recorded as derived_from.guest_os");
+  sub->add_option("--kernel", o->kernel, "the guest's kernel image (/boot/vmlinuz-VER, xz bzImage, or a vmlinux): its PCI fixups for the device join the graph");
   sub->add_option("--batch", o->batch_dir, "analyse every .ko under this directory (progress on stderr)");
   sub->add_option("--batch-output", o->batch_out, "with --batch: write one policy per module with device accesses here");
   sub->add_option("-j,--jobs", o->jobs, "with --batch: modules analysed in parallel (default: one per hardware thread; output order and files do not depend on it)");

@@ -16,13 +16,6 @@
 
 namespace iof::analysis {
 
-// A code location: section index and offset within it, packed so it sorts and hashes cheaply.
-using CodeAddr = std::uint64_t;
-constexpr CodeAddr codeAddr(std::uint32_t section, std::uint64_t offset) noexcept {
-  return (CodeAddr(section) << 40) | offset;
-}
-constexpr std::uint32_t sectionOf(CodeAddr a) noexcept { return std::uint32_t(a >> 40); }
-constexpr std::uint64_t offsetOf(CodeAddr a) noexcept { return a & ((CodeAddr(1) << 40) - 1); }
 
 // General-purpose registers in encoding order; sub-registers map onto these with a width.
 enum Gpr : std::uint8_t { RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, R15, kGprCount, NoReg = 0xff };
@@ -88,6 +81,10 @@ struct Function {
   std::vector<Insn> insns;
   std::vector<BasicBlock> blocks;  // blocks[0] is the entry block
   std::uint32_t undecodable = 0;   // bytes Capstone could not decode (reported, never guessed)
+  // Decoded by following control flow from the entry (Module::recovered_entries), not from a symbol's
+  // extent: `insns` are runs of code (the body and cold fragments) in address order.
+  bool recovered = false;
+  std::vector<std::pair<CodeAddr, CodeAddr>> ranges;  // [begin, end) of each run of the function's code
 };
 
 class Disassembly {
@@ -99,11 +96,19 @@ class Disassembly {
   // Function covering `addr`, or -1.
   int functionCovering(CodeAddr addr) const noexcept;
   std::size_t instructionCount() const noexcept;
+  // Callees of recovered functions left undecoded (over the bound on recovered functions).
+  std::size_t unfollowedCallees() const noexcept { return unfollowed_; }
 
  private:
   friend Result<Disassembly> disassemble(const Module& module);
+  struct CodeRange {
+    CodeAddr begin, end;
+    std::uint32_t function;
+  };
   const Module* module_ = nullptr;
   std::vector<Function> functions_;  // sorted by entry
+  std::vector<CodeRange> ranges_;    // every function's code, sorted by begin
+  std::size_t unfollowed_ = 0;
 };
 
 // Decodes every STT_FUNC symbol in the module's executable sections and builds its CFG.

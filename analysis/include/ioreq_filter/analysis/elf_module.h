@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -14,6 +15,14 @@
 
 namespace iof::analysis {
 
+// A code location: section index and offset within it, packed so it sorts and hashes cheaply.
+using CodeAddr = std::uint64_t;
+constexpr CodeAddr codeAddr(std::uint32_t section, std::uint64_t offset) noexcept {
+  return (CodeAddr(section) << 40) | offset;
+}
+constexpr std::uint32_t sectionOf(CodeAddr a) noexcept { return std::uint32_t(a >> 40); }
+constexpr std::uint64_t offsetOf(CodeAddr a) noexcept { return a & ((CodeAddr(1) << 40) - 1); }
+
 struct Section {
   std::string name;
   std::uint32_t index = 0;
@@ -22,6 +31,9 @@ struct Section {
   std::uint64_t size = 0;
   std::uint32_t link = 0, info = 0;
   std::span<const std::uint8_t> bytes;  // empty for SHT_NOBITS (.bss)
+  // Where the section is linked, for code from an image linked at fixed addresses (a kernel's vmlinux,
+  // see kernel_image.h); 0 for a module's relocatable sections.
+  std::uint64_t address = 0;
 
   bool executable() const noexcept;
 };
@@ -63,6 +75,13 @@ class Module {
   std::string pci_table_symbol;                              // "__mod_pci__<x>_device_table"
   // After linkModules: per section index, the dependency it came from ("" = this module's own).
   std::vector<std::string> section_origin;
+  // Code linked at fixed addresses has no relocations (a kernel image, linkKernelFixups): its direct
+  // branches whose target is an exported function name that function through an import symbol
+  // (index into `symbols`), as a module's relocation would.
+  std::map<CodeAddr, std::uint32_t> code_names;
+  // Functions that have no symbol (or no size): decoded by following control flow from the entry, cold
+  // fragments included, with the direct callees that are not named followed the same way.
+  std::vector<std::pair<CodeAddr, std::string>> recovered_entries;
 
   // Relocations that patch section `target`, sorted by offset.
   const std::vector<Relocation>& relocations(std::uint32_t target) const noexcept;
@@ -96,6 +115,7 @@ class Module {
  private:
   friend Result<Module> parseModule(std::vector<std::uint8_t> image, std::string path);
   friend Result<Module> linkModules(Module driver, std::vector<Module> dependencies);
+  friend class KernelLinker;
   std::vector<std::uint8_t> image_;
   std::vector<std::vector<std::uint8_t>> linked_images_;  // dependencies' bytes (their sections point here)
   std::vector<std::vector<Relocation>> relocations_;          // by target section index

@@ -150,6 +150,9 @@ struct AnalysisOptions {
   // offsetof(struct resource, flags): e100_probe's `testb $0x2, 0x3e1(pdev)` is
   // pci_resource_flags(pdev, 0) & IORESOURCE_MEM (0x200) at 0x3c8 + 0x18, second byte.
   std::int64_t pci_resource_flags_offset = 0x18;
+  // The kernel's PCI fixups for the device (kernel_image.h: linkKernelFixups): more entry points of the
+  // same graph, run by the PCI core before the driver binds, each called with the struct pci_dev.
+  std::vector<std::pair<CodeAddr, std::string>> pci_fixup_roots;
 };
 
 struct CoverageReport {
