@@ -31,3 +31,9 @@ timeout 120 "$bin" analyze "$net/realtek/8139cp.ko" "$kernel/drivers/net/mii.ko"
 # its AK4531 codec writes come through the driver's own snd_es1370_codec_write, so no snd-* module is linked.
 timeout 120 "$bin" analyze "$kernel/sound/pci/snd-ens1370.ko" --device es1370 --pci 1274:5000 \
   --guest-os "Debian 12 (Linux $ver)" -o "$out/es1370.json" --coverage "$out/es1370.coverage.txt"
+# e100 (+ mii.ko): QEMU's i82557b (8086:1229). Before e100.ko binds, the PCI core runs the kernel's own
+# fixups for the device; quirk_e100_interrupt (vmlinux) reads and writes SCB cmd_hi through BAR 0, so the
+# kernel image's fixups for 8086:1229 are analysed as entry points of the same graph (--kernel).
+timeout 120 "$bin" analyze "$net/intel/e100.ko" "$kernel/drivers/net/mii.ko" --device e100 --pci 8086:1229 \
+  --kernel "$dir/boot/vmlinuz-$ver" \
+  --guest-os "Debian 12 (Linux $ver)" -o "$out/e100.json" --coverage "$out/e100.coverage.txt"

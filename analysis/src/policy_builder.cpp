@@ -32,7 +32,8 @@ std::uint64_t roundUpPow2(std::uint64_t v) {
 Provenance provenanceOf(const ModuleAnalysis& a, CodeAddr insn, std::uint32_t function) {
   Provenance p;
   p.function = a.disassembly->functions()[function].name;
-  p.address = offsetOf(insn);
+  // Kernel code is named by its linked address (the section's own address is 0 in a module).
+  p.address = offsetOf(insn) + a.disassembly->module().sections[sectionOf(insn)].address;
   p.source = a.disassembly->module().describe(sectionOf(insn), offsetOf(insn));
   return p;
 }

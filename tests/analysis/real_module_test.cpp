@@ -12,6 +12,7 @@
 #include "ioreq_filter/analysis/disassembly.h"
 #include "ioreq_filter/analysis/elf_module.h"
 #include "ioreq_filter/analysis/io_analysis.h"
+#include "ioreq_filter/analysis/kernel_image.h"
 #include "ioreq_filter/analysis/policy_builder.h"
 
 namespace iof::analysis {
@@ -445,6 +446,97 @@ TEST(RealModules, E100MapsItsMemoryBarThroughPciIomapAtTheDefaultUseIo) {
   EXPECT_TRUE(exact[0x3].count(1)) << "e100_disable_irq: SCB cmd_hi = irq_mask_all";
   EXPECT_TRUE(exact[0xe].count(0x3) && exact[0xe].count(0x7)) << "EEPROM bit-banging: EECS | EESK, with EEDI";
   EXPECT_TRUE(written.count(0x10)) << "MDI control, written by mdio_ctrl_hw through nic->mdio_ctrl";
+}
+
+std::string kernelImagePath() {
+  std::ifstream in(KERNEL_MODULES_FILE);
+  std::string dir, version;
+  in >> dir >> version;
+  return dir + "/boot/vmlinuz-" + version;
+}
+
+TEST(RealKernel, BzImageNamesItsExportsAndHoldsQuirkE100InterruptForTheI82557) {
+  auto k = loadKernelImage(kernelImagePath());
+  ASSERT_TRUE(k) << k.error().message();
+  EXPECT_GT(k->exports.size(), 10000u);
+  std::map<std::string, std::uint64_t> address;
+  for (const auto& [at, name] : k->exports) address[name] = at;
+  for (const char* api : {"ioremap", "iounmap", "pci_read_config_word", "__fentry__", "__x86_return_thunk"})
+    EXPECT_TRUE(address.count(api)) << api;
+  EXPECT_GT(k->pci_fixups.size(), 900u);
+  // e100's id table: PCI_CLASS_NETWORK_ETHERNET << 8 under mask 0xffff00.
+  const auto fixups = fixupsFor(*k, {0x8086, 0x1229, 0x020000, 0xffff00});
+  std::set<std::uint64_t> hooks;
+  for (const auto& f : fixups) {
+    EXPECT_TRUE(f.vendor == 0x8086 || f.vendor == 0xffff);
+    hooks.insert(f.hook);
+  }
+  // quirk_e100_interrupt (drivers/pci/quirks.c), DECLARE_PCI_FIXUP_CLASS_FINAL(PCI_VENDOR_ID_INTEL,
+  // PCI_ANY_ID, PCI_CLASS_NETWORK_ETHERNET, 8, ...): its address in Debian's 6.1.0-56 build.
+  EXPECT_TRUE(hooks.count(0xffffffff815c4260)) << fixups.size() << " fixups selected";
+}
+
+TEST(RealModules, E100GraphHasTheKernelQuirkWriteOnTheChannelOfTheProbeReset) {
+  auto m = loadModule(modulePath("drivers/net/ethernet/intel/e100.ko"));
+  auto mii = loadModule(modulePath("drivers/net/mii.ko"));
+  ASSERT_TRUE(m && mii);
+  std::vector<Module> deps;
+  deps.push_back(std::move(*mii));
+  auto linked = linkModules(std::move(*m), std::move(deps));
+  ASSERT_TRUE(linked) << linked.error().message();
+  auto k = loadKernelImage(kernelImagePath());
+  ASSERT_TRUE(k) << k.error().message();
+  const auto fixups = fixupsFor(*k, {0x8086, 0x1229, 0x020000, 0xffff00});
+  auto entries = linkKernelFixups(*linked, std::move(*k), fixups);
+  ASSERT_TRUE(entries) << entries.error().message();
+  auto a = std::make_unique<Analysed>();
+  a->module = std::move(*linked);
+  auto d = disassemble(a->module);
+  ASSERT_TRUE(d) << d.error().message();
+  a->dis = std::move(*d);
+  AnalysisOptions options;
+  for (const auto& e : *entries) options.pci_fixup_roots.emplace_back(e.entry, e.why);
+  a->result = analyzeModule(a->dis, options);
+  // quirk_e100_interrupt: ioremap(pci_resource_start(dev, 0), 8), readb(cmd_hi) in the body and
+  // writeb(1, cmd_hi) in its cold fragment (.text.unlikely, 4.6 MB further on).
+  bool quirk_read = false, quirk_write = false;
+  for (const Access& x : a->result.accesses) {
+    if (x.where != Access::Where::BaseOffset || x.offset != 3 || x.size != 1) continue;
+    const std::string fn = a->dis.functions()[x.function].name;
+    if (fn != "vmlinux pci fixup 8086:ffff @0xffffffff815c4260") continue;
+    EXPECT_EQ(a->result.bases[x.base].kind, DeviceBase::PciIoremapBar);
+    EXPECT_EQ(a->result.bases[x.base].bar, 0);
+    if (x.dir == Dir::Read) quirk_read = true;
+    if (x.dir == Dir::Write) {
+      quirk_write = true;
+      EXPECT_EQ(x.value, std::optional<std::uint64_t>(1));
+      EXPECT_EQ(a->result.where(x.insn), "vmlinux 0xffffffff81a252e6 (vmlinux pci fixup 8086:ffff @0xffffffff815c4260)");
+    }
+  }
+  EXPECT_TRUE(quirk_read);
+  EXPECT_TRUE(quirk_write);
+  PolicyOptions po;
+  po.pci_vendor = 0x8086;
+  po.pci_device = 0x1229;
+  auto policy = buildPolicy(a->result, po);
+  ASSERT_TRUE(policy) << policy.error().message();
+  // The quirk's ioremap and the driver's pci_iomap map one BAR: one region, and the quirk's write is an
+  // entry and an exit of the channel that holds e100_hw_reset's PORT writes.
+  ASSERT_EQ(policy->regions.size(), 1u);
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Mem);
+  const ChannelSpec* quirk_channel = nullptr;
+  std::uint32_t quirk_node = 0;
+  for (const auto& ch : policy->graphs[0].channels)
+    for (std::uint32_t i = 0; i < ch.nodes.size(); ++i)
+      if (ch.nodes[i].provenance.function.starts_with("vmlinux pci fixup")) quirk_channel = &ch, quirk_node = i;
+  ASSERT_NE(quirk_channel, nullptr);
+  EXPECT_EQ(quirk_channel->nodes[quirk_node].offset, 3u);
+  EXPECT_EQ(quirk_channel->nodes[quirk_node].provenance.address, 0xffffffff81a252e6u);
+  EXPECT_TRUE(std::count(quirk_channel->entries.begin(), quirk_channel->entries.end(), quirk_node));
+  EXPECT_TRUE(std::count(quirk_channel->exits.begin(), quirk_channel->exits.end(), quirk_node));
+  EXPECT_TRUE(std::any_of(quirk_channel->nodes.begin(), quirk_channel->nodes.end(), [](const NodeSpec& n) {
+    return n.offset == 8 && n.value.kind == ValueKind::Exact && n.value.a == 2;
+  })) << "e100_hw_reset's PORT selective reset shares the quirk's channel";
 }
 
 TEST(RealModules, SignedModulesCarryTheirSignatureAfterTheElf) {
