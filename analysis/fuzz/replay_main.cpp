@@ -29,7 +29,7 @@
 #include <vector>
 
 namespace iof::analysis::fuzz {
-std::string analyseImage(const std::uint8_t* data, std::size_t size, const std::string& path);
+std::string analyseInput(const std::uint8_t* data, std::size_t size, const std::string& path);
 }
 
 namespace {
@@ -135,7 +135,9 @@ struct Running {
 
 [[noreturn]] void runChild(const Input& in, int fd, unsigned timeout) {
   alarm(timeout);  // SIGALRM's default action ends the child: a hang is reported by signal
-  const std::string m = iof::analysis::fuzz::analyseImage(in.bytes.data(), in.bytes.size(), "input.ko");
+  // Kernel images (".vmlinux"/".vmlinuz" inputs and their mutations) take the kernel loader's path.
+  const bool kernel = in.name.find(".vmlinu") != std::string::npos;
+  const std::string m = iof::analysis::fuzz::analyseInput(in.bytes.data(), in.bytes.size(), kernel ? "input.vmlinuz" : "input.ko");
   const std::string line = (m.empty() ? "OK" : "ERR " + m) + "\n";
   for (std::size_t done = 0; done < line.size();) {
     const ssize_t n = write(fd, line.data() + done, line.size() - done);
@@ -214,7 +216,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> files;
     if (fs::is_directory(p)) {
       for (const auto& e : fs::directory_iterator(p))
-        if (e.is_regular_file() && e.path().extension() == ".ko") files.push_back(e.path().string());
+        if (e.is_regular_file() && (e.path().extension() == ".ko" || e.path().extension() == ".vmlinux" || e.path().extension() == ".vmlinuz"))
+          files.push_back(e.path().string());
       std::sort(files.begin(), files.end());
     } else {
       files.push_back(p);
@@ -317,7 +320,8 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "FAIL %s: %s\n", in.name.c_str(), o.detail.c_str());
         if (!save_dir.empty() && in.name.starts_with("mutation ")) {
           fs::create_directories(save_dir);
-          const std::string out = save_dir + "/failure-" + std::to_string(r.input) + ".ko";
+          const bool kernel = in.name.find(".vmlinu") != std::string::npos;
+          const std::string out = save_dir + "/failure-" + std::to_string(r.input) + (kernel ? ".vmlinux" : ".ko");
           std::ofstream(out, std::ios::binary).write(reinterpret_cast<const char*>(in.bytes.data()), std::streamsize(in.bytes.size()));
           std::fprintf(stderr, "     saved as %s\n", out.c_str());
         }
