@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds and runs the libFuzzer target for the module loader + analyser.
+# Builds and runs the libFuzzer target for the module and kernel image loaders + analyser.
 # Needs clang-16 and libclang-rt-16-dev (Debian 12; ~230 MB installed, not in scripts/packages.txt).
 # clang-16 predates libstdc++ 12's feature test for <expected>, hence the __cpp_concepts override.
 # Usage: analysis/fuzz/build-fuzzer.sh OUT_DIR [SECONDS]
@@ -12,7 +12,7 @@ mkdir -p "$out/corpus"
 clang++-16 -Wno-builtin-macro-redefined -D__cpp_concepts=202002L -std=c++2b -O1 -g -fsanitize=fuzzer,address,undefined \
   -I"$root/analysis/include" -I"$root/shim/core/include" -I/usr/include/capstone \
   "$root/analysis/fuzz/fuzz_module_loader.cpp" "$root"/analysis/src/*.cpp "$root/shim/core/src/policy.cpp" \
-  "$root/shim/core/src/io_request.cpp" -lelf -lcapstone -o "$out/fuzz_module_loader"
+  "$root/shim/core/src/io_request.cpp" -lelf -lcapstone -llzma -o "$out/fuzz_module_loader"
 source "$root/scripts/lib/common.sh"
 read -r dir ver < <(fetch_kernel)
 for m in drivers/block/floppy.ko drivers/net/ethernet/8390/ne2k-pci.ko drivers/input/misc/pcspkr.ko; do

@@ -29,7 +29,7 @@ namespace {
 
 struct AnalyzeOptions {
   std::vector<std::string> modules;  // driver first, then dependencies
-  std::string device, output, coverage, pci, guest_os, isa_kind, batch_dir, batch_out, kernel;
+  std::string device, output, coverage, pci, guest_os, isa_kind, batch_dir, batch_out, kernel, pci_class;
   unsigned jobs = 0;  // --batch: 0 = one per hardware thread
 };
 
@@ -51,6 +51,7 @@ struct Analysed {
 struct KernelFixupRequest {
   std::string image;
   std::optional<std::pair<std::uint16_t, std::uint16_t>> pci;  // --pci, else the id table's first entry
+  std::optional<std::uint32_t> pci_class;                      // --pci-class, else what the id table requires
   std::vector<std::string> selected;                           // filled in: "8086:ffff class 0x200>>8 @0x..."
 };
 
@@ -64,7 +65,9 @@ Result<analysis::PciDeviceIdentity> fixupIdentity(const analysis::Module& m, con
       chosen = &e;
       break;
     }
-  if (chosen) {
+  if (k.pci_class) {
+    id.class_code = *k.pci_class, id.class_mask = 0xffffff;
+  } else if (chosen) {
     id.class_code = chosen->class_code & 0xffffff;
     id.class_mask = chosen->class_mask & 0xffffff;
   }
@@ -246,8 +249,17 @@ int run(const AnalyzeOptions& o) {
     po.pci_device = id->second;
   }
   const std::vector<std::string> dependencies(o.modules.begin() + 1, o.modules.end());
-  KernelFixupRequest kernel{o.kernel, {}, {}};
+  KernelFixupRequest kernel{o.kernel, {}, {}, {}};
   if (po.pci_vendor && po.pci_device) kernel.pci = std::pair{*po.pci_vendor, *po.pci_device};
+  if (!o.pci_class.empty()) {
+    unsigned c = 0;
+    char extra = 0;
+    if (std::sscanf(o.pci_class.c_str(), "%x%c", &c, &extra) != 1 || c > 0xffffff) {
+      std::cerr << "ioreq-filter analyze: --pci-class: '" << o.pci_class << "' is not a 24-bit class code in hex (e.g. 020000)\n";
+      return kExitBadInput;
+    }
+    kernel.pci_class = c;
+  }
   auto a = analyseFile(o.modules.front(), dependencies, &kernel);
   if (!a) {
     std::cerr << "ioreq-filter analyze: " << a.error().message() << "\n";
@@ -305,6 +317,7 @@ RunFn setup(CLI::App& app) {
   sub->add_option("--pci", o->pci, "VENDOR:DEVICE: which of the driver's PCI ids the policy matches (default: the first)");
   sub->add_option("--isa-kind", o->isa_kind, "ISA drivers: the QOM device kind to match (default: known per driver)");
   sub->add_option("--guest-os", o->guest_os, "recorded as derived_from.guest_os");
+  sub->add_option("--pci-class", o->pci_class, "with --kernel: the device's class code (hex, 24 bits) when the driver's id table does not fix it; without it every class-specific fixup of the vendor/device is analysed");
   sub->add_option("--kernel", o->kernel, "the guest's kernel image (/boot/vmlinuz-VER, xz bzImage, or a vmlinux): its PCI fixups for the device join the graph");
   sub->add_option("--batch", o->batch_dir, "analyse every .ko under this directory (progress on stderr)");
   sub->add_option("--batch-output", o->batch_out, "with --batch: write one policy per module with device accesses here");

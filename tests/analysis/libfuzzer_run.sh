@@ -9,5 +9,5 @@ if ! command -v clang++-16 >/dev/null || [ ! -d /usr/lib/llvm-16/lib/clang/16/li
   exit 77
 fi
 rm -rf "$scratch" && mkdir -p "$scratch/corpus"
-cp "$src"/tests/analysis/fuzz-corpus/*.ko "$scratch/corpus/"
+cp "$src"/tests/analysis/fuzz-corpus/*.ko "$src"/tests/analysis/fuzz-corpus/*.vmlinux "$scratch/corpus/"
 exec "$src/analysis/fuzz/build-fuzzer.sh" "$scratch" "$seconds"
