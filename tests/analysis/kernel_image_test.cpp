@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "ioreq_filter/analysis/elf_module.h"
 #include "ioreq_filter/analysis/io_analysis.h"
 #include "ioreq_filter/analysis/kernel_image.h"
+#include "ioreq_filter/analysis/policy_builder.h"
 
 namespace iof::analysis {
 namespace {
@@ -113,9 +115,13 @@ const std::vector<std::uint8_t> kHookCold = {
 };
 
 struct FakeKernel {
-  std::vector<std::uint8_t> text = std::vector<std::uint8_t>(0x240, 0xcc);
-  std::vector<std::pair<std::uint64_t, std::string>> exports = {
-      {kText + 0x200, "__fentry__"}, {kText + 0x210, "ioremap"}, {kText + 0x220, "iounmap"}, {kText + 0x230, "__x86_return_thunk"}};
+  std::vector<std::uint8_t> text = std::vector<std::uint8_t>(0x260, 0xcc);
+  std::vector<std::pair<std::uint64_t, std::string>> exports = {{kText + 0x200, "__fentry__"},
+                                                                {kText + 0x210, "ioremap"},
+                                                                {kText + 0x220, "iounmap"},
+                                                                {kText + 0x230, "__x86_return_thunk"},
+                                                                {kText + 0x240, "pci_iomap"},
+                                                                {kText + 0x250, "iowrite8"}};
   struct Fixup {
     std::uint16_t vendor, device;
     std::uint32_t class_code, shift;
@@ -127,7 +133,7 @@ struct FakeKernel {
   FakeKernel() {
     std::copy(kHookBody.begin(), kHookBody.end(), text.begin());
     std::copy(kHookCold.begin(), kHookCold.end(), text.begin() + 0x100);
-    for (std::size_t stub = 0x200; stub < 0x240; stub += 0x10) text[stub] = 0xc3;  // ret
+    for (std::size_t stub = 0x200; stub < 0x260; stub += 0x10) text[stub] = 0xc3;  // ret
   }
   std::vector<std::uint8_t> image() const {
     // Layout in the data area: __ksymtab, then __ksymtab_strings, then .pci_fixup.
@@ -185,7 +191,7 @@ std::string errorOf(std::vector<std::uint8_t> bytes) {
 TEST(KernelImage, NamesExportsAndDecodesPciFixups) {
   auto k = parseKernelImage(FakeKernel().image(), "vmlinux-test");
   ASSERT_TRUE(k) << k.error().message();
-  EXPECT_EQ(k->exports.size(), 4u);
+  EXPECT_EQ(k->exports.size(), 6u);
   EXPECT_EQ(k->exports.at(kText + 0x210), "ioremap");
   ASSERT_EQ(k->pci_fixups.size(), 1u);
   EXPECT_EQ(k->pci_fixups[0].vendor, 0x8086);
@@ -297,6 +303,61 @@ TEST(KernelImage, PciFixupHookIsAnEntryPointWhoseColdFragmentWritesTheMappedBar)
   const auto w = std::uint32_t(write - a.accesses.data());
   EXPECT_EQ(root->first, std::vector<std::uint32_t>{w});
   EXPECT_EQ(root->last, std::vector<std::uint32_t>{w});
+}
+
+// A second hook maps the same BAR the driver's way: pci_iomap(dev, 0, 0) after testing that BAR 0 is
+// memory (IORESOURCE_MEM), then clears SCB cmd_hi with iowrite8. Two mappings of one BAR are one region, and the two
+// hooks' writes to its register share one channel.
+const std::vector<std::uint8_t> kIomapHook = {
+    0xe8, 0x7b, 0x00, 0x00, 0x00,              // 0x180 call __fentry__ (0x200)
+    0xf6, 0x87, 0xe1, 0x03, 0x00, 0x00, 0x02,  // 0x185 testb $0x2,0x3e1(%rdi)   pci_resource_flags(dev, 0) & IORESOURCE_MEM
+    0x74, 0x14,                                // 0x18c je 0x1a2
+    0x31, 0xf6,                                // 0x18e xor %esi,%esi
+    0x31, 0xd2,                                // 0x190 xor %edx,%edx
+    0xe8, 0xa9, 0x00, 0x00, 0x00,              // 0x192 call pci_iomap (0x240)
+    0x48, 0x8d, 0x70, 0x03,                    // 0x197 lea 0x3(%rax),%rsi
+    0x31, 0xff,                                // 0x19b xor %edi,%edi
+    0xe8, 0xae, 0x00, 0x00, 0x00,              // 0x19d call iowrite8 (0x250)     iowrite8(0, cmd_hi)
+    0xe9, 0x89, 0x00, 0x00, 0x00,              // 0x1a2 jmp __x86_return_thunk (0x230)
+};
+
+TEST(KernelImage, TwoMappingsOfOneBarAreOneRegionAndTheirWritesShareAChannel) {
+  FakeKernel fk;
+  std::copy(kIomapHook.begin(), kIomapHook.end(), fk.text.begin() + 0x180);
+  fk.fixups = {{0x8086, 0xffff, 0x200, 8, kText}, {0x8086, 0x1229, 0xffffffff, 0, kText + 0x180}};
+  auto k = parseKernelImage(fk.image(), "vmlinux-test");
+  ASSERT_TRUE(k) << k.error().message();
+  Module m = Module::synthetic("e100", {0xc3}, "driver_fn", {}, {});
+  const auto fixups = fixupsFor(*k, {0x8086, 0x1229, 0x020000, 0xffff00});
+  ASSERT_EQ(fixups.size(), 2u);
+  auto entries = linkKernelFixups(m, std::move(*k), fixups);
+  ASSERT_TRUE(entries) << entries.error().message();
+  auto dis = disassemble(m);
+  ASSERT_TRUE(dis) << dis.error().message();
+  AnalysisOptions options;
+  for (const auto& e : *entries) options.pci_fixup_roots.emplace_back(e.entry, e.why);
+  ModuleAnalysis a = analyzeModule(*dis, options);
+  ASSERT_EQ(a.bases.size(), 3u) << formatCoverage(a);  // pci_resource_start(0), ioremap(bar 0), pci_iomap(bar 0)
+  PolicyOptions po;
+  po.pci_vendor = 0x8086;
+  po.pci_device = 0x1229;
+  auto policy = buildPolicy(a, po);
+  ASSERT_TRUE(policy) << policy.error().message();
+  ASSERT_EQ(policy->regions.size(), 1u);
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Mem);
+  EXPECT_EQ(policy->regions[0].bar, 0);
+  ASSERT_EQ(policy->graphs[0].channels.size(), 1u);
+  const ChannelSpec& ch = policy->graphs[0].channels[0];
+  std::set<std::uint64_t> values;
+  for (std::uint32_t i = 0; i < ch.nodes.size(); ++i) {
+    const NodeSpec& n = ch.nodes[i];
+    if (n.dir != Dir::Write) continue;
+    EXPECT_EQ(n.offset, 3u);
+    values.insert(n.value.a);
+    EXPECT_TRUE(std::count(ch.entries.begin(), ch.entries.end(), i)) << n.provenance.function;
+    EXPECT_TRUE(std::count(ch.exits.begin(), ch.exits.end(), i)) << n.provenance.function;
+  }
+  EXPECT_EQ(values, (std::set<std::uint64_t>{0, 1})) << [&] { std::string s; for (const Access& x : a.accesses) s += a.describeAccess(x) + "\n"; return s + formatCoverage(a); }();
 }
 
 }  // namespace
