@@ -85,7 +85,10 @@ Result<std::vector<std::uint8_t>> decompressBzImage(std::span<const std::uint8_t
   lzma_stream z = LZMA_STREAM_INIT;
   if (lzma_stream_decoder(&z, UINT64_MAX, 0) != LZMA_OK) return fail(path, "liblzma cannot start an xz decoder");
   std::unique_ptr<lzma_stream, void (*)(lzma_stream*)> guard(&z, lzma_end);
-  std::vector<std::uint8_t> out(std::max<std::size_t>(length * 4, 1 << 20));
+  // The kernel's build appends the decompressed size after the stream (size_append): a hint for the
+  // buffer, so 66 MB are not reached by doubling; a wrong hint only costs reallocations.
+  const std::uint64_t hinted = payload.size() >= 4 ? le32(payload.data() + payload.size() - 4) : 0;
+  std::vector<std::uint8_t> out(std::size_t(std::clamp<std::uint64_t>(hinted + 1, 1 << 20, kMaxDecompressed)));
   z.next_in = payload.data();
   z.avail_in = payload.size();
   for (;;) {
