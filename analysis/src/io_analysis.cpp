@@ -7,6 +7,7 @@
 #include <array>
 #include <functional>
 #include <map>
+#include <memory>
 #include <span>
 #include <unordered_map>
 #include <unordered_set>
@@ -156,6 +157,7 @@ struct State {
     }
     bool changed = false;
     for (int i = 0; i < kGprCount; ++i) {
+      if (reg[i] == o.reg[i]) continue;  // join(a, a) is a
       Value j = join(reg[i], o.reg[i]);
       if (!(j == reg[i])) reg[i] = j, changed = true;
     }
@@ -182,11 +184,65 @@ bool sameState(const State& a, const State& b) {
   return a.reachable == b.reachable && a.reg == b.reg && a.stack == b.stack;
 }
 
+// The latest state flowing into each loop header along each edge, (header, from) -> state. Entries
+// are few per function; their states keep their stack buffers from one context to the next.
+class IntoHeaders {
+ public:
+  void clear() { live_ = 0; }
+  void set(std::uint32_t header, std::uint32_t from, const State& s) {
+    for (std::size_t i = 0; i < live_; ++i)
+      if (entries_[i].header == header && entries_[i].from == from) {
+        entries_[i].state = s;
+        return;
+      }
+    if (live_ == entries_.size()) entries_.emplace_back();
+    Entry& e = entries_[live_++];
+    e.header = header, e.from = from, e.state = s;
+  }
+  // In increasing `from`, the order the joins at a header have always been taken in.
+  template <typename F>
+  void forEachInto(std::uint32_t header, F&& f) {
+    order_.clear();
+    for (std::size_t i = 0; i < live_; ++i)
+      if (entries_[i].header == header) order_.push_back(i);
+    std::sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) { return entries_[a].from < entries_[b].from; });
+    for (std::size_t i : order_) f(entries_[i].from, entries_[i].state);
+  }
+
+ private:
+  struct Entry {
+    std::uint32_t header = 0, from = 0;
+    State state;
+  };
+  std::vector<Entry> entries_;
+  std::size_t live_ = 0;
+  std::vector<std::size_t> order_;
+};
+
+// The value fixpoint's states for one function, reused by every context analysed at the same call
+// depth: allocating and value-initialising nb States (16 Values of ~128 bytes each) twice per context
+// was a tenth of e1000's analysis. Only a reachable state's registers and stack are ever read (a join
+// into an unreachable state copies the other whole; loop-header merges always carry a reachable edge
+// state), so a state is made fresh by marking it unreachable and emptying its stack.
+struct ValueScratch {
+  std::vector<State> in, out;
+  IntoHeaders into_header;
+  State header_entry, header_back;
+  State item_state;  // a block stepped again to record its items
+  void reset(std::size_t nb) {
+    for (std::vector<State>* states : {&in, &out}) {
+      if (states->size() < nb) states->resize(nb);
+      for (std::size_t b = 0; b < nb; ++b) (*states)[b].reachable = false, (*states)[b].stack.clear();
+    }
+    into_header.clear();
+  }
+};
+
 struct Summary {
   bool done = false;
   std::vector<std::uint32_t> first, last;  // last may hold kStart/kIdle
   Value ret;
-  std::set<std::uint32_t> reached;
+  std::vector<std::uint32_t> reached;  // sorted, no duplicates
 };
 
 struct ContextKey {
@@ -292,6 +348,9 @@ class Analyzer {
   std::set<CodeAddr> site_insns_, pinned_insns_, foreign_insns_;
   // A hashed copy of out_.edges: the sequence fixpoint meets the same edge in every context of a function.
   FlatU64Set edge_seen_;
+  // The edges edge_seen_ took, in the order met; out_.edges is built from them, sorted, at the end
+  // (one ordered insert each at the end of the set instead of a search per edge).
+  std::vector<std::uint64_t> new_edges_;
   int depth_ = 0;
   // `for (i = lo; i < N; i++)`: a register stepped by one once per iteration, from a constant to a
   // constant; uses before the step see lo..hi, uses after it lo+1..hi+1.
@@ -398,6 +457,34 @@ class Analyzer {
   }
 
   std::uint32_t analyze(std::uint32_t fn, std::array<Value, 6> args);
+  std::vector<std::unique_ptr<ValueScratch>> scratch_;  // by nesting of analyze()
+  std::size_t scratch_depth_ = 0;
+  struct ScratchLease {
+    Analyzer& analyzer;
+    ValueScratch& scratch;
+    ScratchLease(Analyzer& a, std::size_t nb) : analyzer(a), scratch(a.takeScratch()) { scratch.reset(nb); }
+    ~ScratchLease() { --analyzer.scratch_depth_; }
+    ScratchLease(const ScratchLease&) = delete;
+    ScratchLease& operator=(const ScratchLease&) = delete;
+  };
+  ValueScratch& takeScratch() {
+    if (scratch_depth_ == scratch_.size()) scratch_.push_back(std::make_unique<ValueScratch>());
+    return *scratch_[scratch_depth_++];
+  }
+  // The sequence part of a context's analysis (first/last/reached of its summary, edges, break
+  // entries and exits) reads only its items, the accesses they name and its callees' summaries, and
+  // nothing before it reads what it writes except other sequence parts. The first round's results are
+  // thrown away whenever a second round runs, so it defers them: run in the order the contexts
+  // completed, each sees its callees' summaries exactly as it would have at that point (a callee still
+  // in progress, a recursive one, keeps its transparent in-progress summary until it is run itself).
+  void connectSequences(std::uint32_t fn, std::uint32_t sid, const std::vector<std::vector<Item>>& items, const std::vector<char>& unrolled);
+  struct DeferredSequences {
+    std::uint32_t fn, sid;
+    std::vector<std::vector<Item>> items;
+    std::vector<char> unrolled;
+  };
+  bool defer_sequences_ = false;
+  std::vector<DeferredSequences> deferred_;
   // Where a function maps BARs through pcim_iomap_table, the merged fixpoint loses which pass of a loop
   // over instances stored which element (ata_pci_sff_init_host's `iomap[2 * i]` for port i: the offset
   // register keeps growing, since the flag that ends the loop is another register). Walking its paths
@@ -1577,7 +1664,10 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     return sid;
   }
   // 1. Values: forward fixpoint over the CFG.
-  std::vector<State> in(nb);
+  ScratchLease lease(*this, nb);
+  std::vector<State>& in = lease.scratch.in;
+  std::vector<State>& out_states = lease.scratch.out;
+  in[0].reg = {};
   in[0].reachable = true;
   in[0].reg[RSP] = Value{Value::Stack, 8, 0, 0};
   for (int i = 0; i < 6; ++i) {
@@ -1599,17 +1689,18 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
       learnStoresAlongPaths(fn, initial);
     }
   }
-  std::vector<State> out_states(nb);
   std::vector<char> queued(nb, 0);
   std::vector<std::uint32_t> work{0};
   queued[0] = 1;
   std::size_t steps = 0;
   const std::size_t step_limit = nb * 24 + 64;
   const FunctionLoops& value_loops = loopsOf(fn);
-  std::map<std::pair<std::uint32_t, std::uint32_t>, State> into_header;  // (header, from) -> latest state
+  IntoHeaders& into_header = lease.scratch.into_header;  // (header, from) -> latest state
   // Block visits copy states by assignment into out_states and these, whose stack buffers outlive
-  // the visit: a visit allocates only when a stack outgrows every earlier one.
-  State header_entry, header_back;
+  // the visit (and the context: they are the scratch of this call depth): a visit allocates only when
+  // a stack outgrows every earlier one.
+  State& header_entry = lease.scratch.header_entry;
+  State& header_back = lease.scratch.header_back;
   while (!work.empty() && steps++ < step_limit) {
     const std::uint32_t b = work.back();
     work.pop_back();
@@ -1625,10 +1716,11 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
         if (in[succ].joinWith(nonzero ? *nonzero : s_out) && !queued[succ]) queued[succ] = 1, work.push_back(succ);
         continue;
       }
-      into_header[{succ, b}] = s_out;
+      into_header.set(succ, b, s_out);
       for (State* fresh : {&header_entry, &header_back}) fresh->reachable = false, fresh->reg = {}, fresh->stack.clear();
-      for (auto it = into_header.lower_bound({succ, 0}); it != into_header.end() && it->first.first == succ; ++it)
-        (value_loops.back_edges.count({it->first.second, succ}) ? header_back : header_entry).joinWith(it->second);
+      into_header.forEachInto(succ, [&](std::uint32_t from, const State& st) {
+        (value_loops.back_edges.count({from, succ}) ? header_back : header_entry).joinWith(st);
+      });
       if (succ == 0) header_entry.joinWith(initial);
       State merged = mergeAtLoopHeader(fn, succ, header_entry, header_back, in[succ]);
       if (!sameState(merged, in[succ])) {
@@ -1648,7 +1740,8 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
       unrolled[b] = 1;
       continue;
     }
-    State s = in[b];
+    State& s = lease.scratch.item_state;
+    s = in[b];
     const BasicBlock& bb = f.blocks[b];
     enterBlock(fn, b);
     for (std::uint32_t i = bb.first; i <= bb.last; ++i) {
@@ -1662,10 +1755,27 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     }
     // A block that runs off the end of the function (noreturn call before it) ends the path.
   }
+  summaries_[sid].ret = ret_set ? ret : Value::top();
+  if (defer_sequences_) {
+    deferred_.push_back(DeferredSequences{fn, sid, std::move(items), std::move(unrolled)});
+    return sid;
+  }
+  connectSequences(fn, sid, items, unrolled);
+  return sid;
+}
+
+void Analyzer::connectSequences(std::uint32_t fn, std::uint32_t sid, const std::vector<std::vector<Item>>& items,
+                                const std::vector<char>& unrolled) {
+  const Function& f = d_.functions()[fn];
+  const std::size_t nb = f.blocks.size();
+  const std::size_t step_limit = nb * 24 + 64;
+  std::vector<char> queued(nb, 0);
+  std::vector<std::uint32_t> work;
+  std::size_t steps = 0;
   // 3. Sequences: which positions may be the latest at each block's entry.
   std::vector<std::vector<std::uint32_t>> last_in(nb);
   std::vector<char> seen(nb, 0);
-  Summary result;
+  Summary result;  // result.reached collects with duplicates, made a set at the end
   std::set<std::uint32_t> first, last;
   bool error_passthrough = false;
   auto addAll = [](std::vector<std::uint32_t>& dst, const std::vector<std::uint32_t>& src) {
@@ -1711,7 +1821,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
     return std::tuple{x.insn, x.base, x.index_stride, x.offset};
   };
   auto connectEdge = [&](std::uint32_t p, std::uint32_t to, Carried::const_iterator loops, Carried::const_iterator loops_end) {
-    if (edge_seen_.insert(std::uint64_t(p) << 32 | to)) out_.edges.emplace(p, to);
+    if (edge_seen_.insert(std::uint64_t(p) << 32 | to)) new_edges_.push_back(std::uint64_t(p) << 32 | to);
     if (loops == loops_end) return;
     auto& edge_loops = out_.edge_loops[{p, to}];
     for (auto it = loops; it != loops_end; ++it) edge_loops.insert(std::uint32_t(it->second));
@@ -1800,9 +1910,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
   last_in[0] = {kStart};
   seen[0] = 1;
   work.assign(1, 0);
-  std::fill(queued.begin(), queued.end(), 0);
   queued[0] = 1;
-  steps = 0;
   while (!work.empty() && steps++ < step_limit * 2) {
     const std::uint32_t b = work.back();
     work.pop_back();
@@ -1837,7 +1945,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
             before_choice = cur, cur.clear(), carried_choice = std::move(carried), carried.clear();
           }
           choice.push_back(it.index);
-          if (first_visit) result.reached.insert(it.index);
+          if (first_visit) result.reached.push_back(it.index);
           if (std::find(cur.begin(), cur.end(), it.index) == cur.end()) cur.push_back(it.index);
           break;
         case Item::Call: {
@@ -1845,7 +1953,7 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
           before_choice.clear();
           const Summary& callee = summaries_[it.index];
           connectSite(site_memo[b][k], cur, callee.first, carried);
-          if (first_visit) result.reached.insert(callee.reached.begin(), callee.reached.end());
+          if (first_visit) result.reached.insert(result.reached.end(), callee.reached.begin(), callee.reached.end());
           const bool nullable = std::find(callee.last.begin(), callee.last.end(), kStart) != callee.last.end();
           std::vector<std::uint32_t> next;
           for (auto l : callee.last)
@@ -1906,10 +2014,10 @@ std::uint32_t Analyzer::analyze(std::uint32_t fn, std::array<Value, 6> args) {
   Summary& out = summaries_[sid];
   out.first.assign(first.begin(), first.end());
   out.last.assign(last.begin(), last.end());
+  std::sort(result.reached.begin(), result.reached.end());
+  result.reached.erase(std::unique(result.reached.begin(), result.reached.end()), result.reached.end());
   out.reached = std::move(result.reached);
-  out.ret = ret_set ? ret : Value::top();
   out.done = true;
-  return sid;
 }
 
 std::optional<Analyzer::Induction> Analyzer::countedRegister(const Function& f, std::uint32_t h, const std::vector<char>& body,
@@ -2532,12 +2640,15 @@ void Analyzer::run() {
     why[std::size_t(fi)] = reason;
     fixups.insert(std::uint32_t(fi));
   }
+  auto learned = [&] {
+    bool any = !field_base_.empty() || !param_holder_.empty() || !param_base_.empty() || field_offsets_used_;
+    for (const Cell& c : out_.cells) any |= c.base.has_value() || c.alias.has_value();
+    return any;
+  };
   // Two rounds: the first learns which globals and struct fields hold device bases, the second uses them.
   for (int round = 0; round < 2; ++round) {
     if (round == 1) {
-      bool learned = !field_base_.empty() || !param_holder_.empty() || !param_base_.empty() || field_offsets_used_;
-      for (const Cell& c : out_.cells) learned |= c.base.has_value() || c.alias.has_value();
-      if (!learned) break;
+      if (!learned()) break;
       memo_.clear();
       summaries_.clear();
       contexts_per_function_.assign(fns.size(), 0);
@@ -2545,6 +2656,7 @@ void Analyzer::run() {
       access_index_.clear();
       out_.edges.clear();
       edge_seen_.clear();
+      new_edges_.clear();
       out_.edge_loops.clear();
       out_.loops.clear();
       loops_.assign(fns.size(), {});
@@ -2553,11 +2665,24 @@ void Analyzer::run() {
       out_.roots.clear();
       site_insns_.clear(), pinned_insns_.clear(), foreign_insns_.clear();
     }
+    defer_sequences_ = round == 0;
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> root_sids;  // (function, summary)
     for (std::uint32_t fi = 0; fi < fns.size(); ++fi) {
       if (why[fi].empty()) continue;
       std::array<Value, 6> top{};
       if (probes.count(fi) || fixups.count(fi)) top[0] = Value{Value::PciDev, 8, 0, 0};
-      const std::uint32_t sid = analyze(fi, top);
+      root_sids.emplace_back(fi, analyze(fi, top));
+    }
+    defer_sequences_ = false;
+    if (round == 0) {
+      if (learned()) {
+        deferred_.clear();  // the second round redoes everything
+        continue;
+      }
+      for (const DeferredSequences& d : deferred_) connectSequences(d.fn, d.sid, d.items, d.unrolled);
+      deferred_.clear();
+    }
+    for (auto [fi, sid] : root_sids) {
       const Summary& s = summaries_[sid];
       RootSummary root;
       root.function = fi;
@@ -2565,10 +2690,12 @@ void Analyzer::run() {
       root.first = s.first;
       for (auto l : s.last)
         if (l != kStart && l != kIdle) root.last.push_back(l);
-      root.reached = s.reached;
+      root.reached.insert(s.reached.begin(), s.reached.end());
       out_.roots.push_back(std::move(root));
     }
   }
+  std::sort(new_edges_.begin(), new_edges_.end());
+  for (std::uint64_t e : new_edges_) out_.edges.emplace_hint(out_.edges.end(), std::uint32_t(e >> 32), std::uint32_t(e));
   for (DeviceBase& b : out_.bases)
     if (b.kind == DeviceBase::PciIomap && b.bar >= 0) {
       auto it = bar_flag_tests_.find(b.bar);
