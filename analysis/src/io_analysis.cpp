@@ -330,6 +330,9 @@ class Analyzer {
   bool field_offsets_used_ = false;
   std::map<CodeAddr, std::uint32_t> ptr_ids_;                           // call instruction -> pointer identity
   std::map<std::pair<std::uint32_t, std::int64_t>, std::uint32_t> ptr_holds_;  // (pointer, offset) -> base
+  // (pointer, offset) where the probe kept its struct pci_dev (vmxnet3's `adapter->pdev = pdev`, reloaded
+  // by the inlined vmxnet3_alloc_pci_resources before `ioremap(pci_resource_start(pdev, 0), ..)`).
+  std::set<std::pair<std::uint32_t, std::int64_t>> ptr_holds_pdev_;
   std::map<std::pair<std::uint32_t, int>, std::pair<std::uint32_t, std::int64_t>> param_holder_;  // (fn, arg) -> (base, field)
   // (fn, arg) -> the port base its direct callers pass (pcnet32's `pcnet32_wio_read_csr(ioaddr, 0)` in
   // probe), also assumed where the same function is reached through a pointer (`lp->a->read_csr`).
@@ -1056,6 +1059,7 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
       if (a.kind == Value::Ptr && !indexed && single(a)) {
         auto it = ptr_holds_.find({a.id, a.off});
         if (it != ptr_holds_.end() && width == 8) return Value{Value::Base, 8, it->second, 0};
+        if (width == 8 && ptr_holds_pdev_.count({a.id, a.off})) return Value{Value::PciDev, 8, 0, 0};
         if (plain_field)
           if (auto held = fieldHolds(op.disp, width)) return *held;
         return fieldValue();
@@ -1140,6 +1144,12 @@ void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& 
       dst.index.gpr == NoReg && in.ref.kind == Reference::None) {
     auto& consts = field_consts_[dst.disp];
     if (consts.size() < 16) v.forEach([&](std::int64_t x) { consts.insert(std::uint64_t(x) & maskFor(dst.size)); });
+  }
+  if (v.kind == Value::PciDev && single(v) && v.off == 0 && dst.size == 8 && dst.base.gpr != NoReg && !dst.base.rip &&
+      dst.index.gpr == NoReg) {
+    const Value& holder = s.reg[dst.base.gpr];
+    if (holder.kind == Value::Ptr && single(holder)) ptr_holds_pdev_.emplace(holder.id, holder.off + dst.disp);
+    return;
   }
   if (v.kind == Value::IomapTable && dst.size == 8 && dst.base.gpr != NoReg && !dst.base.rip && dst.index.gpr == NoReg) {
     if (record || learning_paths_) learnField(dst.disp, v);  // `host->iomap = pcim_iomap_table(pdev)`, reloaded in a later pass of a loop

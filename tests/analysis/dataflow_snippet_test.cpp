@@ -978,6 +978,42 @@ TEST(DataFlow, IoremapOfAResourceStartMapsThatBar) {
   EXPECT_EQ(base.bar, 1);
 }
 
+TEST(DataFlow, PciDevKeptInTheDriverStructureIsThePciDevWhereReloaded) {
+  // vmxnet3_probe_device: `adapter->pdev = pdev` right after alloc_etherdev_mq, then the inlined
+  // vmxnet3_alloc_pci_resources reloads it: `ioremap(pci_resource_start(adapter->pdev, 0), ..)`.
+  // The same displacement read through another pointer is not that pci_dev.
+  auto a = pio::analyseProbe({
+      0x48, 0x89, 0xfb,                          //  0: mov rbx,rdi
+      0xe8, 0x00, 0x00, 0x00, 0x00,              //  3: call alloc_etherdev_mqs
+      0x49, 0x89, 0xc7,                          //  8: mov r15,rax
+      0x48, 0x89, 0x98, 0x20, 0x7e, 0x00, 0x00,  // 11: mov QWORD PTR [rax+0x7e20],rbx   adapter->pdev
+      0xe8, 0x00, 0x00, 0x00, 0x00,              // 18: call pci_set_master
+      0x49, 0x8b, 0xaf, 0x20, 0x7e, 0x00, 0x00,  // 23: mov rbp,QWORD PTR [r15+0x7e20]
+      0x48, 0x8b, 0xbd, 0xc8, 0x03, 0x00, 0x00,  // 30: mov rdi,QWORD PTR [rbp+0x3c8]   resource[0].start
+      0xbe, 0x00, 0x10, 0x00, 0x00,              // 37: mov esi,0x1000
+      0xe8, 0x00, 0x00, 0x00, 0x00,              // 42: call ioremap
+      0xc7, 0x40, 0x20, 0x00, 0x00, 0xfe, 0xca,  // 47: mov DWORD PTR [rax+0x20],0xcafe0000
+      0x49, 0x8b, 0xae, 0x20, 0x7e, 0x00, 0x00,  // 54: mov rbp,QWORD PTR [r14+0x7e20]   another structure
+      0x48, 0x8b, 0xbd, 0x08, 0x04, 0x00, 0x00,  // 61: mov rdi,QWORD PTR [rbp+0x408]
+      0xbe, 0x00, 0x10, 0x00, 0x00,              // 68: mov esi,0x1000
+      0xe8, 0x00, 0x00, 0x00, 0x00,              // 73: call ioremap
+      0xc7, 0x40, 0x20, 0x00, 0x00, 0xfe, 0xca,  // 78: mov DWORD PTR [rax+0x20],0xcafe0000
+      0xc3,                                      // 85: ret
+  }, {external("alloc_etherdev_mqs"), external("pci_set_master"), external("ioremap")},
+     {plt32(4, 3), plt32(19, 4), plt32(43, 5), plt32(74, 5)});
+  auto kept = accessesAt(a->result, 47);
+  ASSERT_EQ(kept.size(), 1u);
+  ASSERT_EQ(kept[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(kept[0]->offset, 0x20);
+  EXPECT_EQ(a->result.bases[kept[0]->base].kind, DeviceBase::PciIoremapBar);
+  EXPECT_EQ(a->result.bases[kept[0]->base].bar, 0);
+  auto other = accessesAt(a->result, 78);
+  ASSERT_EQ(other.size(), 1u);
+  if (other[0]->where == Access::Where::BaseOffset) {
+    EXPECT_NE(a->result.bases[other[0]->base].kind, DeviceBase::PciIoremapBar);
+  }
+}
+
 TEST(DataFlow, PcimIomapTableElementIsThatBar) {
   // libata's ata_pci_bmdma_init: `bmdma = pcim_iomap_table(pdev)[4]`; ata_pci_sff_init_host's
   // `ctl_addr = iomap[1] | ATA_PCI_CTL_OFS` on a 4-byte aligned I/O BAR is that BAR + 2.
