@@ -348,6 +348,42 @@ struct Recovery {
   }
 };
 
+// GCC moves a function's unlikely paths into NAME.cold (.text.unlikely) and jumps there and back: it is
+// the same function's code, so it joins that function's CFG, where the body's state (callee-saved
+// registers, the stack) reaches it. vmxnet3_probe_device's usual path runs through its .cold part; as a
+// function of its own, the fragment was entered with nothing known, or not at all (conditional jumps).
+void mergeColdFragments(const Module& m, std::vector<Function>& functions) {
+  auto originOf = [&](CodeAddr a) -> std::string_view {
+    return sectionOf(a) < m.section_origin.size() ? std::string_view(m.section_origin[sectionOf(a)]) : std::string_view();
+  };
+  std::map<std::pair<std::string_view, std::string_view>, std::size_t> by_name;
+  for (std::size_t i = 0; i < functions.size(); ++i) by_name.try_emplace({originOf(functions[i].entry), functions[i].name}, i);
+  std::vector<char> merged(functions.size(), 0);
+  for (std::size_t i = 0; i < functions.size(); ++i) {
+    const std::string& name = functions[i].name;
+    if (!name.ends_with(".cold") || functions[i].insns.empty()) continue;
+    auto parent = by_name.find({originOf(functions[i].entry), std::string_view(name).substr(0, name.size() - 5)});
+    if (parent == by_name.end() || parent->second == i || merged[parent->second]) continue;
+    Function& f = functions[parent->second];
+    Function& cold = functions[i];
+    f.insns.insert(f.insns.end(), cold.insns.begin(), cold.insns.end());
+    std::sort(f.insns.begin(), f.insns.end(), [](const Insn& a, const Insn& b) { return a.addr < b.addr; });
+    f.ranges.insert(f.ranges.end(), cold.ranges.begin(), cold.ranges.end());
+    f.undecodable += cold.undecodable;
+    f.recovered = true;  // runs of code: control falls through only to the next address
+    f.blocks.clear();
+    buildBlocks(f);
+    merged[i] = 1;
+  }
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < functions.size(); ++i)
+    if (!merged[i]) {
+      if (kept != i) functions[kept] = std::move(functions[i]);
+      ++kept;
+    }
+  functions.resize(kept);
+}
+
 }  // namespace
 
 Result<Disassembly> disassemble(const Module& module) {
@@ -381,6 +417,7 @@ Result<Disassembly> disassemble(const Module& module) {
     f.ranges.emplace_back(f.entry, f.entry + f.size);
     d.functions_.push_back(std::move(f));
   }
+  mergeColdFragments(module, d.functions_);
   if (!module.recovered_entries.empty()) {
     Recovery r{cs.handle, ci, module};
     std::set<CodeAddr> done;

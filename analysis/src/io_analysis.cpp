@@ -326,6 +326,31 @@ class Analyzer {
     if (width == 2 && it->second.kind == Value::Base && !out_.bases[it->second.id].memory()) return it->second;
     return std::nullopt;
   }
+  // A pointer into a structure (`adapter = netdev_priv(netdev)`, netdev + 0x980, passed to a callee that
+  // loads adapter->hw_addr1 at +0x74b0) reaches the field at its displacement from where the structure
+  // starts (+0x7e30, where the probe stored the base through netdev). Small displacements are left out:
+  // every structure has first fields.
+  std::optional<Value> fieldFromStructureStart(const Value& a, const Operand& op, bool indexed, std::uint8_t width) const {
+    if (indexed || !single(a) || (a.kind != Value::Ptr && a.kind != Value::FieldVal)) return std::nullopt;
+    if (op.base.gpr == NoReg || op.base.rip || op.index.gpr != NoReg || a.off == op.disp || a.off < 0x40) return std::nullopt;
+    return fieldHolds(a.off, width);
+  }
+  // Another field of a structure known to hold base b at +h (vmxnet3's adapter arrives holding hw_addr0
+  // at +0x74a8 and reads hw_addr1 at +0x74b0): where the driver's main structure keeps b at D (+0x7e28
+  // of the netdev the probe stored through), this field is at D - h + disp (+0x7e30). Every such D must
+  // agree.
+  std::optional<Value> siblingField(const Value& holder_at, const Operand& op, std::uint8_t width) const {
+    const std::int64_t h = holder_at.off + op.disp;
+    std::optional<Value> found;
+    for (const auto& [d, v] : field_base_) {
+      if (v.kind != Value::Base || !single(v) || v.id != holder_at.id || v.off != 0 || d == h) continue;
+      auto held = fieldHolds(d - h + op.disp, width);
+      if (!held) continue;
+      if (found && !(*found == *held)) return std::nullopt;
+      found = held;
+    }
+    return found;
+  }
   std::map<std::int64_t, std::set<std::uint64_t>> field_consts_;  // struct field displacement -> constants stored
   bool field_offsets_used_ = false;
   std::map<CodeAddr, std::uint32_t> ptr_ids_;                           // call instruction -> pointer identity
@@ -1058,10 +1083,20 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
       }
       if (a.kind == Value::Ptr && !indexed && single(a)) {
         auto it = ptr_holds_.find({a.id, a.off});
-        if (it != ptr_holds_.end() && width == 8) return Value{Value::Base, 8, it->second, 0};
+        if (it != ptr_holds_.end() && width == 8) {
+          // As for a Holder: the displacement used here from the driver's main structure (vmxnet3's
+          // adapter->hw_addr1 at +0x74b0 of netdev_priv) also reaches the base where that structure
+          // arrives untyped (ndo_open's callees). Small displacements are every structure's first fields.
+          if (record && plain_field && op.disp >= 0x40) learnField(op.disp, Value{Value::Base, 8, it->second, 0});
+          return Value{Value::Base, 8, it->second, 0};
+        }
         if (width == 8 && ptr_holds_pdev_.count({a.id, a.off})) return Value{Value::PciDev, 8, 0, 0};
         if (plain_field)
           if (auto held = fieldHolds(op.disp, width)) return *held;
+        if (auto held = fieldFromStructureStart(a, op, indexed, width)) {
+          if (record && width == 8 && op.disp >= 0x40) learnField(op.disp, *held);
+          return *held;
+        }
         return fieldValue();
       }
       if (a.kind == Value::Holder && !indexed && single(a)) {
@@ -1072,10 +1107,19 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
           if (record && plain_field && op.disp >= 0x40) learnField(op.disp, Value{Value::Base, 8, a.id, 0});
           return Value{Value::Base, 8, a.id, 0};
         }
+        if (plain_field && op.disp >= 0x40)
+          if (auto held = siblingField(a, op, width)) {
+            if (record && width == 8) learnField(op.disp, *held);  // as above: this displacement reaches it too
+            return *held;
+          }
         return fieldValue();
       }
       if (plain_field)
         if (auto held = fieldHolds(op.disp, width)) return *held;
+      if (auto held = fieldFromStructureStart(a, op, indexed, width)) {
+        if (record && width == 8 && op.disp >= 0x40) learnField(op.disp, *held);
+        return *held;
+      }
       return fieldValue();
     }
     default: return Value::top();
@@ -1197,6 +1241,10 @@ void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
   if (in.ref.kind == Reference::External && known_callee < 0) {
     const std::string& name = m_.symbols[in.ref.symbol].name;
     if (name == "__fentry__") return;
+    // Registering a network device runs the driver's own callbacks before the call returns (the
+    // netlink notification reads ndo_get_stats64): as at an indirect call, what the driver did before
+    // and does after are not one sequence.
+    if ((name == "register_netdev" || name == "register_netdevice") && items && record) items->push_back(Item{Item::Break, 0});
     auto io = [&](Access::Form form, Dir dir, std::uint8_t size, const Value& addr, std::optional<Value> value, bool rep) {
       Access acc;
       acc.form = form;

@@ -1014,6 +1014,85 @@ TEST(DataFlow, PciDevKeptInTheDriverStructureIsThePciDevWhereReloaded) {
   }
 }
 
+TEST(DataFlow, ColdFragmentIsPartOfItsFunction) {
+  // GCC's NAME.cold holds a function's unlikely paths (vmxnet3_probe_device's usual one among them),
+  // entered by a conditional jump with the body's registers: rbx still holds the mapped BAR there.
+  auto a = analyse({
+      0xbe, 0x01, 0x00, 0x00, 0x00,              //  0: mov esi,0x1
+      0xe8, 0x00, 0x00, 0x00, 0x00,              //  5: call pci_ioremap_bar
+      0x48, 0x89, 0xc3,                          // 10: mov rbx,rax
+      0x85, 0xd2,                                // 13: test edx,edx
+      0x75, 0x01,                                // 15: jne 18 <snippet_fn.cold>
+      0xc3,                                      // 17: ret
+      0xc7, 0x43, 0x10, 0x01, 0x00, 0x00, 0x00,  // 18: mov DWORD PTR [rbx+0x10],0x1   (snippet_fn.cold)
+      0xc3,                                      // 25: ret
+  }, {external("pci_ioremap_bar"), function("snippet_fn.cold", 18, 8)}, {plt32(6, 2)});
+  EXPECT_EQ(a->dis.functions().size(), 1u);
+  auto w = accessesAt(a->result, 18);
+  ASSERT_EQ(w.size(), 1u);
+  ASSERT_EQ(w[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(w[0]->offset, 0x10);
+  EXPECT_EQ(w[0]->value, 1u);
+  EXPECT_EQ(a->result.bases[w[0]->base].bar, 1);
+}
+
+TEST(DataFlow, RegisteringTheNetDeviceEndsAndRestartsASequence) {
+  // register_netdev runs the driver's callbacks (ndo_get_stats64) before it returns, as an indirect call would.
+  auto a = analyse({
+      0xbe, 0x01, 0x00, 0x00, 0x00,              //  0: mov esi,0x1
+      0xe8, 0x00, 0x00, 0x00, 0x00,              //  5: call pci_ioremap_bar
+      0x48, 0x89, 0xc3,                          // 10: mov rbx,rax
+      0xc7, 0x43, 0x10, 0x01, 0x00, 0x00, 0x00,  // 13: mov DWORD PTR [rbx+0x10],0x1
+      0xe8, 0x00, 0x00, 0x00, 0x00,              // 20: call register_netdev
+      0xc7, 0x43, 0x20, 0x02, 0x00, 0x00, 0x00,  // 25: mov DWORD PTR [rbx+0x20],0x2
+      0xc3,                                      // 32: ret
+  }, {external("pci_ioremap_bar"), external("register_netdev")}, {plt32(6, 2), plt32(21, 3)});
+  auto w1 = accessesAt(a->result, 13), w2 = accessesAt(a->result, 25);
+  ASSERT_EQ(w1.size(), 1u);
+  ASSERT_EQ(w2.size(), 1u);
+  const auto i1 = std::uint32_t(w1[0] - a->result.accesses.data()), i2 = std::uint32_t(w2[0] - a->result.accesses.data());
+  EXPECT_FALSE(a->result.edges.count({i1, i2}));
+  EXPECT_TRUE(a->result.break_exits.count(i1));
+  EXPECT_TRUE(a->result.break_entries.count(i2));
+}
+
+TEST(DataFlow, FieldsAreFoundFromWhereTheStructureStarts) {
+  // vmxnet3: the probe keeps both BARs in netdev_priv at netdev+0x7e28/+0x7e30 and passes
+  // adapter = netdev+0x980; a callee reads hw_addr1 at adapter+0x74b0 (the parameter arrives holding
+  // hw_addr0 at +0x74a8), and an entry point reached with nothing known uses the same displacement.
+  auto a = pio::analyseProbe({
+      0x48, 0x89, 0xfb,                          //  0: mov rbx,rdi
+      0xe8, 0x00, 0x00, 0x00, 0x00,              //  3: call alloc_etherdev_mqs
+      0x49, 0x89, 0xc7,                          //  8: mov r15,rax
+      0x48, 0x8b, 0xbb, 0xc8, 0x03, 0x00, 0x00,  // 11: mov rdi,QWORD PTR [rbx+0x3c8]   resource[0].start
+      0xbe, 0x00, 0x10, 0x00, 0x00,              // 18: mov esi,0x1000
+      0xe8, 0x00, 0x00, 0x00, 0x00,              // 23: call ioremap
+      0x49, 0x89, 0x87, 0x28, 0x7e, 0x00, 0x00,  // 28: mov QWORD PTR [r15+0x7e28],rax   hw_addr0
+      0x48, 0x8b, 0xbb, 0x08, 0x04, 0x00, 0x00,  // 35: mov rdi,QWORD PTR [rbx+0x408]   resource[1].start
+      0xbe, 0x00, 0x10, 0x00, 0x00,              // 42: mov esi,0x1000
+      0xe8, 0x00, 0x00, 0x00, 0x00,              // 47: call ioremap
+      0x49, 0x89, 0x87, 0x30, 0x7e, 0x00, 0x00,  // 52: mov QWORD PTR [r15+0x7e30],rax   hw_addr1
+      0x49, 0x8d, 0xbf, 0x80, 0x09, 0x00, 0x00,  // 59: lea rdi,[r15+0x980]              adapter
+      0xe8, 0x01, 0x00, 0x00, 0x00,              // 66: call 72 <helper>
+      0xc3,                                      // 71: ret
+      0x48, 0x8b, 0x87, 0xb0, 0x74, 0x00, 0x00,  // 72: mov rax,QWORD PTR [rdi+0x74b0]   (helper)
+      0xc7, 0x40, 0x20, 0x02, 0x00, 0x0d, 0xf0,  // 79: mov DWORD PTR [rax+0x20],0xf00d0002
+      0xc3,                                      // 86: ret
+      0x48, 0x8b, 0x87, 0xb0, 0x74, 0x00, 0x00,  // 87: mov rax,QWORD PTR [rdi+0x74b0]   (open_fn)
+      0xc7, 0x40, 0x20, 0x00, 0x00, 0xfe, 0xca,  // 94: mov DWORD PTR [rax+0x20],0xcafe0000
+      0xc3,                                      // 101: ret
+  }, {external("alloc_etherdev_mqs"), external("ioremap"), function("helper", 72, 15), function("open_fn", 87, 15)},
+     {plt32(4, 3), plt32(24, 4), plt32(48, 4)});
+  for (std::uint64_t at : {79u, 94u}) {
+    auto w = accessesAt(a->result, at);
+    ASSERT_EQ(w.size(), 1u) << at;
+    ASSERT_EQ(w[0]->where, Access::Where::BaseOffset) << at;
+    EXPECT_EQ(w[0]->offset, 0x20) << at;
+    EXPECT_EQ(a->result.bases[w[0]->base].kind, DeviceBase::PciIoremapBar) << at;
+    EXPECT_EQ(a->result.bases[w[0]->base].bar, 1) << at;
+  }
+}
+
 TEST(DataFlow, PcimIomapTableElementIsThatBar) {
   // libata's ata_pci_bmdma_init: `bmdma = pcim_iomap_table(pdev)[4]`; ata_pci_sff_init_host's
   // `ctl_addr = iomap[1] | ATA_PCI_CTL_OFS` on a 4-byte aligned I/O BAR is that BAR + 2.
