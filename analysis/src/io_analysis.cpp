@@ -571,6 +571,14 @@ class Analyzer {
     for (Gpr g : {RAX, RCX, RDX, RSI, RDI, R8, R9, R10, R11}) s.reg[g] = Value::top();
   }
   std::string functionName(std::uint32_t fn) const { return d_.functions()[fn].name; }
+  // A pci_iomap cookie used as a memory address makes its base memory from then on (DeviceBase::dereferenced);
+  // the accesses made before are redone by the second round, which a dereference asks for.
+  void noteDereference(const Value& a) {
+    if (a.kind != Value::Base) return;
+    DeviceBase& b = out_.bases[a.id];
+    if (b.kind == DeviceBase::PciIomap && !b.dereferenced) b.dereferenced = true, dereferenced_any_ = true;
+  }
+  bool dereferenced_any_ = false;
   // `pdev->resource[bar].start`: an 8-byte load at resource + bar * sizeof(struct resource).
   std::optional<int> resourceBar(const Value& a, bool indexed, std::uint8_t width) const {
     if (indexed || !single(a) || width != 8) return std::nullopt;
@@ -1051,6 +1059,7 @@ Value Analyzer::read(const State& s, const Insn& in, const Operand& op, std::uin
         if (width >= 2) return Value{Value::Cell, 8, c, 0};
         return Value::top();
       }
+      noteDereference(a);
       if (a.kind == Value::Base && out_.bases[a.id].memory()) {
         Access acc;
         acc.form = Access::Form::MmioMov;
@@ -1173,6 +1182,7 @@ void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& 
     }
     return;
   }
+  noteDereference(a);
   if (a.kind == Value::Base && out_.bases[a.id].memory()) {
     Access acc;
     acc.form = Access::Form::MmioMov;
@@ -2699,7 +2709,7 @@ void Analyzer::run() {
     fixups.insert(std::uint32_t(fi));
   }
   auto learned = [&] {
-    bool any = !field_base_.empty() || !param_holder_.empty() || !param_base_.empty() || field_offsets_used_;
+    bool any = !field_base_.empty() || !param_holder_.empty() || !param_base_.empty() || field_offsets_used_ || dereferenced_any_;
     for (const Cell& c : out_.cells) any |= c.base.has_value() || c.alias.has_value();
     return any;
   };
@@ -2757,7 +2767,7 @@ void Analyzer::run() {
   for (DeviceBase& b : out_.bases)
     if (b.kind == DeviceBase::PciIomap && b.bar >= 0) {
       auto it = bar_flag_tests_.find(b.bar);
-      b.bar_memory = it != bar_flag_tests_.end() && it->second == 2;
+      b.bar_memory = (it != bar_flag_tests_.end() && it->second == 2) || b.dereferenced;
     }
   CoverageReport& c = out_.coverage;
   c.functions = fns.size();

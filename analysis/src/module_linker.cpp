@@ -45,6 +45,9 @@ Result<Module> linkModules(Module driver, std::vector<Module> dependencies) {
     for (std::uint32_t i = 0; i < dep.symbols.size(); ++i) {
       const Symbol& s = dep.symbols[i];
       if (!s.defined() || s.bind != STB_GLOBAL || s.name.empty()) continue;
+      // Every module defines these for the module loader; they are nobody's export, and a second
+      // dependency (snd-hda-codec beside snd-hda-core) would otherwise collide on them.
+      if (s.name == "__this_module" || s.name == "init_module" || s.name == "cleanup_module") continue;
       auto [it, inserted] = exported.try_emplace(s.name, i + symbol_shift, dep.name);
       if (!inserted)
         return fail(dep.path + ":" + s.name, "exported by both " + it->second.second + ".ko and " + dep.name + ".ko");

@@ -1245,6 +1245,23 @@ TEST(DataFlow, ASymbolExportedByTwoDependenciesIsAnError) {
   EXPECT_NE(linked.error().message().find("exported by both dep1.ko and dep2.ko"), std::string::npos) << linked.error().message();
 }
 
+TEST(DataFlow, TheModuleLoadersOwnSymbolsInTwoDependenciesAreNoExports) {
+  // snd-hda-intel links snd-hda-codec and snd-hda-core: both define the global __this_module,
+  // init_module and cleanup_module for the loader, and neither exports them.
+  Module driver = Module::synthetic("drv", {0xc3}, "drv_entry", {}, {});
+  std::vector<Module> deps;
+  for (const char* name : {"dep1", "dep2"}) {
+    Symbol this_module = bssObject("__this_module", 0, 0x40), cleanup = function("cleanup_module", 1, 1);
+    this_module.bind = cleanup.bind = STB_GLOBAL;
+    deps.push_back(Module::synthetic(name, {
+        0xc3,  // 0: ret   (init_module)
+        0xc3,  // 1: ret   (cleanup_module)
+    }, "init_module", {cleanup, this_module}, {}));
+  }
+  auto linked = linkModules(std::move(driver), std::move(deps));
+  ASSERT_TRUE(linked) << linked.error().message();
+}
+
 // netif_napi_add(dev, &cp->napi, cp_rx_poll) in the probe, regs kept at dev+0x980 and napi at
 // dev+0x998; cp_rx_poll(napi, budget) reaches regs only as `napi - 0x18`.
 std::vector<std::uint8_t> napiProbeAndPoll() {
@@ -1444,6 +1461,51 @@ TEST(DataFlow, ProbeTestingForAnIoBarKeepsTheIomapRegionIo) {
   ASSERT_EQ(w.size(), 1u);
   ASSERT_EQ(w[0]->where, Access::Where::BaseOffset);
   EXPECT_FALSE(a->result.bases[w[0]->base].bar_memory) << "IORESOURCE_IO (0x100) tested, not IORESOURCE_MEM";
+}
+
+// azx_probe_continue: `bus->remap_addr = pcim_iomap_table(pci)[0]`, then snd-hda-core's inlined
+// `writel(val, bus->remap_addr + reg)`: a plain mov through the cookie, which only a memory BAR allows.
+TEST(DataFlow, IomapCookieDereferencedByMovIsAMemoryBar) {
+  auto a = analyse({
+      0xe8, 0x00, 0x00, 0x00, 0x00,              //  0: call pcim_iomap_table
+      0x48, 0x8b, 0x00,                          //  5: mov rax,QWORD PTR [rax]
+      0xc7, 0x40, 0x08, 0x01, 0x00, 0x00, 0x00,  //  8: mov DWORD PTR [rax+0x8],0x1   GCTL = CRST
+      0x8b, 0x50, 0x08,                          // 15: mov edx,DWORD PTR [rax+0x8]
+      0xc3,                                      // 18: ret
+  }, {external("pcim_iomap_table")}, {plt32(1, 2)});
+  auto w = accessesAt(a->result, 8);
+  ASSERT_EQ(w.size(), 1u);
+  ASSERT_EQ(w[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(w[0]->form, Access::Form::MmioMov);
+  EXPECT_EQ(w[0]->offset, 8);
+  EXPECT_EQ(w[0]->value, 1u);
+  ASSERT_EQ(accessesAt(a->result, 15).size(), 1u) << "the read through the same cookie";
+  const DeviceBase& base = a->result.bases[w[0]->base];
+  EXPECT_EQ(base.kind, DeviceBase::PciIomap);
+  EXPECT_EQ(base.bar, 0);
+  EXPECT_TRUE(base.bar_memory);
+  PolicyOptions pci;
+  pci.pci_vendor = 0x8086;
+  pci.pci_device = 0x2668;
+  auto policy = buildPolicy(a->result, pci);
+  ASSERT_TRUE(policy) << policy.error().message();
+  ASSERT_EQ(policy->regions.size(), 1u);
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Mem);
+}
+
+TEST(DataFlow, IomapCookieOnlyPassedToIoreadStaysAnIoBar) {
+  auto a = analyse({
+      0xe8, 0x00, 0x00, 0x00, 0x00,  //  0: call pcim_iomap_table
+      0x48, 0x8b, 0x38,              //  5: mov rdi,QWORD PTR [rax]
+      0x48, 0x83, 0xc7, 0x08,        //  8: add rdi,0x8
+      0xe8, 0x00, 0x00, 0x00, 0x00,  // 12: call ioread32
+      0xc3,                          // 17: ret
+  }, {external("pcim_iomap_table"), external("ioread32")}, {plt32(1, 2), plt32(13, 3)});
+  auto r = accessesAt(a->result, 12);
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_EQ(r[0]->where, Access::Where::BaseOffset);
+  EXPECT_FALSE(a->result.bases[r[0]->base].bar_memory);
+  EXPECT_FALSE(a->result.bases[r[0]->base].memory());
 }
 
 }  // namespace

@@ -88,8 +88,12 @@ struct DeviceBase {
   // PciIomap: the probe refuses the device unless this BAR is memory (it tests IORESOURCE_MEM in
   // pci_resource_flags(pdev, bar) and only IORESOURCE_MEM), so ioread*/iowrite* through it reach MMIO.
   bool bar_memory = false;
+  // PciIomap: the driver reads or writes through the cookie itself with a plain mov (readl/writel
+  // inlined, snd-hda-core's `bus->remap_addr + reg`). On x86 an I/O BAR's cookie is a token below
+  // 0x20000 that only ioread*/iowrite* decode, so a dereferenced cookie is a memory BAR's mapping.
+  bool dereferenced = false;
 
-  bool memory() const noexcept { return kind == PciIoremapBar || kind == Ioremap; }
+  bool memory() const noexcept { return kind == PciIoremapBar || kind == Ioremap || (kind == PciIomap && dereferenced); }
 };
 
 struct Access {
