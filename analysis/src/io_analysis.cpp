@@ -1210,7 +1210,9 @@ void Analyzer::store(State& s, const Insn& in, const Operand& dst, const Value& 
     return;
   }
   if (v.kind == Value::Base && dst.size == 8 && dst.base.gpr != NoReg && !dst.base.rip && dst.index.gpr == NoReg) {
-    if (record || learning_paths_) learnField(dst.disp, v);
+    // Displacement 0 is every structure's first field and every list_del's `prev->next = next`: a base
+    // seen stored there (through a mistaken pointer) would make each first-field load a base.
+    if ((record || learning_paths_) && dst.disp != 0) learnField(dst.disp, v);
     // From here on the pointer is known to hold the base at +disp (and so is what it is passed to).
     Value& holder = s.reg[dst.base.gpr];
     if (mixedBases(v)) return;

@@ -1493,6 +1493,29 @@ TEST(DataFlow, IomapCookieDereferencedByMovIsAMemoryBar) {
   EXPECT_EQ(policy->regions[0].space, RegionSpace::Mem);
 }
 
+// snd-hda-codec's list_del (`prev->next = next`, displacement 0) once met a base through a mistaken
+// pointer; generalised, every first-field load in the module (azx_dev->bus, list heads) became the BAR.
+TEST(DataFlow, BaseStoredAtDisplacementZeroIsNotEveryFirstField) {
+  auto stored_at = [](std::uint8_t disp) {
+    return analyse({
+        0x31, 0xf6,                                //  0: xor esi,esi
+        0xe8, 0x00, 0x00, 0x00, 0x00,              //  2: call pci_ioremap_bar
+        0x48, 0x89, 0x43, disp,                    //  7: mov QWORD PTR [rbx+disp],rax
+        0xc3,                                      // 11: ret
+        0x48, 0x8b, 0x47, disp,                    // 12: mov rax,QWORD PTR [rdi+disp]   (other_fn, untyped rdi)
+        0xc7, 0x40, 0x08, 0x01, 0x00, 0x00, 0x00,  // 16: mov DWORD PTR [rax+0x8],0x1
+        0xc3,                                      // 23: ret
+    }, {external("pci_ioremap_bar"), function("other_fn", 12, 12)}, {plt32(3, 2)});
+  };
+  auto first = stored_at(0x00);
+  for (const Access* x : accessesAt(first->result, 16)) EXPECT_NE(x->where, Access::Where::BaseOffset);
+  auto later = stored_at(0x48);
+  auto w = accessesAt(later->result, 16);
+  ASSERT_EQ(w.size(), 1u) << "a base kept at +0x48 is still that field's everywhere";
+  EXPECT_EQ(w[0]->where, Access::Where::BaseOffset);
+  EXPECT_EQ(w[0]->offset, 8);
+}
+
 TEST(DataFlow, IomapCookieOnlyPassedToIoreadStaysAnIoBar) {
   auto a = analyse({
       0xe8, 0x00, 0x00, 0x00, 0x00,  //  0: call pcim_iomap_table
