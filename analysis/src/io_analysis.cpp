@@ -1265,6 +1265,8 @@ void Analyzer::call(State& s, const Insn& in, std::uint32_t fn, std::vector<Item
       acc.dir = dir;
       acc.size = size;
       acc.repeated = rep;
+      if (addr.kind == Value::Base)
+        for (int i = -1; i < addr.alts; ++i) out_.bases[baseOfAlternative(addr, i)].through_ioread = true;
       recordAccess(acc, addr, value, record, items);
     };
     auto sizeOf = [&](std::string_view rest) -> std::uint8_t {
@@ -2769,7 +2771,7 @@ void Analyzer::run() {
   for (DeviceBase& b : out_.bases)
     if (b.kind == DeviceBase::PciIomap && b.bar >= 0) {
       auto it = bar_flag_tests_.find(b.bar);
-      b.bar_memory = (it != bar_flag_tests_.end() && it->second == 2) || b.dereferenced;
+      b.bar_memory = (it != bar_flag_tests_.end() && it->second == 2) || b.memory();
     }
   CoverageReport& c = out_.coverage;
   c.functions = fns.size();

@@ -1531,5 +1531,24 @@ TEST(DataFlow, IomapCookieOnlyPassedToIoreadStaysAnIoBar) {
   EXPECT_FALSE(a->result.bases[r[0]->base].memory());
 }
 
+// libata hands its BMDMA cookies to ioread*/iowrite* and, through pointers the field rules take for the
+// base, seems to dereference them too: that must not turn the I/O BAR into memory.
+TEST(DataFlow, IomapCookieAlsoPassedToIoreadStaysAnIoBar) {
+  auto a = analyse({
+      0xe8, 0x00, 0x00, 0x00, 0x00,  //  0: call pcim_iomap_table
+      0x48, 0x8b, 0x18,              //  5: mov rbx,QWORD PTR [rax]
+      0x48, 0x8d, 0x7b, 0x08,        //  8: lea rdi,[rbx+0x8]
+      0xe8, 0x00, 0x00, 0x00, 0x00,  // 12: call ioread32
+      0x8b, 0x43, 0x10,              // 17: mov eax,DWORD PTR [rbx+0x10]
+      0xc3,                          // 20: ret
+  }, {external("pcim_iomap_table"), external("ioread32")}, {plt32(1, 2), plt32(13, 3)});
+  auto r = accessesAt(a->result, 12);
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_EQ(r[0]->where, Access::Where::BaseOffset);
+  EXPECT_FALSE(a->result.bases[r[0]->base].bar_memory);
+  EXPECT_FALSE(a->result.bases[r[0]->base].memory());
+  EXPECT_TRUE(accessesAt(a->result, 17).empty()) << "not an MMIO read of an I/O BAR";
+}
+
 }  // namespace
 }  // namespace iof::analysis

@@ -91,9 +91,14 @@ struct DeviceBase {
   // PciIomap: the driver reads or writes through the cookie itself with a plain mov (readl/writel
   // inlined, snd-hda-core's `bus->remap_addr + reg`). On x86 an I/O BAR's cookie is a token below
   // 0x20000 that only ioread*/iowrite* decode, so a dereferenced cookie is a memory BAR's mapping.
+  // A driver that also hands the cookie to ioread*/iowrite* treats it as either kind (libata's BMDMA
+  // cookies): there a "dereference" is a structure pointer the field rules mistook for the base.
   bool dereferenced = false;
+  bool through_ioread = false;
 
-  bool memory() const noexcept { return kind == PciIoremapBar || kind == Ioremap || (kind == PciIomap && dereferenced); }
+  bool memory() const noexcept {
+    return kind == PciIoremapBar || kind == Ioremap || (kind == PciIomap && dereferenced && !through_ioread);
+  }
 };
 
 struct Access {
