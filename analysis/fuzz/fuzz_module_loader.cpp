@@ -18,22 +18,23 @@
 
 namespace iof::analysis::fuzz {
 
+// An error that does not name the file first is a bug like a crash: abort so the fuzzer keeps the input.
+static std::string clearOrAbort(const Error& e, const std::string& path) {
+  const std::string m = e.message();
+  if (e.what.empty() || !m.starts_with(path)) {
+    std::fprintf(stderr, "unclear error for %s: '%s'\n", path.c_str(), m.c_str());
+    std::abort();
+  }
+  return m;
+}
+
 // The whole pipeline on one image; returns the loader's or disassembler's error, or "" if the image
-// was analysed. An error that does not name the file first is a bug like a crash: abort so the
-// fuzzer keeps the input.
+// was analysed.
 std::string analyseImage(const std::uint8_t* data, std::size_t size, const std::string& path) {
   auto module = parseModule(std::vector<std::uint8_t>(data, data + size), path);
-  auto unclear = [&](const Error& e) {
-    const std::string m = e.message();
-    if (e.what.empty() || !m.starts_with(path)) {
-      std::fprintf(stderr, "unclear error for %s: '%s'\n", path.c_str(), m.c_str());
-      std::abort();
-    }
-    return m;
-  };
-  if (!module) return unclear(module.error());
+  if (!module) return clearOrAbort(module.error(), path);
   auto dis = disassemble(*module);
-  if (!dis) return unclear(dis.error());
+  if (!dis) return clearOrAbort(dis.error(), path);
   auto analysis = analyzeModule(*dis);
   (void)buildPolicy(analysis, PolicyOptions{});
   (void)formatCoverage(analysis);
@@ -43,24 +44,16 @@ std::string analyseImage(const std::uint8_t* data, std::size_t size, const std::
 // A kernel image (bzImage or vmlinux) through the kernel loader, and every PCI fixup it holds through
 // function recovery and the analyser as entry points of a one-instruction driver.
 std::string analyseKernelImage(const std::uint8_t* data, std::size_t size, const std::string& path) {
-  auto unclear = [&](const Error& e) {
-    const std::string m = e.message();
-    if (e.what.empty() || !m.starts_with(path)) {
-      std::fprintf(stderr, "unclear error for %s: '%s'\n", path.c_str(), m.c_str());
-      std::abort();
-    }
-    return m;
-  };
   auto kernel = parseKernelImage(std::vector<std::uint8_t>(data, data + size), path);
-  if (!kernel) return unclear(kernel.error());
+  if (!kernel) return clearOrAbort(kernel.error(), path);
   // Unknown class, any vendor's fixups: the widest selection (a damaged table may hold anything).
   std::vector<PciFixup> fixups = kernel->pci_fixups;
   if (fixups.size() > 64) fixups.resize(64);
   Module driver = Module::synthetic("fuzz-driver", {0xc3}, "driver_fn", {}, {});
   auto entries = linkKernelFixups(driver, std::move(*kernel), fixups);
-  if (!entries) return unclear(entries.error());
+  if (!entries) return clearOrAbort(entries.error(), path);
   auto dis = disassemble(driver);
-  if (!dis) return unclear(dis.error());
+  if (!dis) return clearOrAbort(dis.error(), path);
   AnalysisOptions options;
   for (const auto& e : *entries) options.pci_fixup_roots.emplace_back(e.entry, e.why);
   auto analysis = analyzeModule(*dis, options);
