@@ -1436,23 +1436,30 @@ std::vector<std::uint8_t> flagsTestThenIomap(std::uint8_t flag_byte) {
   };
 }
 
+// The access's base is pci_iomap's BAR 0 mapped as memory, and the policy for VENDOR:DEVICE has that
+// one region, memory, on BAR 0.
+void expectPciIomapBar0AsMemoryRegion(ModuleAnalysis& result, const Access& access, std::uint16_t vendor,
+                                      std::uint16_t device) {
+  const DeviceBase& base = result.bases[access.base];
+  EXPECT_EQ(base.kind, DeviceBase::PciIomap);
+  EXPECT_EQ(base.bar, 0);
+  EXPECT_TRUE(base.bar_memory);
+  PolicyOptions pci;
+  pci.pci_vendor = vendor;
+  pci.pci_device = device;
+  auto policy = buildPolicy(result, pci);
+  ASSERT_TRUE(policy) << policy.error().message();
+  ASSERT_EQ(policy->regions.size(), 1u);
+  EXPECT_EQ(policy->regions[0].space, RegionSpace::Mem);
+  EXPECT_EQ(policy->regions[0].bar, 0);
+}
+
 TEST(DataFlow, ProbeRequiringAMemoryBarMakesTheIomapRegionMemory) {
   auto a = pio::analyseProbe(flagsTestThenIomap(0x02), {external("pci_iomap"), external("iowrite8")}, {plt32(15, 3), plt32(29, 4)});
   auto w = accessesAt(a->result, 28);
   ASSERT_EQ(w.size(), 1u);
   ASSERT_EQ(w[0]->where, Access::Where::BaseOffset);
-  const DeviceBase& base = a->result.bases[w[0]->base];
-  EXPECT_EQ(base.kind, DeviceBase::PciIomap);
-  EXPECT_EQ(base.bar, 0);
-  EXPECT_TRUE(base.bar_memory);
-  PolicyOptions pci;
-  pci.pci_vendor = 0x8086;
-  pci.pci_device = 0x1229;
-  auto policy = buildPolicy(a->result, pci);
-  ASSERT_TRUE(policy) << policy.error().message();
-  ASSERT_EQ(policy->regions.size(), 1u);
-  EXPECT_EQ(policy->regions[0].space, RegionSpace::Mem);
-  EXPECT_EQ(policy->regions[0].bar, 0);
+  expectPciIomapBar0AsMemoryRegion(a->result, *w[0], 0x8086, 0x1229);
 }
 
 TEST(DataFlow, ProbeTestingForAnIoBarKeepsTheIomapRegionIo) {
@@ -1480,17 +1487,7 @@ TEST(DataFlow, IomapCookieDereferencedByMovIsAMemoryBar) {
   EXPECT_EQ(w[0]->offset, 8);
   EXPECT_EQ(w[0]->value, 1u);
   ASSERT_EQ(accessesAt(a->result, 15).size(), 1u) << "the read through the same cookie";
-  const DeviceBase& base = a->result.bases[w[0]->base];
-  EXPECT_EQ(base.kind, DeviceBase::PciIomap);
-  EXPECT_EQ(base.bar, 0);
-  EXPECT_TRUE(base.bar_memory);
-  PolicyOptions pci;
-  pci.pci_vendor = 0x8086;
-  pci.pci_device = 0x2668;
-  auto policy = buildPolicy(a->result, pci);
-  ASSERT_TRUE(policy) << policy.error().message();
-  ASSERT_EQ(policy->regions.size(), 1u);
-  EXPECT_EQ(policy->regions[0].space, RegionSpace::Mem);
+  expectPciIomapBar0AsMemoryRegion(a->result, *w[0], 0x8086, 0x2668);
 }
 
 // snd-hda-codec's list_del (`prev->next = next`, displacement 0) once met a base through a mistaken
