@@ -52,6 +52,18 @@ std::vector<const Access*> accessesAt(const ModuleAnalysis& r, std::uint64_t off
   return out;
 }
 
+// The sequence ends at the one access at offset FIRST and restarts at the one at SECOND: no edge
+// between them, the first a break exit, the second a break entry.
+void expectSequenceBrokenBetween(const ModuleAnalysis& r, std::uint64_t first, std::uint64_t second) {
+  auto w1 = accessesAt(r, first), w2 = accessesAt(r, second);
+  ASSERT_EQ(w1.size(), 1u);
+  ASSERT_EQ(w2.size(), 1u);
+  const auto i1 = std::uint32_t(w1[0] - r.accesses.data()), i2 = std::uint32_t(w2[0] - r.accesses.data());
+  EXPECT_FALSE(r.edges.count({i1, i2}));
+  EXPECT_TRUE(r.break_exits.count(i1));
+  EXPECT_TRUE(r.break_entries.count(i2));
+}
+
 TEST(DataFlow, ConstantPortAndValue) {
   auto a = analyse({
       0xb0, 0x0a,  // 0: mov al, 0xa
@@ -291,13 +303,7 @@ TEST(DataFlow, IndirectCallEndsAndRestartsASequence) {
       0xe6, 0xf2,           //  8: out 0xf2, al
       0xc3,                 // 10: ret
   }, {}, {}, AnalysisOptions{{{0xf0, 0xf7}}});
-  auto w1 = accessesAt(a->result, 2), w2 = accessesAt(a->result, 8);
-  ASSERT_EQ(w1.size(), 1u);
-  ASSERT_EQ(w2.size(), 1u);
-  const auto i1 = std::uint32_t(w1[0] - a->result.accesses.data()), i2 = std::uint32_t(w2[0] - a->result.accesses.data());
-  EXPECT_FALSE(a->result.edges.count({i1, i2}));
-  EXPECT_TRUE(a->result.break_exits.count(i1));
-  EXPECT_TRUE(a->result.break_entries.count(i2));
+  expectSequenceBrokenBetween(a->result, 2, 8);
 }
 
 TEST(DataFlow, UnknownPortIsReportedUnresolved) {
@@ -1047,13 +1053,7 @@ TEST(DataFlow, RegisteringTheNetDeviceEndsAndRestartsASequence) {
       0xc7, 0x43, 0x20, 0x02, 0x00, 0x00, 0x00,  // 25: mov DWORD PTR [rbx+0x20],0x2
       0xc3,                                      // 32: ret
   }, {external("pci_ioremap_bar"), external("register_netdev")}, {plt32(6, 2), plt32(21, 3)});
-  auto w1 = accessesAt(a->result, 13), w2 = accessesAt(a->result, 25);
-  ASSERT_EQ(w1.size(), 1u);
-  ASSERT_EQ(w2.size(), 1u);
-  const auto i1 = std::uint32_t(w1[0] - a->result.accesses.data()), i2 = std::uint32_t(w2[0] - a->result.accesses.data());
-  EXPECT_FALSE(a->result.edges.count({i1, i2}));
-  EXPECT_TRUE(a->result.break_exits.count(i1));
-  EXPECT_TRUE(a->result.break_entries.count(i2));
+  expectSequenceBrokenBetween(a->result, 13, 25);
 }
 
 TEST(DataFlow, FieldsAreFoundFromWhereTheStructureStarts) {
