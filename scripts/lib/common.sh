@@ -10,6 +10,22 @@ mkdir -p "$IOREQ_FILTER_CACHE"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 2; }
 
+# cache_locked NAME COMMAND [ARGS...]: runs COMMAND (in a subshell) holding an exclusive lock named
+# NAME in the cache. ctest runs tests in parallel, and two of them may fetch the same thing on a fresh
+# machine (the recorder and the gate harness both unpack Xen's source): without the lock they clobber
+# each other's temporary folder, and concurrent `apt-get update`s fail on apt's own lock.
+cache_locked() {
+  local name="$1"; shift
+  (
+    exec 9>"$IOREQ_FILTER_CACHE/.lock-$name" || die "cannot create lock file $IOREQ_FILTER_CACHE/.lock-$name"
+    flock 9 || die "cannot lock $IOREQ_FILTER_CACHE/.lock-$name"
+    "$@"
+  )
+}
+
+# apt_update: `apt-get update`, one at a time across this project's scripts; its errors are shown.
+apt_update() { cache_locked apt apt-get update -qq; }
+
 # Installs the Debian packages listed in scripts/packages.txt that are not installed yet.
 # Needs root (apt-get); says so instead of failing obscurely.
 ensure_packages() {
@@ -28,9 +44,9 @@ ensure_packages() {
   log "installing missing Debian packages: ${missing[*]}"
   local stamp="$IOREQ_FILTER_CACHE/apt-updated"
   if [ ! -e "$stamp" ] || [ -n "$(find "$stamp" -mmin +720 2>/dev/null)" ]; then
-    apt-get update -qq && touch "$stamp"
+    apt_update && touch "$stamp"
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive cache_locked apt apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # configure_and_build BUILD_DIR [cmake args...]
@@ -42,11 +58,12 @@ configure_and_build() {
 
 # fetch_deb PKG -> prints the directory PKG was extracted into ($IOREQ_FILTER_CACHE/debs/PKG_VERSION).
 # Downloads the .deb with apt-get download (no install), cached across runs.
-fetch_deb() {
+fetch_deb() { cache_locked "deb-$1" fetch_deb_unlocked "$1"; }
+fetch_deb_unlocked() {
   local pkg="$1" ver dir debdir
   ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
   if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then
-    apt-get update -qq >/dev/null 2>&1 || true
+    apt_update >/dev/null || true
     ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
   fi
   [ -n "$ver" ] && [ "$ver" != "(none)" ] || die "Debian package '$pkg' is not known to apt (apt-get update?)"
@@ -72,7 +89,7 @@ kernel_package() {
 fetch_kernel() {
   local pkg dir ver
   pkg=$(kernel_package)
-  [ -n "$pkg" ] || { apt-get update -qq >/dev/null 2>&1; pkg=$(kernel_package); }
+  [ -n "$pkg" ] || { apt_update >/dev/null; pkg=$(kernel_package); }
   [ -n "$pkg" ] || die "cannot resolve linux-image-amd64 to a versioned kernel package"
   dir=$(fetch_deb "$pkg")
   ver=${pkg#linux-image-}
@@ -83,7 +100,8 @@ fetch_kernel() {
 }
 
 # fetch_xen_source -> prints the directory of Debian bookworm's Xen source tree (unpacked, patched).
-fetch_xen_source() {
+fetch_xen_source() { cache_locked xen-source fetch_xen_source_unlocked; }
+fetch_xen_source_unlocked() {
   local base="$IOREQ_FILTER_CACHE/xen-source" src
   if [ ! -e "$base/.done" ]; then
     if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ /etc/apt/sources.list 2>/dev/null; then
@@ -94,11 +112,16 @@ fetch_xen_source() {
       else
         sed -n 's/^deb /deb-src /p' /etc/apt/sources.list > /etc/apt/sources.list.d/ioreq-filter-src.list
       fi
-      apt-get update -qq >/dev/null
+      apt_update >/dev/null || die "apt-get update failed after adding a deb-src entry"
     fi
     rm -rf "$base.tmp" && mkdir -p "$base.tmp"
-    (cd "$base.tmp" && apt-get source -qq -t bookworm xen >/dev/null 2>&1) \
-      || (cd "$base.tmp" && apt-get source -qq xen >/dev/null) || die "apt-get source xen failed"
+    # bookworm's own release first: the security suite's source has answered 404 (platform notes).
+    if ! (cd "$base.tmp" && apt-get source -qq -t bookworm xen > "$base.tmp.log" 2>&1); then
+      log "apt-get source -t bookworm xen failed ($(grep -m1 '^E:' "$base.tmp.log")); trying the default suite"
+      rm -rf "$base.tmp" && mkdir -p "$base.tmp"
+      (cd "$base.tmp" && apt-get source -qq xen >/dev/null) || die "apt-get source xen failed"
+    fi
+    rm -f "$base.tmp.log"
     touch "$base.tmp/.done" && rm -rf "$base" && mv "$base.tmp" "$base"
   fi
   src=$(find "$base" -maxdepth 1 -mindepth 1 -type d -name 'xen-*' | head -n1)
