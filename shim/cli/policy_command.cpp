@@ -202,7 +202,7 @@ int addBuildCommand(const PolicyOptions& o) {
 
 RunFn setup(CLI::App& app) {
   auto o = std::make_shared<PolicyOptions>();
-  auto* sub = app.add_subcommand("policy", "Validate, inspect, draw or merge policy files");
+  auto* sub = app.add_subcommand("policy", "Validate, inspect, draw, merge, compare policy files; record a build");
   sub->require_subcommand(1);
   auto* v = sub->add_subcommand("validate", "Check policy files; errors name file:line:column");
   v->add_option("files", o->files, "Policy files")->required()->check(CLI::ExistingFile);
