@@ -16,7 +16,14 @@ run() {
 }
 expect() { grep -qF -- "$1" <<<"$out" || fail "expected '$1' in: $out"; }
 
-old=$src/policies/linux-6.1/floppy.json
+# The shipped floppy policy as generated from one build (without the builds it was checked against since).
+old=$scratch/old.json
+python3 - "$src/policies/linux-6.1/floppy.json" "$old" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+p["graphs"][0]["derived_from"].pop("builds", None)
+json.dump(p, open(sys.argv[2], "w"), indent=2)
+PY
 # The same graph from another build: its addresses and derived_from moved, nothing else.
 sed -e 's/"address": "0x1804"/"address": "0x1904"/' -e 's/6\.1\.0-56-amd64/6.1.0-99-amd64/g' "$old" > "$scratch/moved.json"
 # A graph change: output_byte's first FIFO command byte 0x8 becomes 0x9.
