@@ -56,6 +56,14 @@ configure_and_build() {
   cmake --build "$dir" -j "$(nproc)"
 }
 
+# install_atomically SRC DST: DST is either its old contents or SRC's, never half written (a temporary
+# file beside DST, then rename).
+install_atomically() {
+  local src="$1" dst="$2" tmp
+  tmp=$(mktemp "$dst.tmp.XXXXXX") || die "cannot create a temporary file beside $dst"
+  cp "$src" "$tmp" && chmod 644 "$tmp" && mv -f "$tmp" "$dst" || { rm -f "$tmp"; die "cannot write $dst from $src"; }
+}
+
 # fetch_deb PKG -> prints the directory PKG was extracted into ($IOREQ_FILTER_CACHE/debs/PKG_VERSION).
 # Downloads the .deb with apt-get download (no install), cached across runs.
 fetch_deb() { cache_locked "deb-$1" fetch_deb_unlocked "$1"; }

@@ -1,11 +1,17 @@
-// ioreq-filter policy validate|show|dot|merge: offline work on policy files.
+// ioreq-filter policy validate|show|dot|merge|diff|add-build: offline work on policy files.
 // requires: ioreq_policy
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "command.h"
+#include "ioreq_filter/policy/policy_diff.h"
 #include "ioreq_filter/policy/policy_json.h"
 #include "support/policy_set.h"
 
@@ -15,7 +21,13 @@ namespace {
 struct PolicyOptions {
   std::vector<std::string> files;
   std::string output;
+  std::string first, second;  // diff: OLD NEW; add-build: SHIPPED FRESH
+  bool provenance = false;
+  bool json = false;
 };
+
+// `policy diff` has its own exit codes, as diff(1): 0 equal, 1 different, 2 trouble.
+constexpr int kDiffEqual = 0, kDiffDifferent = 1, kDiffError = 2;
 
 const char* spaceName(RegionSpace s) { return s == RegionSpace::Io ? "io" : s == RegionSpace::Mem ? "mem" : "config"; }
 
@@ -110,9 +122,87 @@ int merge(const PolicyOptions& o) {
   return kExitOk;
 }
 
+int diff(const PolicyOptions& o) {
+  auto a = loadPolicyFile(o.first);
+  auto b = a ? loadPolicyFile(o.second) : a;
+  if (!a || !b) {
+    std::cerr << (a ? b : a).error().message() << "\n";
+    return kDiffError;
+  }
+  const auto changes = diffPolicies(*a, *b, o.provenance);
+  bool graph_changed = false;
+  for (const auto& c : changes) graph_changed |= c.kind != PolicyChange::Kind::Provenance;
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["old"] = o.first;
+    j["new"] = o.second;
+    j["equal"] = !graph_changed;
+    auto arr = nlohmann::ordered_json::array();
+    for (const auto& c : changes) arr.push_back({{"kind", changeKindName(c.kind)}, {"where", c.where}, {"what", c.what}});
+    j["changes"] = arr;
+    std::cout << j.dump(2) << "\n";
+  } else {
+    for (const auto& c : changes) std::cout << changeKindName(c.kind) << ": " << c.where << ": " << c.what << "\n";
+    std::size_t shown_provenance = 0;
+    for (const auto& c : changes) shown_provenance += c.kind == PolicyChange::Kind::Provenance;
+    std::cout << (graph_changed ? "graphs differ: " : "graphs equal: ") << changes.size() - shown_provenance << " graph/device/rule change(s)";
+    if (o.provenance) std::cout << ", " << shown_provenance << " provenance change(s)";
+    else std::cout << " (provenance not compared; --provenance shows it)";
+    std::cout << "\n";
+  }
+  return graph_changed ? kDiffDifferent : kDiffEqual;
+}
+
+int addBuildCommand(const PolicyOptions& o) {
+  const auto& shipped_path = o.first;
+  const auto& fresh_path = o.second;
+  auto shipped = loadPolicyFile(shipped_path);
+  if (!shipped) {
+    std::cerr << shipped.error().message() << "\n";
+    return kExitBadInput;
+  }
+  auto fresh = loadPolicyFile(fresh_path);
+  if (!fresh) {
+    std::cerr << fresh.error().message() << "\n";
+    return kExitBadInput;
+  }
+  auto added = addBuild(*shipped, *fresh);
+  if (!added) {
+    std::cerr << added.error().message() << "\n";
+    return kExitBadInput;
+  }
+  if (auto problems = validate(added->policy); !problems.empty()) {
+    std::cerr << fresh_path << ": adding this build to " << shipped_path << " gives an invalid policy: " << problems.front().path << ": "
+              << problems.front().what << "\n";
+    return kExitBadInput;
+  }
+  const auto& out = o.output.empty() ? shipped_path : o.output;
+  Result<void> w;
+  if (added->outcome == AddedBuild::Outcome::ReplacedWhole) {
+    // The fresh file as the analyser wrote it, byte for byte (a re-serialisation could reorder nothing
+    // today, but the check that shipped files regenerate identically must not depend on that).
+    std::ifstream in(fresh_path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      std::cerr << fresh_path << ": cannot read it again: " << std::strerror(errno) << "\n";
+      return kExitInternal;
+    }
+    w = writeFileAtomically(out, text.str());
+  } else {
+    w = savePolicyFile(added->policy, out);
+  }
+  if (!w) {
+    std::cerr << w.error().message() << "\n";
+    return kExitInternal;
+  }
+  std::cout << out << ": " << added->summary << "\n";
+  return kExitOk;
+}
+
 RunFn setup(CLI::App& app) {
   auto o = std::make_shared<PolicyOptions>();
-  auto* sub = app.add_subcommand("policy", "Validate, inspect, draw or merge policy files");
+  auto* sub = app.add_subcommand("policy", "Validate, inspect, draw, merge, compare policy files; record a build");
   sub->require_subcommand(1);
   auto* v = sub->add_subcommand("validate", "Check policy files; errors name file:line:column");
   v->add_option("files", o->files, "Policy files")->required()->check(CLI::ExistingFile);
@@ -124,11 +214,26 @@ RunFn setup(CLI::App& app) {
   auto* m = sub->add_subcommand("merge", "Union of several policies for one device (firmware + OS, several builds)");
   m->add_option("files", o->files, "Policy files")->required()->check(CLI::ExistingFile);
   m->add_option("-o,--output", o->output, "Write here (atomically) instead of stdout");
-  return [o, v, s, d, m] {
+  auto* df = sub->add_subcommand("diff",
+                                  "What changed between two policies of a device (e.g. a driver's graph before and after a kernel "
+                                  "update): regions, nodes, edges, values, loops; exit 0 equal, 1 different, 2 error");
+  df->add_option("old", o->first, "Old policy file")->required();
+  df->add_option("new", o->second, "New policy file")->required();
+  df->add_flag("--provenance", o->provenance, "Also show provenance changes (names, derived_from, functions, addresses)");
+  df->add_flag("--json", o->json, "Machine-readable output");
+  auto* ab = sub->add_subcommand("add-build",
+                                 "Record a freshly generated build's graph in a shipped policy: replace the same build's graph, "
+                                 "list the build on an equal graph, or add the graph (union)");
+  ab->add_option("shipped", o->first, "Shipped policy file")->required();
+  ab->add_option("fresh", o->second, "Policy generated now, one graph")->required();
+  ab->add_option("-o,--output", o->output, "Write here (atomically) instead of over the shipped file");
+  return [o, v, s, d, m, df, ab] {
     if (v->parsed()) return validateFiles(*o);
     if (s->parsed()) return show(*o);
     if (d->parsed()) return dot(*o);
     if (m->parsed()) return merge(*o);
+    if (df->parsed()) return diff(*o);
+    if (ab->parsed()) return addBuildCommand(*o);
     return kExitBadInput;
   };
 }

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -455,6 +458,34 @@ std::string kernelImagePath() {
   return dir + "/boot/vmlinuz-" + version;
 }
 
+std::string kernelVersion() {
+  std::ifstream in(KERNEL_MODULES_FILE);
+  std::string dir, version;
+  in >> dir >> version;
+  return version;
+}
+
+// Linked addresses may move with every kernel build (Debian replaces its kernel every few weeks), so the
+// tests find quirk_e100_interrupt by what it is and does; the addresses are checked only on the builds
+// they were read from, and any other build skips that part, saying so and printing what it found.
+// 6.1.0-56-amd64: the build these tests were written against; 6.1.0-57-amd64: checked 2026-12-07, the
+// same addresses.
+const std::set<std::string> kPinnedBuilds = {"6.1.0-56-amd64", "6.1.0-57-amd64"};
+constexpr std::uint64_t kPinnedQuirkE100Interrupt = 0xffffffff815c4260;  // the hook
+constexpr std::uint64_t kPinnedQuirkE100Write = 0xffffffff81a252e6;      // writeb(1, cmd_hi) in its cold fragment
+
+std::string hexAddress(std::uint64_t a) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(a));
+  return buf;
+}
+
+void skipUnlessPinnedBuild(const std::string& found) {
+  if (!kPinnedBuilds.count(kernelVersion()))
+    GTEST_SKIP() << "addresses are pinned for Debian's 6.1.0-56-amd64 and 6.1.0-57-amd64 builds; this kernel is " << kernelVersion()
+                 << " (found " << found << "); everything else of this test ran";
+}
+
 TEST(RealKernel, BzImageNamesItsExportsAndHoldsQuirkE100InterruptForTheI82557) {
   auto k = loadKernelImage(kernelImagePath());
   ASSERT_TRUE(k) << k.error().message();
@@ -466,14 +497,19 @@ TEST(RealKernel, BzImageNamesItsExportsAndHoldsQuirkE100InterruptForTheI82557) {
   EXPECT_GT(k->pci_fixups.size(), 900u);
   // e100's id table: PCI_CLASS_NETWORK_ETHERNET << 8 under mask 0xffff00.
   const auto fixups = fixupsFor(*k, {0x8086, 0x1229, 0x020000, 0xffff00});
-  std::set<std::uint64_t> hooks;
+  std::set<std::uint64_t> hooks, intel_ethernet_hooks;
   for (const auto& f : fixups) {
     EXPECT_TRUE(f.vendor == 0x8086 || f.vendor == 0xffff);
     hooks.insert(f.hook);
+    // quirk_e100_interrupt (drivers/pci/quirks.c) is DECLARE_PCI_FIXUP_CLASS_FINAL(PCI_VENDOR_ID_INTEL,
+    // PCI_ANY_ID, PCI_CLASS_NETWORK_ETHERNET, 8, ...): compared with the device's class >> 8.
+    if (f.vendor == 0x8086 && f.device == 0xffff && f.class_code == 0x0200 && f.class_shift == 8) intel_ethernet_hooks.insert(f.hook);
   }
-  // quirk_e100_interrupt (drivers/pci/quirks.c), DECLARE_PCI_FIXUP_CLASS_FINAL(PCI_VENDOR_ID_INTEL,
-  // PCI_ANY_ID, PCI_CLASS_NETWORK_ETHERNET, 8, ...): its address in Debian's 6.1.0-56 build.
-  EXPECT_TRUE(hooks.count(0xffffffff815c4260)) << fixups.size() << " fixups selected";
+  ASSERT_FALSE(intel_ethernet_hooks.empty()) << fixups.size() << " fixups selected, none Intel / any device / ethernet class >> 8";
+  std::string found;
+  for (auto h : intel_ethernet_hooks) found += (found.empty() ? "Intel ethernet-class hooks " : ", ") + hexAddress(h);
+  skipUnlessPinnedBuild(found);
+  EXPECT_TRUE(intel_ethernet_hooks.count(kPinnedQuirkE100Interrupt)) << found;
 }
 
 TEST(RealModules, E100GraphHasTheKernelQuirkWriteOnTheChannelOfTheProbeReset) {
@@ -499,18 +535,34 @@ TEST(RealModules, E100GraphHasTheKernelQuirkWriteOnTheChannelOfTheProbeReset) {
   a->result = analyzeModule(a->dis, options);
   // quirk_e100_interrupt: ioremap(pci_resource_start(dev, 0), 8), readb(cmd_hi) in the body and
   // writeb(1, cmd_hi) in its cold fragment (.text.unlikely, 4.6 MB further on).
+  // The hook is the Intel any-device fixup (the only one of the three kept that touches a BAR) that
+  // writes 1 to byte 3 of a mapping; its function is named after the hook's address.
+  std::string quirk;
+  std::uint64_t quirk_write_address = 0;
+  for (const Access& x : a->result.accesses) {
+    const std::string fn = a->dis.functions()[x.function].name;
+    if (x.where != Access::Where::BaseOffset || x.offset != 3 || x.size != 1 || x.dir != Dir::Write || !fn.starts_with("vmlinux pci fixup 8086:ffff @"))
+      continue;
+    EXPECT_TRUE(quirk.empty() || quirk == fn) << "two hooks write SCB cmd_hi: " << quirk << ", " << fn;
+    quirk = fn;
+    // where() names the instruction by its linked address: "vmlinux 0xffffffff81a252e6 (HOOK)".
+    const auto at = a->result.where(x.insn);
+    EXPECT_TRUE(at.starts_with("vmlinux 0x") && at.ends_with(" (" + quirk + ")")) << at;
+    quirk_write_address = std::strtoull(at.c_str() + std::strlen("vmlinux "), nullptr, 16);
+  }
+  ASSERT_FALSE(quirk.empty()) << "no Intel PCI fixup hook writes byte 3 of a mapping";
   bool quirk_read = false, quirk_write = false;
   for (const Access& x : a->result.accesses) {
     if (x.where != Access::Where::BaseOffset || x.offset != 3 || x.size != 1) continue;
     const std::string fn = a->dis.functions()[x.function].name;
-    if (fn != "vmlinux pci fixup 8086:ffff @0xffffffff815c4260") continue;
+    if (fn != quirk) continue;
     EXPECT_EQ(a->result.bases[x.base].kind, DeviceBase::PciIoremapBar);
     EXPECT_EQ(a->result.bases[x.base].bar, 0);
     if (x.dir == Dir::Read) quirk_read = true;
     if (x.dir == Dir::Write) {
       quirk_write = true;
       EXPECT_EQ(x.value, std::optional<std::uint64_t>(1));
-      EXPECT_EQ(a->result.where(x.insn), "vmlinux 0xffffffff81a252e6 (vmlinux pci fixup 8086:ffff @0xffffffff815c4260)");
+      EXPECT_EQ(a->result.where(x.insn), "vmlinux " + hexAddress(quirk_write_address) + " (" + quirk + ")");
     }
   }
   EXPECT_TRUE(quirk_read);
@@ -531,12 +583,16 @@ TEST(RealModules, E100GraphHasTheKernelQuirkWriteOnTheChannelOfTheProbeReset) {
       if (ch.nodes[i].provenance.function.starts_with("vmlinux pci fixup")) quirk_channel = &ch, quirk_node = i;
   ASSERT_NE(quirk_channel, nullptr);
   EXPECT_EQ(quirk_channel->nodes[quirk_node].offset, 3u);
-  EXPECT_EQ(quirk_channel->nodes[quirk_node].provenance.address, 0xffffffff81a252e6u);
+  EXPECT_EQ(quirk_channel->nodes[quirk_node].provenance.address, quirk_write_address);
   EXPECT_TRUE(std::count(quirk_channel->entries.begin(), quirk_channel->entries.end(), quirk_node));
   EXPECT_TRUE(std::count(quirk_channel->exits.begin(), quirk_channel->exits.end(), quirk_node));
   EXPECT_TRUE(std::any_of(quirk_channel->nodes.begin(), quirk_channel->nodes.end(), [](const NodeSpec& n) {
     return n.offset == 8 && n.value.kind == ValueKind::Exact && n.value.a == 2;
   })) << "e100_hw_reset's PORT selective reset shares the quirk's channel";
+  const auto found = quirk + ", its write at " + hexAddress(quirk_write_address);
+  skipUnlessPinnedBuild(found);
+  EXPECT_EQ(quirk, "vmlinux pci fixup 8086:ffff @" + hexAddress(kPinnedQuirkE100Interrupt));
+  EXPECT_EQ(quirk_write_address, kPinnedQuirkE100Write);
 }
 
 TEST(RealModules, SignedModulesCarryTheirSignatureAfterTheElf) {

@@ -226,11 +226,22 @@ class Reader {
   }
 
   DerivedFrom derivedFrom(const json& v, const std::string& path) {
-    onlyKeys(v, path, {"guest_os", "driver", "build", "firmware", "method"});
+    onlyKeys(v, path, {"guest_os", "driver", "build", "firmware", "method", "builds"});
     DerivedFrom d;
     for (auto [field, key] : {std::pair{&d.guest_os, "guest_os"}, std::pair{&d.driver, "driver"}, std::pair{&d.build, "build"},
                               std::pair{&d.firmware, "firmware"}, std::pair{&d.method, "method"}})
       if (auto* x = optional(v, key)) *field = string(*x, join(path, key));
+    if (auto* b = optional(v, "builds")) {
+      const auto bp = join(path, "builds");
+      const auto& arr = array(*b, bp);
+      for (std::size_t i = 0; i < arr.size(); ++i) {
+        auto build = string(arr[i], join(bp, i));
+        if (build.empty()) throw BadPolicy{join(bp, i), "a build is named by a non-empty string (its guest_os)"};
+        if (build == d.guest_os || std::find(d.builds.begin(), d.builds.end(), build) != d.builds.end())
+          throw BadPolicy{join(bp, i), "build '" + build + "' is listed twice"};
+        d.builds.push_back(std::move(build));
+      }
+    }
     return d;
   }
 
@@ -527,6 +538,7 @@ std::string policyToJson(const DevicePolicy& p) {
                         std::pair{"build", &g.derived_from.build}, std::pair{"firmware", &g.derived_from.firmware},
                         std::pair{"method", &g.derived_from.method}})
       if (!v->empty()) df[k] = *v;
+    if (!g.derived_from.builds.empty()) df["builds"] = g.derived_from.builds;
     og["derived_from"] = df;
     ojson chans = ojson::array();
     for (const auto& c : g.channels) {

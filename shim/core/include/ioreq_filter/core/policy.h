@@ -96,6 +96,10 @@ struct DerivedFrom {
   std::string build;      // build id / version / sha256
   std::string firmware;   // "SeaBIOS 1.16.2"
   std::string method;     // "binary-analysis", "datasheet", "learned"
+  // Further builds (their guest_os strings) whose binaries gave this same graph, compared modulo
+  // provenance (analysis/regenerate-policies.sh, `policy add-build`); guest_os/build above stay the
+  // build the graph and its provenance addresses were taken from.
+  std::vector<std::string> builds;
 };
 
 struct GraphSpec {
