@@ -11,6 +11,7 @@
 #include "ioreq_filter/core/engine.h"
 #include "ioreq_filter/policy/policy_json.h"
 #include "ioreq_filter/qemu/discovery.h"
+#include "ioreq_filter/qemu/qemu_instance.h"
 #include "ioreq_filter/trace/trace.h"
 #include "support/policy_set.h"
 
@@ -79,7 +80,10 @@ int run(const CheckOptions& o) {
       std::cerr << "ioreq-filter check: " << trace.error().message() << "\n";
       return kExitBadInput;
     }
+    // Lines accepted the way QEMU reads them, though they say more than QEMU uses: the user must know.
+    for (const auto& w : trace->warnings) std::cerr << "ioreq-filter check: warning: " << w.message() << "\n";
     std::vector<std::string> machine = trace->qemu_argv;
+    std::string machine_from = path + ": '# qemu:' header";
     if (!o.qemu_args.empty()) {
       auto words = splitShellWords(o.qemu_args, "--qemu-args");
       if (!words) {
@@ -87,7 +91,15 @@ int run(const CheckOptions& o) {
         return kExitBadInput;
       }
       machine = *words;
+      machine_from = "--qemu-args";
     }
+    auto headless = qemu::dropDisplayOptions(machine, machine_from);
+    if (!headless) {
+      std::cerr << "ioreq-filter check: " << headless.error().message() << "\n";
+      return kExitBadInput;
+    }
+    for (const auto& n : headless->notes) std::cerr << "ioreq-filter check: note: " << machine_from << ": " << n << "\n";
+    machine = std::move(headless->args);
     std::vector<DeviceInstance> devices = bound_by_hand;
     if (o.bindings.empty()) {
       if (machine.empty()) {
@@ -179,6 +191,9 @@ int run(const CheckOptions& o) {
     jt["refusals_total"] = total_refusals;
     if (first_refusal) jt["first_refusal_line"] = *first_refusal;
     jt["trigger_lines"] = triggers;
+    nlohmann::ordered_json jw = nlohmann::ordered_json::array();
+    for (const auto& w : trace->warnings) jw.push_back(w.message());
+    jt["warnings"] = jw;
     if (!triggers.empty()) jt["refused_before_trigger"] = first_refusal && *first_refusal <= triggers.front();
     nlohmann::ordered_json jr = nlohmann::ordered_json::array();
     for (const auto& r : refusals)

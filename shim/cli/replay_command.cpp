@@ -81,12 +81,20 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
   if (!source) return complain(kExitBadInput, source.error().message());
   auto trace = parseTrace(*source, path);
   if (!trace) return complain(kExitBadInput, trace.error().message());
+  // Lines accepted the way QEMU reads them, though they say more than QEMU uses: the user must know.
+  for (const auto& w : trace->warnings) std::cerr << "ioreq-filter replay: warning: " << w.message() << "\n";
   std::vector<std::string> machine = trace->qemu_argv;
+  std::string machine_from = path + ": '# qemu:' header";
   if (!o.qemu_args.empty()) {
     auto words = splitShellWords(o.qemu_args, "--qemu-args");
     if (!words) return complain(kExitBadInput, words.error().message());
     machine = *words;
+    machine_from = "--qemu-args";
   }
+  auto headless = qemu::dropDisplayOptions(machine, machine_from);
+  if (!headless) return complain(kExitBadInput, headless.error().message());
+  for (const auto& n : headless->notes) std::cerr << "ioreq-filter replay: note: " << machine_from << ": " << n << "\n";
+  machine = std::move(headless->args);
   if (machine.empty()) return complain(kExitBadInput, path + ": no '# qemu:' header; give --qemu-args");
 
   qemu::LaunchOptions launch;
@@ -128,6 +136,9 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
   auto& j = out.json;
   j["trace"] = path;
   j["machine"] = trace->qemu_args;
+  nlohmann::ordered_json warnings = nlohmann::ordered_json::array();
+  for (const auto& w : trace->warnings) warnings.push_back(w.message());
+  j["warnings"] = warnings;
   j["filter"] = o.no_filter ? "none" : "engine";
   if (engine) j["mode"] = toString(o.mode);
   if (engine) {
