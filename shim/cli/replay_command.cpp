@@ -144,7 +144,8 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
   if (engine) {
     nlohmann::ordered_json jd = nlohmann::ordered_json::array();
     for (std::size_t d = 0; d < engine->deviceCount(); ++d)
-      jd.push_back({{"device", engine->device(d).instance.name}, {"policy", engine->device(d).policy.source}});
+      jd.push_back({{"device", engine->device(d).instance.name}, {"policy", engine->device(d).policy.source},
+                    {"set", engine->device(d).set_name}});
     j["filtered_devices"] = jd;
     j["uncovered_devices"] = uncovered;
   }
@@ -208,6 +209,8 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
           r["device"] = engine->device(dev).instance.name;
           r["graph"] = engine->graphName(dev, s.verdict.graph);
           text += ", device " + engine->device(dev).instance.name + " (graph " + engine->graphName(dev, s.verdict.graph) + ")";
+          r["set"] = engine->device(dev).set_name;
+          if (engine->setCount() > 1) text += ", refused by policy set " + engine->device(dev).set_name;
           if (s.verdict.rule >= 0) {
             r["rule"] = engine->device(dev).policy.rules[std::size_t(s.verdict.rule)].id;
             text += ", rule " + r["rule"].get<std::string>();
@@ -254,7 +257,8 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
     if (engine) {
       if (engine->deviceCount() == 0) std::cout << "  filtered: none (no policy matches a device of this machine)\n";
       for (std::size_t d = 0; d < engine->deviceCount(); ++d)
-        std::cout << "  filtered: " << engine->device(d).instance.name << " <- " << engine->device(d).policy.source << "\n";
+        std::cout << "  filtered: " << engine->device(d).instance.name << " <- " << engine->device(d).policy.source
+                  << (engine->setCount() > 1 ? " (set " + engine->device(d).set_name + ")" : std::string()) << "\n";
     } else {
       std::cout << "  filter: none (--no-filter)\n";
     }

@@ -86,6 +86,29 @@ TEST(CheckEndToEnd, MonitorModeReportsButForwards) {
   EXPECT_NE(r.out.find("WOULD REFUSE"), std::string::npos) << r.out;
 }
 
+// The shipped tree as one --policy-dir (docs/policy-format.md, "Policy sets"): the Linux 6.1 graphs and
+// the datasheet model (combine: intersect) both filter the floppy controller, each on its own regions.
+TEST(CheckEndToEnd, ShippedPolicyTreeIntersectsTheDatasheetWithTheDriversGraphs) {
+  auto r = cli("check --policy-dir policies --json tests/data/traces/floppy.qtest");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto j = jsonOf(r)[0];
+  EXPECT_EQ(j["refusals_total"], 0);
+  std::vector<std::string> sets;
+  for (const auto& d : j["devices"]) {
+    sets.push_back(d["set"].get<std::string>());
+    EXPECT_GT(d["forwarded"].get<int>(), 1000) << d.dump();  // both sets really judged the FDC
+  }
+  EXPECT_EQ(sets, (std::vector<std::string>{"union", "policies/datasheet"})) << j.dump(2);
+
+  r = cli("check --policy-dir policies --show 1 tests/data/attacks/fdc-venom-cve-2015-3456.qtest");
+  ASSERT_EQ(r.exit_code, 3) << r.out;
+  EXPECT_NE(r.out.find("trigger line"), std::string::npos) << r.out;
+  // The Linux 6.1 driver never starts with READ ID from idle: its graphs refuse the command byte itself
+  // (line 12), before the datasheet's value check on the first push (line 14) would.
+  EXPECT_NE(r.out.find(": refused before it (first refusal at line 12)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("reason order (graph floppy), refused by policy set union"), std::string::npos) << r.out;
+}
+
 // Reproducers from QEMU's bug trackers: lines QEMU's qtest reads by truncating are accepted the same way,
 // and the user is told, per line, what was done.
 TEST(CheckEndToEnd, LinesReadAsQemuReadsThemWarnTheUser) {
