@@ -371,8 +371,9 @@ TEST_F(DaemonFixture, ShippedPolicyTreeFiltersWithEverySetAndNamesTheRefusingOne
   loop = std::thread([this] { d->run(); });
   attachQemu();
   EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x44u);  // a status poll: both sets allow it
-  hv.guestIo(dom, 0, pio(0x3f5, Dir::Write, 0x0a));                  // VENOM: READ ID, then a push flood
-  for (int i = 0; i < 4; ++i) hv.guestIo(dom, 0, pio(0x3f5, Dir::Write, 0x42));
+  hv.guestIo(dom, 0, pio(0x3f5, Dir::Write, 1, 0x0a));               // VENOM: READ ID, then a push flood
+  // As many pushes as the reproducer's trigger needs (tests/data/attacks/fdc-venom-cve-2015-3456.qtest).
+  for (int i = 0; i < 520; ++i) hv.guestIo(dom, 0, pio(0x3f5, Dir::Write, 1, 0x42));
   std::this_thread::sleep_for(250ms);  // the refusal ring is drained on the daemon's timer
   auto stats = ask({{"cmd", "stats"}});
   ASSERT_TRUE(stats) << stats.error().message();
