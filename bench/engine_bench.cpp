@@ -150,7 +150,10 @@ int registerSet(const std::string& set) {
       if (const auto v = (*dry)->onRequest(r); v.device >= 0) ++hits[std::size_t(v.device)];
     for (std::size_t d = 0; d < w->devices.size(); ++d)
       if (hits[d] > 0)
-        benchmark::RegisterBenchmark(("engine/" + name + "/" + w->devices[d].policy.name).c_str(), runDevice, w.get(), d)
+        benchmark::RegisterBenchmark(("engine/" + name + "/" + (*dry)->device(d).policy.name +
+                                      ((*dry)->setCount() > 1 ? "@" + (*dry)->device(d).set_name : std::string()))
+                                         .c_str(),
+                                     runDevice, w.get(), d)
           ->Unit(benchmark::kMillisecond);
     g_workloads.push_back(std::move(w));
   }

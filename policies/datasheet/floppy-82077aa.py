@@ -160,6 +160,8 @@ def main(out_path):
             ],
         },
         "on_violation": "refuse",
+        # An independent model of the chip: a driver's graphs must pass it too (docs/policy-format.md).
+        "combine": "intersect",
         "graphs": [{
             "name": "floppy-82077aa-datasheet",
             "derived_from": {"method": "datasheet", "driver": "any 82077AA driver in DMA mode",

@@ -11,6 +11,7 @@
 #include "ioreq_filter/core/engine.h"
 #include "ioreq_filter/policy/policy_json.h"
 #include "ioreq_filter/qemu/discovery.h"
+#include "ioreq_filter/qemu/qemu_instance.h"
 #include "ioreq_filter/trace/trace.h"
 #include "support/policy_set.h"
 
@@ -27,7 +28,7 @@ struct CheckOptions {
 
 struct Refusal {
   std::size_t line = 0;
-  std::string request, device, reason, graph, node, rule, expected;
+  std::string request, device, set, reason, graph, node, rule, expected;
 };
 
 std::string deviceLabel(const DeviceInstance& d) {
@@ -79,7 +80,10 @@ int run(const CheckOptions& o) {
       std::cerr << "ioreq-filter check: " << trace.error().message() << "\n";
       return kExitBadInput;
     }
+    // Lines accepted the way QEMU reads them, though they say more than QEMU uses: the user must know.
+    for (const auto& w : trace->warnings) std::cerr << "ioreq-filter check: warning: " << w.message() << "\n";
     std::vector<std::string> machine = trace->qemu_argv;
+    std::string machine_from = path + ": '# qemu:' header";
     if (!o.qemu_args.empty()) {
       auto words = splitShellWords(o.qemu_args, "--qemu-args");
       if (!words) {
@@ -87,7 +91,15 @@ int run(const CheckOptions& o) {
         return kExitBadInput;
       }
       machine = *words;
+      machine_from = "--qemu-args";
     }
+    auto headless = qemu::dropDisplayOptions(machine, machine_from);
+    if (!headless) {
+      std::cerr << "ioreq-filter check: " << headless.error().message() << "\n";
+      return kExitBadInput;
+    }
+    for (const auto& n : headless->notes) std::cerr << "ioreq-filter check: note: " << machine_from << ": " << n << "\n";
+    machine = std::move(headless->args);
     std::vector<DeviceInstance> devices = bound_by_hand;
     if (o.bindings.empty()) {
       if (machine.empty()) {
@@ -142,6 +154,7 @@ int run(const CheckOptions& o) {
         r.reason = v.reason == Reason::Malformed ? std::string("malformed: ") + toString(v.malformation) : toString(v.reason);
         if (v.device >= 0) {
           r.device = e.device(std::size_t(v.device)).instance.name;
+          r.set = e.device(std::size_t(v.device)).set_name;
           r.graph = e.graphName(std::size_t(v.device), v.graph);
           if (v.rule >= 0) r.rule = e.device(std::size_t(v.device)).policy.rules[std::size_t(v.rule)].id;
           if (mode == Mode::Enforce) r.expected = e.expectedNext(std::size_t(v.device));
@@ -161,6 +174,7 @@ int run(const CheckOptions& o) {
       const auto& c = e.counters(d);
       jd.push_back({{"device", deviceLabel(e.device(d).instance)},
                     {"policy", e.device(d).policy.source},
+                    {"set", e.device(d).set_name},
                     {"forwarded", c.forwarded},
                     {"refused", {{"order", c.refused_order}, {"value", c.refused_value}, {"count", c.refused_count},
                                  {"stop-gap", c.refused_stopgap}, {"malformed", c.refused_malformed}, {"needs-data", c.needs_data}}},
@@ -168,7 +182,7 @@ int run(const CheckOptions& o) {
     }
     jt["devices"] = jd;
     nlohmann::ordered_json ju = nlohmann::ordered_json::array();
-    for (const auto& u : e.bus().unboundRegions())
+    for (const auto& u : e.unboundRegions())
       ju.push_back({{"device", e.device(u.device).instance.name}, {"region", e.device(u.device).policy.regions[u.region].name},
                     {"reason", u.reason}});
     jt["unbound_regions"] = ju;
@@ -179,10 +193,13 @@ int run(const CheckOptions& o) {
     jt["refusals_total"] = total_refusals;
     if (first_refusal) jt["first_refusal_line"] = *first_refusal;
     jt["trigger_lines"] = triggers;
+    nlohmann::ordered_json jw = nlohmann::ordered_json::array();
+    for (const auto& w : trace->warnings) jw.push_back(w.message());
+    jt["warnings"] = jw;
     if (!triggers.empty()) jt["refused_before_trigger"] = first_refusal && *first_refusal <= triggers.front();
     nlohmann::ordered_json jr = nlohmann::ordered_json::array();
     for (const auto& r : refusals)
-      jr.push_back({{"line", r.line}, {"request", r.request}, {"device", r.device}, {"reason", r.reason},
+      jr.push_back({{"line", r.line}, {"request", r.request}, {"device", r.device}, {"set", r.set}, {"reason", r.reason},
                     {"graph", r.graph}, {"rule", r.rule}, {"expected", r.expected}});
     jt["refusals"] = jr;
     report.push_back(jt);
@@ -191,8 +208,9 @@ int run(const CheckOptions& o) {
       std::cout << "trace " << path << "\n";
       if (!trace->qemu_args.empty()) std::cout << "  machine: " << trace->qemu_args << "\n";
       for (std::size_t d = 0; d < e.deviceCount(); ++d)
-        std::cout << "  filtered: " << deviceLabel(e.device(d).instance) << " <- " << e.device(d).policy.source << "\n";
-      for (const auto& u : e.bus().unboundRegions())
+        std::cout << "  filtered: " << deviceLabel(e.device(d).instance) << " <- " << e.device(d).policy.source
+                  << (e.setCount() > 1 ? " (set " + e.device(d).set_name + ")" : std::string()) << "\n";
+      for (const auto& u : e.unboundRegions())
         std::cout << "  unbound: " << e.device(u.device).instance.name << " region '" << e.device(u.device).policy.regions[u.region].name
                   << "': " << u.reason << "\n";
       if (!uncovered.empty()) {
@@ -205,6 +223,7 @@ int run(const CheckOptions& o) {
                   << "\n      device " << r.device << ", reason " << r.reason;
         if (!r.rule.empty()) std::cout << " (rule " << r.rule << ")";
         else if (!r.graph.empty() && r.graph != "-") std::cout << " (graph " << r.graph << ")";
+        if (e.setCount() > 1 && !r.set.empty()) std::cout << ", refused by policy set " << r.set;
         std::cout << "\n";
         if (!r.expected.empty()) std::cout << "      expected: " << r.expected << "\n";
       }
@@ -212,7 +231,8 @@ int run(const CheckOptions& o) {
       std::printf("  %-36s %10s %7s %7s %7s %9s %9s\n", "device", "forwarded", "order", "value", "count", "stop-gap", "malformed");
       for (std::size_t d = 0; d < e.deviceCount(); ++d) {
         const auto& c = e.counters(d);
-        std::printf("  %-36s %10llu %7llu %7llu %7llu %9llu %9llu\n", deviceLabel(e.device(d).instance).c_str(),
+        const std::string row = deviceLabel(e.device(d).instance) + (e.setCount() > 1 ? " [" + e.device(d).set_name + "]" : "");
+        std::printf("  %-36s %10llu %7llu %7llu %7llu %9llu %9llu\n", row.c_str(),
                     (unsigned long long)c.forwarded, (unsigned long long)c.refused_order, (unsigned long long)c.refused_value,
                     (unsigned long long)c.refused_count, (unsigned long long)c.refused_stopgap, (unsigned long long)c.refused_malformed);
       }

@@ -81,12 +81,20 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
   if (!source) return complain(kExitBadInput, source.error().message());
   auto trace = parseTrace(*source, path);
   if (!trace) return complain(kExitBadInput, trace.error().message());
+  // Lines accepted the way QEMU reads them, though they say more than QEMU uses: the user must know.
+  for (const auto& w : trace->warnings) std::cerr << "ioreq-filter replay: warning: " << w.message() << "\n";
   std::vector<std::string> machine = trace->qemu_argv;
+  std::string machine_from = path + ": '# qemu:' header";
   if (!o.qemu_args.empty()) {
     auto words = splitShellWords(o.qemu_args, "--qemu-args");
     if (!words) return complain(kExitBadInput, words.error().message());
     machine = *words;
+    machine_from = "--qemu-args";
   }
+  auto headless = qemu::dropDisplayOptions(machine, machine_from);
+  if (!headless) return complain(kExitBadInput, headless.error().message());
+  for (const auto& n : headless->notes) std::cerr << "ioreq-filter replay: note: " << machine_from << ": " << n << "\n";
+  machine = std::move(headless->args);
   if (machine.empty()) return complain(kExitBadInput, path + ": no '# qemu:' header; give --qemu-args");
 
   qemu::LaunchOptions launch;
@@ -128,12 +136,16 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
   auto& j = out.json;
   j["trace"] = path;
   j["machine"] = trace->qemu_args;
+  nlohmann::ordered_json warnings = nlohmann::ordered_json::array();
+  for (const auto& w : trace->warnings) warnings.push_back(w.message());
+  j["warnings"] = warnings;
   j["filter"] = o.no_filter ? "none" : "engine";
   if (engine) j["mode"] = toString(o.mode);
   if (engine) {
     nlohmann::ordered_json jd = nlohmann::ordered_json::array();
     for (std::size_t d = 0; d < engine->deviceCount(); ++d)
-      jd.push_back({{"device", engine->device(d).instance.name}, {"policy", engine->device(d).policy.source}});
+      jd.push_back({{"device", engine->device(d).instance.name}, {"policy", engine->device(d).policy.source},
+                    {"set", engine->device(d).set_name}});
     j["filtered_devices"] = jd;
     j["uncovered_devices"] = uncovered;
   }
@@ -197,6 +209,8 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
           r["device"] = engine->device(dev).instance.name;
           r["graph"] = engine->graphName(dev, s.verdict.graph);
           text += ", device " + engine->device(dev).instance.name + " (graph " + engine->graphName(dev, s.verdict.graph) + ")";
+          r["set"] = engine->device(dev).set_name;
+          if (engine->setCount() > 1) text += ", refused by policy set " + engine->device(dev).set_name;
           if (s.verdict.rule >= 0) {
             r["rule"] = engine->device(dev).policy.rules[std::size_t(s.verdict.rule)].id;
             text += ", rule " + r["rule"].get<std::string>();
@@ -243,7 +257,8 @@ TraceOutcome replayOne(const ReplayOptions& o, const std::string& path, const st
     if (engine) {
       if (engine->deviceCount() == 0) std::cout << "  filtered: none (no policy matches a device of this machine)\n";
       for (std::size_t d = 0; d < engine->deviceCount(); ++d)
-        std::cout << "  filtered: " << engine->device(d).instance.name << " <- " << engine->device(d).policy.source << "\n";
+        std::cout << "  filtered: " << engine->device(d).instance.name << " <- " << engine->device(d).policy.source
+                  << (engine->setCount() > 1 ? " (set " + engine->device(d).set_name + ")" : std::string()) << "\n";
     } else {
       std::cout << "  filter: none (--no-filter)\n";
     }

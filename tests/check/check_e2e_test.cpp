@@ -86,6 +86,56 @@ TEST(CheckEndToEnd, MonitorModeReportsButForwards) {
   EXPECT_NE(r.out.find("WOULD REFUSE"), std::string::npos) << r.out;
 }
 
+// The shipped tree as one --policy-dir (docs/policy-format.md, "Policy sets"): the Linux 6.1 graphs and
+// the datasheet model (combine: intersect) both filter the floppy controller, each on its own regions.
+TEST(CheckEndToEnd, ShippedPolicyTreeIntersectsTheDatasheetWithTheDriversGraphs) {
+  auto r = cli("check --policy-dir policies --json tests/data/traces/floppy.qtest");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto j = jsonOf(r)[0];
+  EXPECT_EQ(j["refusals_total"], 0);
+  std::vector<std::string> sets;
+  for (const auto& d : j["devices"]) {
+    sets.push_back(d["set"].get<std::string>());
+    EXPECT_GT(d["forwarded"].get<int>(), 1000) << d.dump();  // both sets really judged the FDC
+  }
+  EXPECT_EQ(sets, (std::vector<std::string>{"union", "policies/datasheet"})) << j.dump(2);
+
+  r = cli("check --policy-dir policies --show 1 tests/data/attacks/fdc-venom-cve-2015-3456.qtest");
+  ASSERT_EQ(r.exit_code, 3) << r.out;
+  EXPECT_NE(r.out.find("trigger line"), std::string::npos) << r.out;
+  // The Linux 6.1 driver never starts with READ ID from idle: its graphs refuse the command byte itself
+  // (line 12), before the datasheet's value check on the first push (line 14) would.
+  EXPECT_NE(r.out.find(": refused before it (first refusal at line 12)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("reason order (graph floppy), refused by policy set union"), std::string::npos) << r.out;
+}
+
+// Reproducers from QEMU's bug trackers: lines QEMU's qtest reads by truncating are accepted the same way,
+// and the user is told, per line, what was done.
+TEST(CheckEndToEnd, LinesReadAsQemuReadsThemWarnTheUser) {
+  const auto trace = tmpFile("as-qemu-reads.qtest", "inb 0x3f4\nwriteb 0x1000 0x642a8d58\nwrite 0x2000 4 0x0000030\n");
+  auto r = cli("check --policy policies/datasheet/floppy-82077aa.json --bind floppy=isa:0x3f0 " + trace);
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("ioreq-filter check: warning: " + trace + ":2: value 0x642a8d58 truncated to 1 byte (0x58), as QEMU's qtest does"),
+            std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("ioreq-filter check: warning: " + trace + ":3: data of 'write' has an odd number of hex digits (7)"),
+            std::string::npos) << r.out;
+  r = cli("check --json --policy policies/datasheet/floppy-82077aa.json --bind floppy=isa:0x3f0 " + trace);
+  const auto j = jsonOf(r);
+  ASSERT_EQ(j[0]["warnings"].size(), 2u) << r.out;
+  EXPECT_EQ(j[0]["warnings"][0], trace + ":2: value 0x642a8d58 truncated to 1 byte (0x58), as QEMU's qtest does");
+}
+
+// `-display none` and `-nographic` from a reproducer's command line only concern QEMU's UI: dropped, with a note.
+TEST(CheckEndToEnd, DisplayOnlyQemuOptionsAreDroppedWithANote) {
+  const auto r = cli("check --policy policies/datasheet/floppy-82077aa.json --qemu-args '-machine pc-i440fx-7.2 -m 256 -nodefaults "
+                     "-blockdev driver=null-co,node-name=fd0,size=1474560,read-zeroes=on -device floppy,unit=0,drive=fd0 "
+                     "-display none -nographic' tests/data/traces/floppy.qtest");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("ioreq-filter check: note: --qemu-args: dropped '-display none'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("ioreq-filter check: note: --qemu-args: dropped '-nographic'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("filtered: isa-fdc@0x3f0"), std::string::npos) << r.out;  // the machine came up
+}
+
 TEST(CheckEndToEnd, BadInputsExitTwoWithWhereAndWhy) {
   auto r = cli("check --policy policies/datasheet/floppy-82077aa.json /nonexistent.qtest");
   EXPECT_EQ(r.exit_code, 2) << r.out;

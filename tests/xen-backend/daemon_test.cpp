@@ -355,5 +355,36 @@ TEST_F(DaemonFixture, AttachedEventNamesPolicyRegionsThatBindNowhere) {
                          "piix3-ide@00:01.1 region 'sidpr': BAR5 is not implemented by this device instance"}));
 }
 
+// `ioreq-filterd --policy-dir policies` on the shipped tree: the floppy controller is filtered by the
+// Linux 6.1 graphs and the datasheet model (combine: intersect) together; a refusal names the set.
+TEST_F(DaemonFixture, ShippedPolicyTreeFiltersWithEverySetAndNamesTheRefusingOne) {
+  stopDaemon();
+  const std::string devices = run_dir + "/devices.json";
+  std::ofstream(devices) << R"([{"name":"fdc0","kind":"isa-fdc","isa_ports":[[1008,8]]}])";
+  auto o = options();
+  o.filter_factory = daemon::engineFilterFactory();
+  o.policy_dir = std::string(IOREQ_FILTER_SOURCE_DIR) + "/policies";
+  o.devices_file = devices;
+  d = std::make_unique<daemon::Daemon>(hv, o);
+  auto started = d->start();
+  ASSERT_TRUE(started) << started.error().message();
+  loop = std::thread([this] { d->run(); });
+  attachQemu();
+  EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x44u);  // a status poll: both sets allow it
+  hv.guestIo(dom, 0, pio(0x3f5, Dir::Write, 1, 0x0a));               // VENOM: READ ID, then a push flood
+  // As many pushes as the reproducer's trigger needs (tests/data/attacks/fdc-venom-cve-2015-3456.qtest).
+  for (int i = 0; i < 520; ++i) hv.guestIo(dom, 0, pio(0x3f5, Dir::Write, 1, 0x42));
+  std::this_thread::sleep_for(250ms);  // the refusal ring is drained on the daemon's timer
+  auto stats = ask({{"cmd", "stats"}});
+  ASSERT_TRUE(stats) << stats.error().message();
+  EXPECT_GT(stats->at("relay").at("refused").get<int>(), 0);
+  const auto refused = logLines("\"event\":\"refused\"");
+  ASSERT_FALSE(refused.empty());
+  const auto first = json::parse(refused[0]);
+  ASSERT_TRUE(first.contains("set")) << refused[0];
+  const auto set = first.at("set").get<std::string>();
+  EXPECT_TRUE(set == "union" || set.ends_with("policies/datasheet")) << refused[0];
+}
+
 }  // namespace
 }  // namespace iof

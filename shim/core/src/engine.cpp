@@ -471,7 +471,12 @@ struct alignas(64) HotDevice {
 }  // namespace
 
 struct Engine::Impl {
-  DeviceBus bus;
+  DeviceBus bus;  // the first policy set's (the only one, usually)
+  // Further policy sets (BoundDevice::set), each judged on its own bus: set k's devices start at
+  // devices[extra_first[k - 1]]. Empty for one set, and only then does onRequest() take its fast path.
+  std::vector<DeviceBus> extra_buses;
+  std::vector<std::size_t> extra_first;
+  std::vector<Verdict> set_verdicts;  // one per set, for the request being judged (sized by create())
   std::array<PortRoute, kPortRoutes> port_routes{};
   std::vector<HotDevice> hot;  // per device; built last by create()
   std::vector<BoundDevice> devices;
@@ -984,16 +989,33 @@ Engine::~Engine() = default;
 
 Result<std::unique_ptr<Engine>> Engine::create(std::vector<BoundDevice> devices, EngineOptions options) {
   auto impl = std::make_unique<Impl>();
-  std::vector<BusDevice> bus_devices;
-  for (const auto& d : devices) {
+  // Each policy set gets a bus of its own (sets may divide one device into different regions); a set's
+  // devices are contiguous, so a bus's device k is devices[first + k].
+  std::stable_sort(devices.begin(), devices.end(), [](const BoundDevice& a, const BoundDevice& b) { return a.set < b.set; });
+  std::vector<std::vector<BusDevice>> set_devices(1);
+  std::vector<std::size_t> set_first{0};
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    const auto& d = devices[i];
     auto problems = validate(d.policy);
     if (!problems.empty())
       return fail(d.policy.source.empty() ? d.policy.name : d.policy.source, problems.front().path + ": " + problems.front().what);
-    bus_devices.push_back(BusDevice{d.instance, d.policy.regions});
+    if (i > 0 && d.set != devices[i - 1].set) set_devices.emplace_back(), set_first.push_back(i);
+    set_devices.back().push_back(BusDevice{d.instance, d.policy.regions});
   }
-  auto bus = DeviceBus::create(std::move(bus_devices));
-  if (!bus) return std::unexpected(bus.error());
-  impl->bus = std::move(*bus);
+  for (std::size_t s = 0; s < set_devices.size(); ++s) {
+    auto bus = DeviceBus::create(std::move(set_devices[s]));
+    if (!bus) {
+      if (set_devices.size() == 1) return std::unexpected(bus.error());
+      return fail(bus.error().where, bus.error().what + " (policy set '" + devices[set_first[s]].set_name + "')");
+    }
+    if (s == 0) {
+      impl->bus = std::move(*bus);
+    } else {
+      impl->extra_buses.push_back(std::move(*bus));
+      impl->extra_first.push_back(set_first[s]);
+    }
+  }
+  impl->set_verdicts.resize(set_devices.size());
   for (const auto& d : devices) {
     impl->compiled.push_back(compile(d.policy));
     impl->cursors.push_back(makeCursor(impl->compiled.back(), d.policy.rules.size()));
@@ -1011,6 +1033,7 @@ Result<std::unique_ptr<Engine>> Engine::create(std::vector<BoundDevice> devices,
   impl->learn.resize(options.learn_capacity);
   std::unique_ptr<Engine> engine(new Engine(std::move(impl), options));
   engine->impl_->engine_counters = &engine->engine_counters_;
+  engine->layered_ = !engine->impl_->extra_buses.empty();
   if (options.start == StartState::Unsynchronised) engine->resynchronise();
   return engine;
 }
@@ -1023,6 +1046,17 @@ std::size_t Engine::deviceCount() const noexcept { return impl_->devices.size();
 const BoundDevice& Engine::device(std::size_t i) const noexcept { return impl_->devices[i]; }
 const DeviceCounters& Engine::counters(std::size_t d) const noexcept { return impl_->counters[d]; }
 const DeviceBus& Engine::bus() const noexcept { return impl_->bus; }
+std::size_t Engine::setCount() const noexcept { return impl_->extra_buses.size() + 1; }
+
+std::vector<DeviceBus::UnboundRegion> Engine::unboundRegions() const {
+  std::vector<DeviceBus::UnboundRegion> out = impl_->bus.unboundRegions();
+  for (std::size_t s = 0; s < impl_->extra_buses.size(); ++s)
+    for (auto u : impl_->extra_buses[s].unboundRegions()) {
+      u.device += impl_->extra_first[s];
+      out.push_back(std::move(u));
+    }
+  return out;
+}
 
 // Verdicts are returned as prvalues built in one expression: assembling a local field by field and
 // copying it out cost a store-forwarding stall per request (measured with perf on the floppy trace).
@@ -1040,7 +1074,7 @@ Verdict Engine::onRequest(const IoRequest& request) noexcept {
   // step the transition cache knows. It decides only what decide() would decide the same way, with
   // the same effects, and hands everything else to decide() before changing anything.
   const std::uint8_t size = request.size;
-  if (request.type == IoType::Pio && request.count == 1 && std::uint8_t(request.dir) <= 1 &&
+  if (!layered_ && request.type == IoType::Pio && request.count == 1 && std::uint8_t(request.dir) <= 1 &&
       (size & (size - 1)) == 0 && size - 1u < 8u && request.addr <= kMaxPort + 1 - size &&
       !(request.dir == Dir::Write && request.data_is_ptr)) {
     auto& I = *impl_;
@@ -1070,12 +1104,44 @@ Verdict Engine::decide(const IoRequest& request) noexcept {
   if (request.type == IoType::TimeOffset || request.type == IoType::Invalidate)
     return makeVerdict(Action::Forward, Reason::Unclaimed);
   auto& I = *impl_;
-  const BusTarget t = I.bus.route(request);
-  if (t.device < 0) {
-    ++engine_counters_.unclaimed;
-    return makeVerdict(Action::Forward, Reason::Unclaimed);
+  if (!layered_) {
+    const Verdict v = judge(request, I.bus, 0);
+    if (v.device < 0 && v.reason == Reason::Unclaimed) ++engine_counters_.unclaimed;
+    return v;
   }
-  const auto d = std::size_t(t.device);
+  // Policy sets intersect: every set judges the request on its own bus (so each sees every config
+  // cycle), and the first set that refuses decides. The sets that accepted a refused request step back
+  // to where they stood, since the device never sees it (judge() backed them up).
+  const std::size_t sets = I.set_verdicts.size();
+  std::size_t refused = sets, monitored = sets, claimed = sets;
+  for (std::size_t s = 0; s < sets; ++s) {
+    const Verdict v = s == 0 ? judge(request, I.bus, 0) : judge(request, I.extra_buses[s - 1], I.extra_first[s - 1]);
+    I.set_verdicts[s] = v;
+    if (v.action == Action::Refuse) refused = std::min(refused, s);
+    else if (v.monitored) monitored = std::min(monitored, s);
+    else if (v.device >= 0) claimed = std::min(claimed, s);
+  }
+  if (refused < sets) {
+    for (const Verdict& v : I.set_verdicts)
+      if (v.action == Action::Forward && v.device >= 0 && !v.monitored) {
+        I.restore(std::size_t(v.device));
+        --I.counters[std::size_t(v.device)].forwarded;
+      }
+    return I.set_verdicts[refused];
+  }
+  if (monitored < sets) return I.set_verdicts[monitored];
+  if (claimed < sets) return I.set_verdicts[claimed];
+  ++engine_counters_.unclaimed;
+  return makeVerdict(Action::Forward, Reason::Unclaimed);
+}
+
+Verdict Engine::judge(const IoRequest& request, DeviceBus& bus, std::size_t first) noexcept {
+  auto& I = *impl_;
+  const BusTarget t = bus.route(request);
+  if (t.device < 0) return makeVerdict(Action::Forward, Reason::Unclaimed);
+  const auto d = first + std::size_t(t.device);
+  const auto device = std::int32_t(d);
+  if (layered_) I.backup(d);
   auto& dc = I.counters[d];
   const auto& c = I.compiled[d];
   const Mode mode = this->mode();
@@ -1090,16 +1156,16 @@ Verdict Engine::decide(const IoRequest& request) noexcept {
       case Reason::NeedsData: ++dc.needs_data; break;
       default: break;
     }
-    if (mode == Mode::Enforce) return makeVerdict(Action::Refuse, r, t.device, graph, -1, rule, m, c.escalation);
+    if (mode == Mode::Enforce) return makeVerdict(Action::Refuse, r, device, graph, -1, rule, m, c.escalation);
     ++dc.monitored;
-    return makeVerdict(Action::Forward, r, t.device, graph, -1, rule, m, Escalation::None, true);
+    return makeVerdict(Action::Forward, r, device, graph, -1, rule, m, Escalation::None, true);
   };
   if (t.crosses) return refuse(Reason::Malformed, -1, -1, Malformation::CrossesRegion);
   if (t.config && !c.config_by_graph) {
     // The PCI core's view of config space; the device's graphs are not consulted.
     if (standardConfigAllows(t.offset, request.size, request.dir)) {
       ++dc.forwarded;
-      return makeVerdict(Action::Forward, Reason::None, t.device);
+      return makeVerdict(Action::Forward, Reason::None, device);
     }
     return refuse(Reason::Order);
   }
@@ -1142,7 +1208,7 @@ Verdict Engine::decide(const IoRequest& request) noexcept {
     }
   }
   ++dc.forwarded;
-  return makeVerdict(Action::Forward, Reason::None, t.device, last.graph, last.node);
+  return makeVerdict(Action::Forward, Reason::None, device, last.graph, last.node);
 }
 
 std::string Engine::graphName(std::size_t d, std::int32_t g) const {

@@ -1,6 +1,7 @@
 #include "ioreq_filter/core/policy.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <set>
 #include <tuple>
@@ -212,29 +213,89 @@ std::vector<PolicyProblem> validate(const DevicePolicy& policy) {
   return std::move(c.problems);
 }
 
+const char* toString(Combine c) noexcept { return c == Combine::Union ? "union" : "intersect"; }
+
+namespace {
+
+std::string hexOf(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// "io 0x3f0..0x3f7", "BAR0 (mem) 0x0..0xfff", "config 0x0..0xff": where a region is, for messages.
+std::string placeOf(const RegionSpec& r) {
+  const char* space = r.space == RegionSpace::Io ? "io" : r.space == RegionSpace::Mem ? "mem" : "config";
+  const std::uint64_t first = r.bar >= 0 || r.space == RegionSpace::Config ? 0 : r.base;
+  std::string at = r.bar >= 0 ? "BAR" + std::to_string(r.bar) + " (" + space + ")" : std::string(space);
+  return at + " 0x" + hexOf(first) + "..0x" + hexOf(first + (r.length ? r.length - 1 : 0));
+}
+
+bool samePlace(const RegionSpec& a, const RegionSpec& b) {
+  if (a.space != b.space || a.bar != b.bar || a.length != b.length) return false;
+  return a.bar >= 0 || a.space == RegionSpace::Config || a.base == b.base;
+}
+
+// Two regions claim some of the same addresses: same space and BAR (a BAR region starts at its BAR),
+// or fixed ranges that intersect.
+bool overlaps(const RegionSpec& a, const RegionSpec& b) {
+  if (a.space != b.space || a.bar != b.bar) return false;
+  if (a.bar >= 0 || a.space == RegionSpace::Config) return true;
+  return a.base < b.base + b.length && b.base < a.base + a.length;
+}
+
+std::string identityOf(const DeviceMatch& m) {
+  char buf[64];
+  if (m.pci_vendor) {
+    std::snprintf(buf, sizeof buf, "pci %04x:%04x", unsigned(*m.pci_vendor), unsigned(m.pci_device.value_or(0)));
+    return buf;
+  }
+  return "isa kind '" + m.isa_kind + "'";
+}
+
+}  // namespace
+
 Result<DevicePolicy> mergePolicies(const std::vector<DevicePolicy>& policies) {
   if (policies.empty()) return fail("merge", "nothing to merge");
   DevicePolicy out = policies.front();
+  // Which file each merged region came from, for messages.
+  std::vector<std::string> region_source(out.regions.size(), out.source);
   for (std::size_t i = 1; i < policies.size(); ++i) {
     const auto& p = policies[i];
     const auto where = p.source.empty() ? "policy " + std::to_string(i) : p.source;
-    if (p.name != out.name) return fail(where, "device '" + p.name + "' cannot merge with device '" + out.name + "'");
+    if (p.name != out.name)
+      return fail(where, "device '" + p.name + "' cannot merge with device '" + out.name + "' of " + out.source +
+                             ": policies for one device must use one device name");
     if (p.match.pci_vendor != out.match.pci_vendor || p.match.pci_device != out.match.pci_device ||
         p.match.isa_kind != out.match.isa_kind)
-      return fail(where, "device identity differs from " + out.source);
-    // Regions are matched by name; the incoming policy's indices are remapped onto the merged list.
+      return fail(where, "device identity (" + identityOf(p.match) + ") differs from " + out.source + " (" +
+                             identityOf(out.match) + ")");
+    if (p.combine != out.combine)
+      return fail(where, std::string("combines by ") + toString(p.combine) + " but " + out.source + " combines by " +
+                             toString(out.combine) + "; policies merged into one union must agree");
     std::vector<std::uint32_t> remap(p.regions.size());
     for (std::size_t r = 0; r < p.regions.size(); ++r) {
       const auto& reg = p.regions[r];
-      auto it = std::find_if(out.regions.begin(), out.regions.end(), [&](const RegionSpec& x) { return x.name == reg.name; });
-      if (it == out.regions.end()) {
-        out.regions.push_back(reg);
-        remap[r] = std::uint32_t(out.regions.size() - 1);
-      } else {
-        if (it->space != reg.space || it->bar != reg.bar || it->base != reg.base || it->length != reg.length)
-          return fail(where, "region '" + reg.name + "' is defined differently than in " + out.source);
-        remap[r] = std::uint32_t(it - out.regions.begin());
+      auto same = std::find_if(out.regions.begin(), out.regions.end(), [&](const RegionSpec& x) { return samePlace(x, reg); });
+      if (same != out.regions.end()) {
+        remap[r] = std::uint32_t(same - out.regions.begin());
+        continue;
       }
+      for (std::size_t x = 0; x < out.regions.size(); ++x) {
+        const auto& have = out.regions[x];
+        if (have.name == reg.name)
+          return fail(where, "region '" + reg.name + "' (" + placeOf(reg) + ") has the name of region '" + have.name + "' of " +
+                                 region_source[x] + " (" + placeOf(have) + ") but not its range; a union needs one range per region");
+        if (overlaps(have, reg))
+          return fail(where, "region '" + reg.name + "' (" + placeOf(reg) + ") overlaps region '" + have.name + "' of " +
+                                 region_source[x] + " (" + placeOf(have) +
+                                 ") without being the same range; a union of graphs needs the same register windows "
+                                 "(regions are matched by range, not name). Independent models that divide the device "
+                                 "differently combine by intersection: \"combine\": \"intersect\" in one of them");
+      }
+      out.regions.push_back(reg);
+      region_source.push_back(where);
+      remap[r] = std::uint32_t(out.regions.size() - 1);
     }
     auto fixNode = [&](NodeSpec& n) { n.region = remap.at(n.region); };
     auto fixPattern = [&](std::optional<AccessPattern>& pat) {

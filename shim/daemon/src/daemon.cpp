@@ -221,7 +221,7 @@ struct Daemon::Impl {
     // Policy regions that bind nowhere on this domain's devices (a BAR the instance lacks): said once here.
     json unbound = json::array();
     if (Engine* e = engine())
-      for (const auto& u : e->bus().unboundRegions())
+      for (const auto& u : e->unboundRegions())
         unbound.push_back(e->device(u.device).instance.name + " region '" + e->device(u.device).policy.regions[u.region].name +
                           "': " + u.reason);
     event("attached", {{"server", server}, {"vcpus", proxy->relay().vcpus()}, {"resumed", proxy->resumed()},
@@ -294,8 +294,11 @@ struct Daemon::Impl {
              {"device", r.verdict.device}};
       if (r.verdict.malformation != Malformation::None) j["malformation"] = toString(r.verdict.malformation);
       if (r.verdict.escalation != Escalation::None) j["escalation"] = toString(r.verdict.escalation);
-      if (auto* e = engine(); e && r.verdict.device >= 0 && std::size_t(r.verdict.device) < e->deviceCount())
+      if (auto* e = engine(); e && r.verdict.device >= 0 && std::size_t(r.verdict.device) < e->deviceCount()) {
         j["device_name"] = e->device(std::size_t(r.verdict.device)).instance.name;
+        // Which policy set refused (docs/policy-format.md): only worth saying when there are several.
+        if (e->setCount() > 1) j["set"] = e->device(std::size_t(r.verdict.device)).set_name;
+      }
       refusals.refusal(j.dump(), now);
     });
     refusals.flush(now);

@@ -267,7 +267,7 @@ class Reader {
   }
 
   DevicePolicy document(const json& root) {
-    onlyKeys(root, "", {"format", "version", "device", "on_violation", "graphs", "rules", "comment"});
+    onlyKeys(root, "", {"format", "version", "device", "on_violation", "combine", "graphs", "rules", "comment"});
     const auto format = string(require(root, "", "format"), "format");
     if (format != kFormatName) throw BadPolicy{"format", "not an ioreq-filter policy (format is \"" + format + "\")"};
     const auto version = number(require(root, "", "version"), "version");
@@ -326,6 +326,12 @@ class Reader {
       else if (s == "refuse-and-pause") p.on_violation = ViolationAction::RefuseAndPause;
       else if (s == "refuse-and-crash") p.on_violation = ViolationAction::RefuseAndCrash;
       else throw BadPolicy{"on_violation", "on_violation must be refuse, refuse-and-pause or refuse-and-crash"};
+    }
+    if (auto* c = optional(root, "combine")) {
+      const auto s = string(*c, "combine");
+      if (s == "union") p.combine = Combine::Union;
+      else if (s == "intersect") p.combine = Combine::Intersect;
+      else throw BadPolicy{"combine", "combine must be \"union\" (builds/firmware of one driver) or \"intersect\" (an independent model)"};
     }
     if (auto* g = optional(root, "graphs")) {
       const auto& graphs = array(*g, "graphs");
@@ -529,6 +535,7 @@ std::string policyToJson(const DevicePolicy& p) {
   root["on_violation"] = p.on_violation == ViolationAction::Refuse          ? "refuse"
                          : p.on_violation == ViolationAction::RefuseAndPause ? "refuse-and-pause"
                                                                              : "refuse-and-crash";
+  if (p.combine != Combine::Union) root["combine"] = toString(p.combine);
   ojson graphs = ojson::array();
   for (const auto& g : p.graphs) {
     ojson og;
@@ -632,20 +639,56 @@ bool policyMatches(const DevicePolicy& p, const DeviceInstance& d) {
   return !p.match.isa_base || (!d.isa_ports.empty() && d.isa_ports.front().base == *p.match.isa_base);
 }
 
+namespace {
+
+// The set a policy belongs to: the directory of its file (docs/policy-format.md, "Policy sets").
+std::string setOf(const DevicePolicy& p) {
+  const auto dir = std::filesystem::path(p.source).parent_path().string();
+  return dir.empty() ? "." : dir;
+}
+
+}  // namespace
+
 Result<std::vector<BoundDevice>> bindPolicies(const std::vector<DeviceInstance>& devices, const std::vector<DevicePolicy>& policies,
                                               std::vector<std::string>* uncovered) {
+  // Set 0 is the union of every union policy; each directory of intersect policies is one more set,
+  // numbered in sorted order so a device's sets always get the same numbers.
+  std::vector<std::string> intersect_sets;
+  for (const auto& p : policies)
+    if (p.combine == Combine::Intersect) intersect_sets.push_back(setOf(p));
+  std::sort(intersect_sets.begin(), intersect_sets.end());
+  intersect_sets.erase(std::unique(intersect_sets.begin(), intersect_sets.end()), intersect_sets.end());
+  // One directory combines one way: a union policy beside intersect ones would silently change meaning.
+  for (const auto& p : policies) {
+    if (p.combine != Combine::Union || !std::binary_search(intersect_sets.begin(), intersect_sets.end(), setOf(p))) continue;
+    for (const auto& q : policies)
+      if (q.combine == Combine::Intersect && setOf(q) == setOf(p))
+        return fail(p.source, "combines by union but " + q.source + " in the same directory combines by intersect; a directory is "
+                              "one policy set and combines one way (set \"combine\" alike, or move one of them)");
+  }
   std::vector<BoundDevice> out;
   for (const auto& d : devices) {
-    std::vector<DevicePolicy> matched;
-    for (const auto& p : policies)
-      if (policyMatches(p, d)) matched.push_back(p);
-    if (matched.empty()) {
-      if (uncovered) uncovered->push_back(d.name);
-      continue;
+    std::vector<std::vector<DevicePolicy>> matched(1 + intersect_sets.size());
+    for (const auto& p : policies) {
+      if (!policyMatches(p, d)) continue;
+      const std::size_t set =
+          p.combine == Combine::Union
+              ? 0
+              : 1 + std::size_t(std::lower_bound(intersect_sets.begin(), intersect_sets.end(), setOf(p)) - intersect_sets.begin());
+      matched[set].push_back(p);
     }
-    auto merged = mergePolicies(matched);
-    if (!merged) return std::unexpected(merged.error());
-    out.push_back(BoundDevice{d, std::move(*merged)});
+    bool covered = false;
+    for (std::size_t set = 0; set < matched.size(); ++set) {
+      if (matched[set].empty()) continue;
+      covered = true;
+      auto merged = mergePolicies(matched[set]);
+      if (!merged) return std::unexpected(merged.error());
+      BoundDevice b{d, std::move(*merged)};
+      b.set = std::uint32_t(set);
+      b.set_name = set == 0 ? "union" : intersect_sets[set - 1];
+      out.push_back(std::move(b));
+    }
+    if (!covered && uncovered) uncovered->push_back(d.name);
   }
   return out;
 }

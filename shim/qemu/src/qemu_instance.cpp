@@ -53,6 +53,26 @@ std::string describe(const Fate& f) {
   return out;
 }
 
+Result<MachineArgs> dropDisplayOptions(const std::vector<std::string>& args, const std::string& where) {
+  MachineArgs out;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string flag = args[i].starts_with("--") ? args[i].substr(1) : args[i];
+    if (flag == "-display") {
+      if (i + 1 >= args.size()) return fail(where, "'" + args[i] + "' without a value (e.g. -display none)");
+      out.notes.push_back("dropped '" + args[i] + " " + args[i + 1] +
+                          "': it only selects QEMU's user interface, and ioreq-filter runs QEMU with -display none");
+      ++i;
+    } else if (flag == "-nographic") {
+      out.notes.push_back("dropped '" + args[i] +
+                          "': it only turns off QEMU's window and points the default serial/monitor at stdio; the "
+                          "devices are the same, and ioreq-filter runs QEMU with -display none");
+    } else {
+      out.args.push_back(args[i]);
+    }
+  }
+  return out;
+}
+
 Result<std::unique_ptr<QemuInstance>> QemuInstance::launch(const LaunchOptions& options) {
   // These would fight the control channels this object sets up (or detach QEMU from it).
   for (const auto& a : options.machine_args) {
@@ -61,7 +81,8 @@ Result<std::unique_ptr<QemuInstance>> QemuInstance::launch(const LaunchOptions& 
                                  "-nographic", "-incoming", "-pidfile", "-runas", "-chroot"}) {
       if (flag == reserved) {
         return fail("qemu arguments", "'" + a + "' is set by ioreq-filter itself (QEMU runs paused under qtest with "
-                                        "its own QMP socket); remove it from the machine arguments");
+                                        "its own QMP socket); remove it from the machine arguments" +
+                                        (flag == "-display" || flag == "-nographic" ? " (dropDisplayOptions() does)" : ""));
       }
     }
   }

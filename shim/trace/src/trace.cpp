@@ -125,7 +125,19 @@ std::size_t operandCount(TraceOp op, std::size_t given) {
   return 0;
 }
 
-Result<TraceCommand> parseCommand(const std::vector<std::string_view>& w, const std::string& where) {
+// How QEMU's qtest reads what it is given (checked against softmmu/qtest.c, qtest_process_command; the
+// code there is unchanged from 7.2 in the version read): a port write parses VALUE as an unsigned long
+// and hands it to cpu_outb/outw/outl, whose parameter is 8/16/32 bits wide; an MMIO write parses a
+// uint64 and copies it into an 8/16/32/64-bit variable before the access. Either way the device
+// receives the value's low `size` bytes. `write ADDR LEN DATA` skips DATA's first two characters and
+// fills byte i from the digit pair at 2i, 2i+1 only while both digits exist; every other byte up to LEN
+// is zero. So a last, unpaired digit is dropped, data shorter than LEN is zero-filled, and data beyond
+// LEN is never read. We accept those lines as QEMU reads them, keep the values the device gets, and
+// say so in a warning: a reproducer copied from a bug tracker means what it did there.
+std::string bytesWord(std::uint64_t n) { return std::to_string(n) + (n == 1 ? " byte" : " bytes"); }
+
+Result<TraceCommand> parseCommand(const std::vector<std::string_view>& w, const std::string& where,
+                                  std::vector<Error>& warnings) {
   const Mnemonic* m = nullptr;
   for (const auto& candidate : kMnemonics) {
     if (candidate.name == w[0]) m = &candidate;
@@ -176,10 +188,11 @@ Result<TraceCommand> parseCommand(const std::vector<std::string_view>& w, const 
     case TraceOp::MmioWrite: {
       auto value = number(2, "value");
       if (!value) return std::unexpected(value.error());
-      if (*value & ~accessMask(c.size)) {
-        return fail(where, "value " + hex(*value) + " is wider than the " + std::to_string(c.size) + "-byte access");
+      c.value = *value & accessMask(c.size);
+      if (c.value != *value) {
+        warnings.push_back(Error{where, "value " + hex(*value) + " truncated to " + bytesWord(c.size) + " (" + hex(c.value) +
+                                            "), as QEMU's qtest does"});
       }
-      c.value = *value;
       c.has_value = true;
       break;
     }
@@ -196,10 +209,18 @@ Result<TraceCommand> parseCommand(const std::vector<std::string_view>& w, const 
       for (char ch : data) {
         if (hexDigit(ch) < 0) return fail(where, "data of 'write' has a non-hex character '" + std::string(1, ch) + "'");
       }
-      if (data.size() % 2) return fail(where, "data of 'write' has an odd number of hex digits");
-      if (data.size() / 2 > c.length) {
-        return fail(where, "data of 'write' has " + std::to_string(data.size() / 2) + " bytes, more than its length " +
-                               std::to_string(c.length));
+      const std::uint64_t whole_bytes = data.size() / 2;
+      if (whole_bytes > c.length) {
+        const std::string count = std::to_string(whole_bytes) + (data.size() % 2 ? ".5" : "");
+        warnings.push_back(Error{where, "data of 'write' has " + count + " bytes, more than its length " +
+                                            std::to_string(c.length) + ": the bytes after the first " +
+                                            std::to_string(c.length) + " are ignored, as QEMU's qtest does"});
+        data = data.substr(0, 2 * c.length);
+      } else if (data.size() % 2) {
+        warnings.push_back(Error{where, "data of 'write' has an odd number of hex digits (" + std::to_string(data.size()) +
+                                            "): the last digit '" + std::string(1, data.back()) +
+                                            "' is dropped and the byte it began is zero, as QEMU's qtest does"});
+        data.remove_suffix(1);
       }
       c.payload.reserve(data.size());
       for (char ch : data) c.payload.push_back(ch >= 'A' && ch <= 'F' ? char(ch - 'A' + 'a') : ch);
@@ -375,7 +396,7 @@ Result<Trace> parseTrace(std::string_view text, std::string file) {
       }
       continue;
     }
-    auto command = parseCommand(words(code), where);
+    auto command = parseCommand(words(code), where, trace.warnings);
     if (!command) return std::unexpected(command.error());
     command->line = line_no;
     command->phase = phase;

@@ -113,6 +113,8 @@ INSTANTIATE_TEST_SUITE_P(
             "bad.json:7:", "overlaps region 'io'"},
         Bad{"bad space", "\"space\": \"io\"", "\"space\": \"dma\"", "bad.json:7:", "space must be"},
         Bad{"bad action", "\"graphs\": [{", "\"on_violation\": \"explode\", \"graphs\": [{", "bad.json:9:", "on_violation must be"},
+        Bad{"bad combine", "\"graphs\": [{", "\"combine\": \"both\", \"graphs\": [{", "bad.json:9:",
+            "combine must be \"union\" (builds/firmware of one driver) or \"intersect\" (an independent model)"},
         Bad{"bar without pci", "\"base\": \"0x100\", \"length\": 8}]", "\"bar\": 0, \"length\": 8}]", "bad.json:7:", "needs a PCI device match"}),
     [](const ::testing::TestParamInfo<Bad>& param_info) {
       std::string n = param_info.param.name;
@@ -168,6 +170,127 @@ TEST(PolicyJson, MergeUnitesGraphsAndRemapsRegions) {
   EXPECT_TRUE(validate(*m).empty());
   auto same_graph = *a;
   EXPECT_FALSE(mergePolicies({*a, same_graph}).has_value());  // graph names must differ
+}
+
+// Policy sets (docs/policy-format.md): regions are matched by where they are, not by name.
+// kValid with other regions; its nodes and rule use region `used` and its graph and rule are named
+// after `graph` (names must be unique in a union).
+DevicePolicy toyFrom(const std::string& source, const std::string& graph, const std::string& regions,
+                     const std::string& used = "io") {
+  auto text = replace(kValid, "\"regions\": [{\"name\": \"io\", \"space\": \"io\", \"base\": \"0x100\", \"length\": 8}]",
+                      "\"regions\": " + regions);
+  const std::string to = "\"region\": \"" + used + "\"";
+  for (std::size_t at = 0; (at = text.find("\"region\": \"io\"", at)) != std::string::npos; at += to.size())
+    text.replace(at, 14, to);
+  text = replace(text, "\"name\": \"g\"", "\"name\": \"" + graph + "\"");
+  text = replace(text, "\"id\": \"flood\"", "\"id\": \"flood-" + graph + "\"");
+  auto p = parsePolicy(text, source);
+  if (!p) throw std::runtime_error(p.error().message());
+  return *p;
+}
+
+TEST(PolicySets, SameRangeUnderAnotherNameIsOneRegion) {
+  const auto a = parsePolicy(kValid, "linux/a.json");
+  ASSERT_TRUE(a) << a.error().message();
+  // b names the window 'fifo' (and its nodes say region "fifo"): the same ports as a's 'io'.
+  auto text = kValid + std::string();
+  for (std::size_t at = 0; (at = text.find("\"io\"", at)) != std::string::npos; at += 6) text.replace(at, 4, "\"fifo\"");
+  text = replace(text, "\"name\": \"g\"", "\"name\": \"g2\"");
+  text = replace(text, "\"space\": \"fifo\"", "\"space\": \"io\"");
+  text = replace(text, "\"id\": \"flood\"", "\"id\": \"flood2\"");
+  auto b = parsePolicy(text, "linux/b.json");
+  ASSERT_TRUE(b) << b.error().message();
+  auto m = mergePolicies({*a, *b});
+  ASSERT_TRUE(m) << m.error().message();
+  ASSERT_EQ(m->regions.size(), 1u);
+  EXPECT_EQ(m->regions[0].name, "io");  // the first policy's name is kept
+  EXPECT_EQ(m->graphs[1].channels[0].nodes[0].region, 0u);
+  EXPECT_TRUE(validate(*m).empty());
+}
+
+TEST(PolicySets, OverlappingDifferentRangesAreAConflictNamingBothFilesAndRegions) {
+  const auto a = toyFrom("linux/a.json", "g", R"([{"name": "io", "space": "io", "base": "0x100", "length": 8}])");
+  const auto b = toyFrom("vendor/b.json", "g2", R"([{"name": "fifo", "space": "io", "base": "0x100", "length": 6}])", "fifo");
+  auto m = mergePolicies({a, b});
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().where, "vendor/b.json");
+  EXPECT_EQ(m.error().what.rfind("region 'fifo' (io 0x100..0x105) overlaps region 'io' of linux/a.json (io 0x100..0x107) "
+                                 "without being the same range; a union of graphs needs the same register windows",
+                                 0),
+            0u)
+      << m.error().message();
+  EXPECT_NE(m.error().what.find("\"combine\": \"intersect\""), std::string::npos) << m.error().message();
+}
+
+TEST(PolicySets, OneNameForTwoRangesIsAConflict) {
+  const auto a = toyFrom("linux/a.json", "g", R"([{"name": "io", "space": "io", "base": "0x100", "length": 8}])");
+  const auto b = toyFrom("vendor/b.json", "g2", R"([{"name": "io", "space": "io", "base": "0x200", "length": 8}])");
+  auto m = mergePolicies({a, b});
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().message(), "vendor/b.json: region 'io' (io 0x200..0x207) has the name of region 'io' of linux/a.json "
+                                 "(io 0x100..0x107) but not its range; a union needs one range per region");
+}
+
+TEST(PolicySets, DifferentDeviceIdentitiesAreAConflictNamingBothFiles) {
+  auto a = toyFrom("linux/a.json", "g", R"([{"name": "io", "space": "io", "base": "0x100", "length": 8}])");
+  auto b = a;
+  b.source = "vendor/b.json";
+  b.graphs[0].name = "g2";
+  b.match.isa_kind = "other";
+  auto m = mergePolicies({a, b});
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().message(), "vendor/b.json: device identity (isa kind 'other') differs from linux/a.json (isa kind 'toy')");
+}
+
+DeviceInstance toyInstance() {
+  DeviceInstance d;
+  d.name = "toy0";
+  d.kind = "toy";
+  d.isa_ports.push_back(PortRange{0x100, 8});
+  return d;
+}
+
+TEST(PolicySets, IntersectPoliciesOfOneDirectoryAreASetOfTheirOwn) {
+  const auto linux_a = toyFrom("p/linux-6.1/a.json", "a", R"([{"name": "io", "space": "io", "base": "0x100", "length": 8}])");
+  const auto linux_b = toyFrom("p/linux-6.6/b.json", "b", R"([{"name": "port", "space": "io", "base": "0x100", "length": 8}])", "port");
+  // A model that divides the device differently: no merge with the driver's graphs is needed.
+  auto sheet = toyFrom("p/datasheet/s.json", "s",
+                       R"([{"name": "io", "space": "io", "base": "0x100", "length": 6}, {"name": "x", "space": "io", "base": "0x107", "length": 1}])");
+  sheet.combine = Combine::Intersect;
+  std::vector<std::string> uncovered;
+  auto bound = bindPolicies({toyInstance()}, {linux_a, sheet, linux_b}, &uncovered);
+  ASSERT_TRUE(bound) << bound.error().message();
+  EXPECT_TRUE(uncovered.empty());
+  ASSERT_EQ(bound->size(), 2u);
+  EXPECT_EQ((*bound)[0].set, 0u);
+  EXPECT_EQ((*bound)[0].set_name, "union");
+  EXPECT_EQ((*bound)[0].policy.graphs.size(), 2u);  // linux-6.1 and linux-6.6: one union
+  EXPECT_EQ((*bound)[0].policy.regions.size(), 1u);
+  EXPECT_EQ((*bound)[1].set, 1u);
+  EXPECT_EQ((*bound)[1].set_name, "p/datasheet");
+  EXPECT_EQ((*bound)[1].policy.regions.size(), 2u);
+  EXPECT_TRUE(Engine::create(std::move(*bound)).has_value());
+}
+
+TEST(PolicySets, ADirectoryCombinesOneWay) {
+  const auto a = toyFrom("p/datasheet/a.json", "a", R"([{"name": "io", "space": "io", "base": "0x100", "length": 8}])");
+  auto b = toyFrom("p/datasheet/b.json", "b", R"([{"name": "io", "space": "io", "base": "0x100", "length": 8}])");
+  b.combine = Combine::Intersect;
+  auto bound = bindPolicies({toyInstance()}, {a, b});
+  ASSERT_FALSE(bound);
+  EXPECT_EQ(bound.error().message(), "p/datasheet/a.json: combines by union but p/datasheet/b.json in the same directory combines by "
+                                     "intersect; a directory is one policy set and combines one way (set \"combine\" alike, or "
+                                     "move one of them)");
+}
+
+TEST(PolicySets, CombineRoundTripsThroughTheWriter) {
+  auto p = parsePolicy(replace(kValid, "\"graphs\": [{", "\"combine\": \"intersect\", \"graphs\": [{"), "s.json");
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_EQ(p->combine, Combine::Intersect);
+  auto again = parsePolicy(policyToJson(*p), "again.json");
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_EQ(again->combine, Combine::Intersect);
+  EXPECT_EQ(policyToJson(*parsePolicy(kValid, "u.json")).find("combine"), std::string::npos);  // union is the default
 }
 
 TEST(PolicyJson, DotDrawsEveryNode) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "ioreq_filter/qemu/discovery.h"
+#include "ioreq_filter/qemu/qemu_instance.h"
 #include "ioreq_filter/qemu/qmp_client.h"
 #include "ioreq_filter/qemu/qtest_client.h"
 
@@ -225,6 +226,23 @@ TEST(Discovery, MtreeWithoutAnIoViewIsAClearError) {
   auto owners = parseIoOwners("FlatView #0\n AS \"memory\", root: system\n");
   ASSERT_FALSE(owners);
   EXPECT_EQ(owners.error().message(), "info mtree: no flat view of the \"I/O\" address space in the output");
+}
+
+TEST(MachineArgs, DisplayOnlyOptionsAreDroppedWithANote) {
+  auto m = dropDisplayOptions({"-machine", "pc", "-display", "none", "-nographic", "--display", "sdl", "-vga", "std"}, "x");
+  ASSERT_TRUE(m) << m.error().message();
+  const std::vector<std::string> kept{"-machine", "pc", "-vga", "std"};  // -vga adds a device: kept
+  EXPECT_EQ(m->args, kept);
+  ASSERT_EQ(m->notes.size(), 3u);
+  EXPECT_EQ(m->notes[0].rfind("dropped '-display none': it only selects QEMU's user interface", 0), 0u) << m->notes[0];
+  EXPECT_EQ(m->notes[1].rfind("dropped '-nographic'", 0), 0u) << m->notes[1];
+  EXPECT_EQ(m->notes[2].rfind("dropped '--display sdl'", 0), 0u) << m->notes[2];
+}
+
+TEST(MachineArgs, DisplayWithoutAValueIsAnError) {
+  auto m = dropDisplayOptions({"-machine", "pc", "-display"}, "t.qtest:1");
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().message(), "t.qtest:1: '-display' without a value (e.g. -display none)");
 }
 
 }  // namespace

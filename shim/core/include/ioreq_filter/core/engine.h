@@ -35,6 +35,11 @@ enum class StartState : std::uint8_t {
 struct BoundDevice {
   DeviceInstance instance;
   DevicePolicy policy;  // already merged if several files matched
+  // Policy set (docs/policy-format.md): the engine judges each set on its own (its own bus, cursors,
+  // counters) and forwards a request only if no set refuses it. Set 0 is the union of the union
+  // policies; bindPolicies() numbers intersect sets from 1. One instance appears once per set.
+  std::uint32_t set = 0;
+  std::string set_name = "union";
 };
 
 struct EngineOptions {
@@ -84,6 +89,7 @@ struct LearnEvent {
 
 class Engine final : public RequestFilter {
  public:
+  // Devices are reordered by policy set (stable); device(i) and verdicts use the new order.
   static Result<std::unique_ptr<Engine>> create(std::vector<BoundDevice> devices, EngineOptions options = {});
   ~Engine() override;
   Engine(const Engine&) = delete;
@@ -100,7 +106,11 @@ class Engine final : public RequestFilter {
   const BoundDevice& device(std::size_t index) const noexcept;
   const DeviceCounters& counters(std::size_t device) const noexcept;
   const EngineCounters& counters() const noexcept { return engine_counters_; }
-  const DeviceBus& bus() const noexcept;
+  const DeviceBus& bus() const noexcept;  // the first policy set's
+  // Policy sets (BoundDevice::set) the devices came in; each has its own bus.
+  std::size_t setCount() const noexcept;
+  // Every set's unbound regions, with device indices as device() numbers them.
+  std::vector<DeviceBus::UnboundRegion> unboundRegions() const;
 
   // Control plane: explanations for humans (check output, logs).
   std::string graphName(std::size_t device, std::int32_t graph) const;
@@ -116,8 +126,11 @@ class Engine final : public RequestFilter {
   explicit Engine(std::unique_ptr<Impl> impl, EngineOptions options);
   // onRequest() without its fast path: every request the fast path does not finish.
   Verdict decide(const IoRequest& request) noexcept;
+  // One policy set's verdict: `bus` is the set's, whose device k is device(first + k).
+  Verdict judge(const IoRequest& request, DeviceBus& bus, std::size_t first) noexcept;
   std::unique_ptr<Impl> impl_;
   std::atomic<Mode> mode_;
+  bool layered_ = false;  // more than one policy set: intersect their verdicts (decide())
   EngineCounters engine_counters_;
 };
 

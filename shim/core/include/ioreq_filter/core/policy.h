@@ -150,6 +150,15 @@ struct DeviceMatch {
 // writes only to the standard header's writable fields and to capabilities (0x40 and up).
 enum class ConfigPolicy : std::uint8_t { Standard, GraphOnly };
 
+// How a policy combines with the other policies for the same device (docs/policy-format.md, "Policy sets").
+//  - Union: one driver's builds and firmware. Every union policy for a device, whatever its directory,
+//    joins one union: a request passes if any of their graphs accepts it.
+//  - Intersect: an independent model (a datasheet, stop-gap rules). The intersect policies of one
+//    directory form a set of their own (a union inside); a request must pass the union and every
+//    intersect set that covers the device.
+enum class Combine : std::uint8_t { Union, Intersect };
+const char* toString(Combine c) noexcept;
+
 struct DevicePolicy {
   std::string name;          // "floppy", "ne2k-pci"
   std::string source;        // file it was loaded from (for messages)
@@ -157,6 +166,7 @@ struct DevicePolicy {
   std::vector<RegionSpec> regions;
   ConfigPolicy config = ConfigPolicy::Standard;
   ViolationAction on_violation = ViolationAction::Refuse;
+  Combine combine = Combine::Union;
   std::vector<GraphSpec> graphs;  // union: a request passes if one live graph accepts it
   std::vector<StopGapRule> rules;
 };
@@ -171,7 +181,10 @@ struct PolicyProblem {
 std::vector<PolicyProblem> validate(const DevicePolicy& policy);
 
 // Union of several policies for one device (several guest OS builds, firmware + OS driver).
-// Regions must agree by name; graphs and rules are concatenated.
+// Regions are matched by where they are (space and base, or BAR, and length), not by name: the same
+// range under another name is the same region (the first policy's name is kept). Regions that overlap
+// without being the same range, or one name for two ranges, are errors naming both files and regions.
+// Graphs and rules are concatenated.
 Result<DevicePolicy> mergePolicies(const std::vector<DevicePolicy>& policies);
 
 }  // namespace iof

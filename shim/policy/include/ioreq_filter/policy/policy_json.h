@@ -28,8 +28,11 @@ Result<void> writeFileAtomically(const std::string& path, std::string_view conte
 // Graphviz rendering of every graph of the policy.
 std::string policyToDot(const DevicePolicy& policy);
 
-// Binds policies to the machine's device instances by identity; policies for the same device are
-// merged (union). `uncovered` receives the names of instances no policy matched.
+// Binds policies to the machine's device instances by identity. Policies for the same device combine
+// by their sets (docs/policy-format.md, "Policy sets"): every "union" policy joins set 0 (merged, see
+// mergePolicies); the "intersect" policies of one directory are one more set, merged among themselves.
+// A device gets one BoundDevice per set that covers it; the engine accepts a request only if every one
+// of them does. `uncovered` receives the names of instances no policy matched.
 Result<std::vector<BoundDevice>> bindPolicies(const std::vector<DeviceInstance>& devices,
                                               const std::vector<DevicePolicy>& policies,
                                               std::vector<std::string>* uncovered = nullptr);

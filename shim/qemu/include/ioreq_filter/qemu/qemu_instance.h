@@ -42,6 +42,18 @@ struct LaunchOptions {
   std::chrono::milliseconds command_timeout{10'000};
 };
 
+// Machine arguments copied from a bug report often say how to show the guest (`-display none`,
+// `-nographic`). Those options add, remove or configure no device: `-display` only picks the UI, and
+// `-nographic` turns the UI off and points the default serial port, parallel port and monitor (their
+// chardevs, not the devices) at stdio. ioreq-filter runs QEMU headless itself (launch() adds
+// `-display none`), so they are dropped here, each with a note saying so; `-vga` and the like change
+// the devices and are kept. A `-display` without its value is an error naming `where`.
+struct MachineArgs {
+  std::vector<std::string> args;
+  std::vector<std::string> notes;  // "dropped '-display none': ..."
+};
+Result<MachineArgs> dropDisplayOptions(const std::vector<std::string>& args, const std::string& where);
+
 class QemuInstance {
  public:
   static Result<std::unique_ptr<QemuInstance>> launch(const LaunchOptions& options);

@@ -60,6 +60,10 @@ struct Trace {
   std::vector<std::pair<std::string, std::string>> metadata;
   std::vector<std::string> phases;  // in order of appearance; a name may repeat
   std::vector<TraceCommand> commands;
+  // Lines accepted the way QEMU's qtest reads them although they say more than QEMU uses (a value
+  // wider than its access, `write` data longer than LEN or with an odd digit): what was done, where.
+  // Programs show them to the user; a replay forwards the adjusted command, never the original text.
+  std::vector<Error> warnings;
 
   // First value of header `key`, if any.
   std::optional<std::string> header(std::string_view key) const;
