@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <random>
 #include <sstream>
 
 #include "ioreq_filter/daemon/client.h"
@@ -353,6 +354,130 @@ TEST_F(DaemonFixture, AttachedEventNamesPolicyRegionsThatBindNowhere) {
   EXPECT_EQ(json::parse(attached[0]).at("unbound"),
             json::array({"piix3-ide@00:01.1 region 'bmdma': BAR4 is not implemented by this device instance",
                          "piix3-ide@00:01.1 region 'sidpr': BAR5 is not implemented by this device instance"}));
+}
+
+
+// Every field of every control request, wrong-typed, missing or out of range, gets an error reply that
+// names the field and why: the handler runs on the daemon's only thread, which also runs the relay.
+TEST_F(DaemonFixture, WrongTypedControlFieldsAreErrorsNamingTheField) {
+  const std::vector<std::pair<json, std::string>> cases = {
+      {json::array({"status"}), "request must be a JSON object, got array"},
+      {json{{"domid", dom}}, "request needs a \"cmd\" string (attach, detach, status, stats, mode, reload)"},
+      {json{{"cmd", 3}}, "\"cmd\" must be a string, got number 3"},
+      {json{{"cmd", "status"}, {"domid", "seven"}}, "\"domid\" must be a domain id (a non-negative integer), got string \"seven\""},
+      {json{{"cmd", "status"}, {"domid", json::array()}}, "\"domid\" must be a domain id (a non-negative integer), got array []"},
+      {json{{"cmd", "status"}, {"domid", -1}}, "\"domid\" must be a domain id (a non-negative integer), got number -1"},
+      {json{{"cmd", "stats"}, {"verbose", true}}, "'stats' takes no field \"verbose\" (it takes: cmd, domid)"},
+      {json{{"cmd", "detach"}, {"server", 0}}, "'detach' takes no field \"server\" (it takes: cmd, domid)"},
+      {json{{"cmd", "reload"}, {"mode", "enforce"}}, "'reload' takes no field \"mode\" (it takes: cmd, domid)"},
+      {json{{"cmd", "mode"}, {"mode", 1}}, "\"mode\" must be a string: enforce, monitor or learn; got number 1"},
+      {json{{"cmd", "mode"}, {"mode", nullptr}}, "\"mode\" must be a string: enforce, monitor or learn; got null"},
+      {json{{"cmd", "mode"}}, "\"mode\" is missing: enforce, monitor or learn"},
+      {json{{"cmd", "mode"}, {"mode", "off"}}, "\"mode\" must be enforce, monitor or learn, got \"off\""},
+      {json{{"cmd", "attach"}, {"server", "x"}}, "\"server\" must be an ioreq server id 0..7, got string \"x\""},
+      {json{{"cmd", "attach"}, {"server", 1.5}}, "\"server\" must be an ioreq server id 0..7, got number 1.5"},
+      {json{{"cmd", "attach"}, {"server", 9}}, "\"server\" must be an ioreq server id 0..7, got number 9"},
+      {json{{"cmd", "attach"}, {"server", "-1"}}, "\"server\" must be an ioreq server id 0..7, got string \"-1\""},
+      {json{{"cmd", "attach"}, {"server", id}, {"vcpus", "two"}}, "\"vcpus\" must be a vCPU count 0..128, got string \"two\""},
+      {json{{"cmd", "attach"}, {"server", id}, {"vcpus", 1e12}}, "\"vcpus\" must be a vCPU count 0..128, got number 1000000000000.0"},
+      {json{{"cmd", "attach"}, {"vcpus", 2}}, "\"vcpus\" is only meaningful with \"server\" (without it both come from the journal)"},
+      {json{{"cmd", "attach"}, {"server", id}, {"vcpu", 2}}, "'attach' takes no field \"vcpu\" (it takes: cmd, domid, server, vcpus)"},
+  };
+  for (const auto& [req, why] : cases) {
+    const json reply = d->handle(req, 0);
+    ASSERT_TRUE(reply.is_object()) << req.dump();
+    EXPECT_EQ(reply.at("ok"), false) << req.dump();
+    EXPECT_EQ(reply.value("error", std::string()), why) << req.dump();
+  }
+  // Over the socket too, including what is not JSON at all; the daemon still serves afterwards.
+  auto r = ask({{"cmd", "mode"}, {"mode", 1}});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().what, "\"mode\" must be a string: enforce, monitor or learn; got number 1");
+  EXPECT_EQ(d->handleLine("{\"cmd\": \"status\"", 0), "{\"error\":\"request is not valid JSON\",\"ok\":false}\n");
+  EXPECT_EQ(d->handleLine("", 0), "{\"error\":\"request is not valid JSON\",\"ok\":false}\n");
+  auto st = ask({{"cmd", "status"}});
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_EQ(st->at("mode"), "enforce");
+}
+
+// A request longer than the daemon reads gets a reply too, not a silently closed connection.
+TEST_F(DaemonFixture, AnOverlongControlRequestGetsAnErrorReply) {
+  auto r = ask({{"cmd", "status"}, {"pad", std::string(70000, 'x')}});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().what, "request longer than 65536 bytes without a newline");
+  EXPECT_TRUE(ask({{"cmd", "status"}}));
+}
+
+// Bounded, seeded fuzzing of the control-request handler in-process: mutated valid requests (fields
+// dropped, retyped, added) and byte-level damage to their text. Every input gets exactly one JSON reply
+// with a boolean "ok" (and a non-empty "error" when false), and the daemon still serves afterwards.
+TEST_F(DaemonFixture, ControlHandlerRepliesToEveryFuzzedRequestAndKeepsServing) {
+  // The inputs are handled on this thread, so the event loop waits until they are done (it would run
+  // them on its own thread over the socket; here thousands of connections would only be slower).
+  stopDaemon();
+  d = std::make_unique<daemon::Daemon>(hv, options());
+  ASSERT_TRUE(d->start());
+  std::mt19937 rng(1414);
+  auto pick = [&](std::size_t n) { return std::size_t(std::uniform_int_distribution<std::size_t>(0, n - 1)(rng)); };
+  const std::vector<json> seeds = {
+      {{"cmd", "status"}, {"domid", dom}}, {{"cmd", "stats"}},   {{"cmd", "mode"}, {"mode", "monitor"}},
+      {{"cmd", "mode"}, {"mode", "enforce"}}, {{"cmd", "reload"}}, {{"cmd", "detach"}},
+      {{"cmd", "attach"}, {"domid", dom}, {"server", id}, {"vcpus", 2}}, {{"cmd", "attach"}}};
+  const std::vector<std::string> keys = {"cmd", "domid", "mode", "server", "vcpus", "x", ""};
+  auto randomValue = [&]() -> json {
+    switch (pick(11)) {
+      case 0: return nullptr;
+      case 1: return pick(2) == 1;
+      case 2: return -std::int64_t(pick(1000));
+      case 3: return std::uint64_t(rng()) << 32 | rng();
+      case 4: return double(rng()) / 7.0;
+      case 5: return std::string(pick(5), char('a' + pick(26)));
+      case 6: return json::array({pick(9), "status"});
+      case 7: return json{{"cmd", "status"}};
+      case 8: return std::to_string(pick(12));
+      case 9: return std::vector<std::string>{"enforce", "monitor", "learn", "attach", "status"}[pick(5)];
+      default: return "0x" + std::to_string(pick(100));
+    }
+  };
+  const int kInputs = 3000;
+  for (int i = 0; i < kInputs; ++i) {
+    json req = seeds[pick(seeds.size())];
+    for (std::size_t m = 0, n = 1 + pick(3); m < n; ++m) {
+      const std::string& k = keys[pick(keys.size())];
+      switch (pick(3)) {
+        case 0: req.erase(k); break;
+        default: req[k] = randomValue(); break;
+      }
+    }
+    std::string line = req.dump();
+    if (pick(3) == 0) {  // damage the text itself
+      for (std::size_t m = 0, n = 1 + pick(4); m < n && !line.empty(); ++m) {
+        const std::size_t at = pick(line.size());
+        switch (pick(3)) {
+          case 0: line[at] = char(rng()); break;
+          case 1: line.erase(at, 1 + pick(4)); break;
+          default: line.insert(at, 1, "{}[]\":,\\0-e"[pick(11)]); break;
+        }
+      }
+    }
+    const uid_t uid = pick(10) == 0 ? uid_t(1000) : uid_t(0);
+    std::string reply;
+    ASSERT_NO_THROW(reply = d->handleLine(line, uid)) << "input " << i << ": " << line;
+    ASSERT_FALSE(reply.empty());
+    ASSERT_EQ(reply.back(), '\n');
+    const json j = json::parse(reply, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << "input " << i << ": " << line << " -> " << reply;
+    ASSERT_TRUE(j.contains("ok") && j["ok"].is_boolean()) << reply;
+    if (!j["ok"].get<bool>()) {
+      ASSERT_FALSE(j.value("error", std::string()).empty()) << reply;
+    }
+  }
+  (void)d->handle({{"cmd", "detach"}}, 0);
+  loop = std::thread([this] { d->run(); });
+  auto st = ask({{"cmd", "status"}, {"domid", dom}});
+  ASSERT_TRUE(st) << st.error().message();
+  attachQemu();
+  EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x44u);
 }
 
 }  // namespace

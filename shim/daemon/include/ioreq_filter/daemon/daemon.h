@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 #include <vector>
 
@@ -66,8 +67,12 @@ class Daemon {
   Result<void> start();
   void run();   // until stop(), a signal, or the domain's destruction
   void stop();  // any thread
-  // The command handler (control plane), also reachable over the socket.
+  // The command handler (control plane), also reachable over the socket. Never throws: a malformed
+  // request (not an object, a field missing, wrong-typed, out of range or unknown) gets an
+  // {"ok":false,"error":...} reply naming the field and why.
   nlohmann::json handle(const nlohmann::json& request, uid_t peer_uid);
+  // One request line as the socket delivers it (any bytes) to one reply line ending in '\n'.
+  std::string handleLine(std::string_view line, uid_t peer_uid);
 
  private:
   struct Impl;
