@@ -144,7 +144,8 @@ int run(const CheckOptions& o) {
           r.device = e.device(std::size_t(v.device)).instance.name;
           r.graph = e.graphName(std::size_t(v.device), v.graph);
           if (v.rule >= 0) r.rule = e.device(std::size_t(v.device)).policy.rules[std::size_t(v.rule)].id;
-          if (mode == Mode::Enforce) r.expected = e.expectedNext(std::size_t(v.device));
+          // An uncovered BAR is refused whatever the graphs expect: their next steps explain nothing there.
+          if (mode == Mode::Enforce && v.reason != Reason::Uncovered) r.expected = e.expectedNext(std::size_t(v.device));
         }
         refusals.push_back(std::move(r));
       }
@@ -163,7 +164,9 @@ int run(const CheckOptions& o) {
                     {"policy", e.device(d).policy.source},
                     {"forwarded", c.forwarded},
                     {"refused", {{"order", c.refused_order}, {"value", c.refused_value}, {"count", c.refused_count},
-                                 {"stop-gap", c.refused_stopgap}, {"malformed", c.refused_malformed}, {"needs-data", c.needs_data}}},
+                                 {"stop-gap", c.refused_stopgap}, {"malformed", c.refused_malformed}, {"needs-data", c.needs_data},
+                                 {"uncovered-region", c.refused_uncovered}}},
+                    {"passed", c.passed},
                     {"monitored", c.monitored}});
     }
     jt["devices"] = jd;
@@ -209,12 +212,14 @@ int run(const CheckOptions& o) {
         if (!r.expected.empty()) std::cout << "      expected: " << r.expected << "\n";
       }
       if (total_refusals > refusals.size()) std::cout << "  ... " << total_refusals - refusals.size() << " more refusals\n";
-      std::printf("  %-36s %10s %7s %7s %7s %9s %9s\n", "device", "forwarded", "order", "value", "count", "stop-gap", "malformed");
+      std::printf("  %-36s %10s %7s %7s %7s %9s %9s %9s\n", "device", "forwarded", "order", "value", "count", "stop-gap", "malformed",
+                  "uncovered");
       for (std::size_t d = 0; d < e.deviceCount(); ++d) {
         const auto& c = e.counters(d);
-        std::printf("  %-36s %10llu %7llu %7llu %7llu %9llu %9llu\n", deviceLabel(e.device(d).instance).c_str(),
+        std::printf("  %-36s %10llu %7llu %7llu %7llu %9llu %9llu %9llu\n", deviceLabel(e.device(d).instance).c_str(),
                     (unsigned long long)c.forwarded, (unsigned long long)c.refused_order, (unsigned long long)c.refused_value,
-                    (unsigned long long)c.refused_count, (unsigned long long)c.refused_stopgap, (unsigned long long)c.refused_malformed);
+                    (unsigned long long)c.refused_count, (unsigned long long)c.refused_stopgap, (unsigned long long)c.refused_malformed,
+                    (unsigned long long)c.refused_uncovered);
       }
       std::cout << "  requests " << e.counters().requests << ", to unfiltered devices " << e.counters().unclaimed << ", refused "
                 << total_refusals;

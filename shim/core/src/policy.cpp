@@ -76,6 +76,8 @@ struct Checker {
   void checkNode(const NodeSpec& n, const std::string& path) {
     if (n.id.empty()) problem(at(path, "id"), "node id is empty");
     checkAccess(n.region, n.offset, n.size, path);
+    if (n.region < policy.regions.size() && policy.regions[n.region].use != RegionUse::Filter)
+      problem(at(path, "region"), "region '" + policy.regions[n.region].name + "' is declared pass: no graph node may lie in it");
     if (n.dir == Dir::Read && n.value.kind != ValueKind::Any)
       problem(at(path, "value"), "a read cannot carry a value constraint (the filter decides before the device answers)");
     checkValue(n.value, n.size, at(path, "value"));
@@ -89,6 +91,12 @@ struct Checker {
       if (r.name.empty()) problem(at(path, "name"), "region name is empty");
       if (!names.insert(r.name).second) problem(at(path, "name"), "duplicate region name '" + r.name + "'");
       if (r.length == 0) problem(at(path, "length"), "region length is 0");
+      if (r.use == RegionUse::Pass && r.pass_reason.empty())
+        problem(at(path, "pass"), "a pass region needs a reason: why may its accesses go unfiltered?");
+      if (r.use == RegionUse::Pass && r.space == RegionSpace::Config)
+        problem(at(path, "pass"), "config space cannot be declared pass (\"config\" says how it is filtered)");
+      if (r.use == RegionUse::Uncovered)
+        problem(at(path, "name"), "region '" + r.name + "' is an engine-made uncovered-BAR guard, not a policy region");
       if (r.space == RegionSpace::Config) {
         if (r.length != 256 && r.length != 4096) problem(at(path, "length"), "config space is 256 or 4096 bytes");
         if (r.bar >= 0) problem(at(path, "bar"), "config space is not in a BAR");
@@ -231,7 +239,8 @@ Result<DevicePolicy> mergePolicies(const std::vector<DevicePolicy>& policies) {
         out.regions.push_back(reg);
         remap[r] = std::uint32_t(out.regions.size() - 1);
       } else {
-        if (it->space != reg.space || it->bar != reg.bar || it->base != reg.base || it->length != reg.length)
+        if (it->space != reg.space || it->bar != reg.bar || it->base != reg.base || it->length != reg.length ||
+            it->use != reg.use || it->pass_reason != reg.pass_reason)
           return fail(where, "region '" + reg.name + "' is defined differently than in " + out.source);
         remap[r] = std::uint32_t(it - out.regions.begin());
       }

@@ -397,10 +397,14 @@ struct Daemon::Impl {
                         {"refused_count", d.refused_count},
                         {"refused_stopgap", d.refused_stopgap},
                         {"refused_malformed", d.refused_malformed},
+                        {"refused_uncovered", d.refused_uncovered},
+                        {"passed", d.passed},
                         {"needs_data", d.needs_data},
                         {"monitored", d.monitored}});
       }
       j["devices"] = devs;
+      // "unclaimed": requests no filtered device claims, so forwarded unfiltered: to the devices of
+      // --unfiltered, or to addresses no device decodes.
       j["engine"] = {{"requests", e->counters().requests}, {"unclaimed", e->counters().unclaimed},
                      {"malformed", e->counters().malformed}};
     }
