@@ -112,6 +112,14 @@ int run(const CheckOptions& o) {
       std::cerr << "ioreq-filter check: " << bound.error().message() << "\n";
       return kExitBadInput;
     }
+    if (bound->empty()) {
+      // Every request would be "to unfiltered devices" and the run would report "refused 0": fail closed.
+      std::cerr << "ioreq-filter check: " << path << ": no policy matches any of the machine's " << devices.size()
+                << " devices, so nothing would be filtered (policies: ";
+      for (std::size_t i = 0; i < policies->size(); ++i) std::cerr << (i ? ", " : "") << (*policies)[i].name;
+      std::cerr << ")\n";
+      return kExitBadInput;
+    }
     EngineOptions eo;
     eo.mode = mode;
     auto engine = Engine::create(std::move(*bound), eo);

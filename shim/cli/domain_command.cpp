@@ -65,6 +65,11 @@ void printStatus(const json& r) {
     for (const auto& u : r["uncovered"]) std::cout << " " << str(u);
     std::cout << "\n";
   }
+  if (r.contains("unfiltered") && !r["unfiltered"].empty()) {
+    std::cout << "allowed to run unfiltered (--unfiltered):";
+    for (const auto& u : r["unfiltered"]) std::cout << " " << str(u);
+    std::cout << "\n";
+  }
 }
 
 void printStats(const json& r) {

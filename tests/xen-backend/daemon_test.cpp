@@ -480,5 +480,93 @@ TEST_F(DaemonFixture, ControlHandlerRepliesToEveryFuzzedRequestAndKeepsServing) 
   EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x44u);
 }
 
+// Fail closed on devices: an empty policy set, policies that match none of the domain's devices, and a
+// device no policy covers that --unfiltered does not name each fail the attach with a reason; a device
+// named there runs unfiltered, shown in status and counted in stats.
+struct UnfilteredFixture : DaemonFixture {
+  std::string policies, devices;
+  void SetUp() override {
+    DaemonFixture::SetUp();
+    stopDaemon();
+    policies = run_dir + "/policies";
+    devices = run_dir + "/devices.json";
+    std::filesystem::create_directories(policies);
+    std::ofstream(devices) << R"([{"name":"fdc","kind":"isa-fdc","isa_ports":[[1008,6],[1015,1]]},
+                                   {"name":"serial1","kind":"isa-serial","isa_ports":[[760,8]]}])";
+  }
+  void writeIsaPolicy(const std::string& kind) {
+    DevicePolicy p;
+    p.name = kind;
+    p.match.isa_kind = kind;
+    p.regions = {RegionSpec{"io", RegionSpace::Io, -1, 0x2f8, 8}};
+    GraphSpec g;
+    g.name = kind;
+    NodeSpec n;
+    n.id = "lsr";
+    n.offset = 5;
+    n.dir = Dir::Read;
+    g.anywhere.push_back(n);
+    p.graphs.push_back(g);
+    ASSERT_TRUE(savePolicyFile(p, policies + "/" + kind + ".json"));
+  }
+  Result<json> attachWith(std::vector<std::string> unfiltered) {
+    auto o = options();
+    o.filter_factory = daemon::engineFilterFactory();
+    o.policy_dir = policies;
+    o.devices_file = devices;
+    o.unfiltered = std::move(unfiltered);
+    d = std::make_unique<daemon::Daemon>(hv, o);
+    if (auto ok = d->start(); !ok) return std::unexpected(ok.error());
+    loop = std::thread([this] { d->run(); });
+    return ask({{"cmd", "attach"}, {"domid", dom}, {"server", id}, {"vcpus", 2}});
+  }
+};
+
+TEST_F(UnfilteredFixture, AnEmptyPolicySetFailsTheAttach) {
+  auto r = attachWith({"fdc", "isa-serial"});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().what, policies + ": no policies (*.json) found: an empty policy set would filter nothing");
+}
+
+TEST_F(UnfilteredFixture, PoliciesMatchingNoDeviceFailTheAttach) {
+  writeIsaPolicy("isa-parallel");
+  auto r = attachWith({"fdc", "serial1"});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().what, policies + ": no policy matches any of the domain's 2 devices: nothing would be filtered");
+}
+
+TEST_F(UnfilteredFixture, ADeviceWithoutPolicyNotNamedUnfilteredFailsTheAttach) {
+  writeIsaPolicy("isa-serial");
+  auto r = attachWith({});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().what,
+            "ioreq-filterd: no policy covers fdc (isa-fdc): give each a policy, or name it (instance or kind) in --unfiltered to let its "
+            "requests through unfiltered");
+  auto st = ask({{"cmd", "status"}});
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_FALSE(st->at("attached").get<bool>());
+}
+
+TEST_F(UnfilteredFixture, ADeviceNamedUnfilteredRunsUnfilteredShownAndCounted) {
+  writeIsaPolicy("isa-serial");
+  auto r = attachWith({"isa-fdc"});  // by kind; the instance name "fdc" works as well
+  ASSERT_TRUE(r) << r.error().message();
+  const int fd = ::open(r->at("shadow").get<std::string>().c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto q = sim::QemuModel::shadow(hv, dom, fd, 2, deviceValue);
+  ::close(fd);
+  ASSERT_TRUE(q) << q.error().message();
+  qemu = std::move(*q);
+  qemu->start();
+  EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x44u);
+  auto st = ask({{"cmd", "status"}});
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_EQ(st->at("unfiltered"), json::array({"isa-fdc"}));
+  EXPECT_EQ(st->at("uncovered"), json::array({"fdc"}));
+  auto stats = ask({{"cmd", "stats"}});
+  ASSERT_TRUE(stats) << stats.error().message();
+  EXPECT_EQ(stats->at("engine").at("unclaimed"), 1);
+}
+
 }  // namespace
 }  // namespace iof

@@ -131,6 +131,7 @@ FilterFactory engineFilterFactory() {
     if (o.policy_dir.empty()) return fail("ioreq-filterd", "no --policy-dir given");
     auto policies = loadPolicyDir(o.policy_dir);
     if (!policies) return std::unexpected(policies.error());
+    if (policies->empty()) return fail(o.policy_dir, "no policies (*.json) found: an empty policy set would filter nothing");
     std::vector<DeviceInstance> devices;
     if (!o.devices_file.empty()) {
       auto d = loadDeviceList(o.devices_file);
@@ -150,8 +151,24 @@ FilterFactory engineFilterFactory() {
       return fail("ioreq-filterd", "built without QMP discovery: give --devices FILE");
 #endif
     }
-    auto bound = bindPolicies(devices, *policies, uncovered);
+    std::vector<std::string> no_policy;
+    auto bound = bindPolicies(devices, *policies, &no_policy);
     if (!bound) return std::unexpected(bound.error());
+    // Fail closed: a device no policy covers runs unfiltered only if the operator said so by name.
+    std::string refused;
+    for (const auto& name : no_policy) {
+      const auto inst = std::ranges::find_if(devices, [&](const DeviceInstance& d) { return d.name == name; });
+      const std::string kind = inst == devices.end() ? std::string() : inst->kind;
+      const bool allowed = std::ranges::any_of(o.unfiltered, [&](const std::string& u) { return u == name || (!kind.empty() && u == kind); });
+      if (!allowed) refused += (refused.empty() ? "" : ", ") + name + (kind.empty() || kind == name ? "" : " (" + kind + ")");
+    }
+    if (!refused.empty())
+      return fail("ioreq-filterd", "no policy covers " + refused +
+                                       ": give each a policy, or name it (instance or kind) in --unfiltered to let its requests through unfiltered");
+    if (bound->empty())
+      return fail(o.policy_dir, "no policy matches any of the domain's " + std::to_string(devices.size()) +
+                                    " devices: nothing would be filtered");
+    if (uncovered) *uncovered = no_policy;
     EngineOptions eo;
     eo.mode = o.mode;
     // After a daemon restart the guest is mid-sequence: start unsynchronised (docs/architecture.md).
@@ -412,7 +429,7 @@ struct Daemon::Impl {
   }
 
   json status() {
-    json j{{"ok", true}, {"domid", o.domid}, {"attached", bool(proxy)}, {"mode", toString(o.mode)}};
+    json j{{"ok", true}, {"domid", o.domid}, {"attached", bool(proxy)}, {"mode", toString(o.mode)}, {"unfiltered", o.unfiltered}};
     if (!proxy) return j;
     j["server"] = proxy->session().id();
     j["vcpus"] = proxy->relay().vcpus();

@@ -35,6 +35,9 @@ struct DaemonOptions {
   std::string policy_dir;
   std::string devices_file;  // JSON device list (docs/xen.md); or:
   std::string qmp_socket;    // the daemon's own QMP monitor of the domain's QEMU
+  // Devices of the domain that may run without a policy, by instance name or QOM kind ("fdc",
+  // "isa-serial"). Any other device no policy covers fails the attach (fail closed; docs/xen.md).
+  std::vector<std::string> unfiltered;
   Mode mode = Mode::Enforce;
   uid_t dm_uid = 0;          // besides root, this uid (QEMU under dm_restrict) may send "attach"
   unsigned refusals_per_second = 20;
