@@ -213,6 +213,9 @@ std::vector<PolicyProblem> validate(const DevicePolicy& policy) {
   if (pci != policy.match.pci_device.has_value()) c.problem("device/match/pci", "PCI match needs both vendor and device");
   if (!pci && policy.match.isa_kind.empty()) c.problem("device/match", "device match needs 'pci' (vendor, device) or 'isa' (kind)");
   if (pci && !policy.match.isa_kind.empty()) c.problem("device/match", "a device is either PCI or ISA");
+  // Advertised once, never honoured (the relay only counted pause_unavailable): an option that silently
+  // does less than it says is refused rather than kept.
+  if (policy.on_violation == ViolationAction::RefuseAndPause) c.problem("on_violation", "refuse-and-pause is not available: Xen has no pause device-model operation, so a (restricted) daemon could only refuse and count; use refuse-and-crash to stop the guest, or refuse");
   if (policy.regions.empty()) c.problem("device/regions", "device has no regions");
   c.checkRegions();
   c.checkGraphs();

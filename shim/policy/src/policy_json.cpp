@@ -325,9 +325,9 @@ class Reader {
     if (auto* a = optional(root, "on_violation")) {
       const auto s = string(*a, "on_violation");
       if (s == "refuse") p.on_violation = ViolationAction::Refuse;
-      else if (s == "refuse-and-pause") p.on_violation = ViolationAction::RefuseAndPause;
+      else if (s == "refuse-and-pause") throw BadPolicy{"on_violation", "refuse-and-pause is not available: Xen has no pause device-model operation, so a (restricted) daemon could only refuse and count; use refuse-and-crash to stop the guest, or refuse"};
       else if (s == "refuse-and-crash") p.on_violation = ViolationAction::RefuseAndCrash;
-      else throw BadPolicy{"on_violation", "on_violation must be refuse, refuse-and-pause or refuse-and-crash"};
+      else throw BadPolicy{"on_violation", "on_violation must be refuse or refuse-and-crash"};
     }
     if (auto* g = optional(root, "graphs")) {
       const auto& graphs = array(*g, "graphs");

@@ -113,6 +113,8 @@ INSTANTIATE_TEST_SUITE_P(
             "bad.json:7:", "overlaps region 'io'"},
         Bad{"bad space", "\"space\": \"io\"", "\"space\": \"dma\"", "bad.json:7:", "space must be"},
         Bad{"bad action", "\"graphs\": [{", "\"on_violation\": \"explode\", \"graphs\": [{", "bad.json:9:", "on_violation must be"},
+        Bad{"pause is not available", "\"graphs\": [{", "\"on_violation\": \"refuse-and-pause\", \"graphs\": [{", "bad.json:9:",
+            "refuse-and-pause is not available: Xen has no pause device-model operation"},
         Bad{"bar without pci", "\"base\": \"0x100\", \"length\": 8}]", "\"bar\": 0, \"length\": 8}]", "bad.json:7:", "needs a PCI device match"},
         // A region goes unfiltered only by declaration, and only with a reason a reviewer can check.
         Bad{"pass without reason object", "\"length\": 8}]", "\"length\": 8}, {\"name\": \"spare\", \"space\": \"io\", \"base\": \"0x200\", \"length\": 4, \"pass\": true}]", "bad.json:7:", "'pass' must be {\"reason\""},
