@@ -62,7 +62,8 @@ timeout 120 "$bin" analyze "$net/intel/e100.ko" "$kernel/drivers/net/mii.ko" --d
   --guest-os "Debian 12 (Linux $ver)" -o "$fresh/e100.json" --coverage "$fresh/e100.coverage.txt"
 # vmxnet3: QEMU's vmxnet3 (15ad:07b0). BAR 1 (command/config registers) is ioremap(pci_resource_start(
 # adapter->pdev, 1)); the BAR 0 registers (interrupt masks, ring producers) are reached at an index the
-# driver computes at run time, so the policy has no BAR 0 region and leaves it unfiltered (analysis/README.md).
+# driver computes at run time, so the policy has no BAR 0 region, and the filter refuses BAR 0 as uncovered
+# (analysis/README.md).
 timeout 120 "$bin" analyze "$kernel/drivers/net/vmxnet3/vmxnet3.ko" --device vmxnet3 --pci 15ad:07b0 \
   --guest-os "Debian 12 (Linux $ver)" -o "$fresh/vmxnet3.json" --coverage "$fresh/vmxnet3.coverage.txt"
 

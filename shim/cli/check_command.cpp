@@ -124,6 +124,14 @@ int run(const CheckOptions& o) {
       std::cerr << "ioreq-filter check: " << bound.error().message() << "\n";
       return kExitBadInput;
     }
+    if (bound->empty()) {
+      // Every request would be "to unfiltered devices" and the run would report "refused 0": fail closed.
+      std::cerr << "ioreq-filter check: " << path << ": no policy matches any of the machine's " << devices.size()
+                << " devices, so nothing would be filtered (policies: ";
+      for (std::size_t i = 0; i < policies->size(); ++i) std::cerr << (i ? ", " : "") << (*policies)[i].name;
+      std::cerr << ")\n";
+      return kExitBadInput;
+    }
     EngineOptions eo;
     eo.mode = mode;
     auto engine = Engine::create(std::move(*bound), eo);
@@ -157,7 +165,8 @@ int run(const CheckOptions& o) {
           r.set = e.device(std::size_t(v.device)).set_name;
           r.graph = e.graphName(std::size_t(v.device), v.graph);
           if (v.rule >= 0) r.rule = e.device(std::size_t(v.device)).policy.rules[std::size_t(v.rule)].id;
-          if (mode == Mode::Enforce) r.expected = e.expectedNext(std::size_t(v.device));
+          // An uncovered BAR is refused whatever the graphs expect: their next steps explain nothing there.
+          if (mode == Mode::Enforce && v.reason != Reason::Uncovered) r.expected = e.expectedNext(std::size_t(v.device));
         }
         refusals.push_back(std::move(r));
       }
@@ -177,7 +186,9 @@ int run(const CheckOptions& o) {
                     {"set", e.device(d).set_name},
                     {"forwarded", c.forwarded},
                     {"refused", {{"order", c.refused_order}, {"value", c.refused_value}, {"count", c.refused_count},
-                                 {"stop-gap", c.refused_stopgap}, {"malformed", c.refused_malformed}, {"needs-data", c.needs_data}}},
+                                 {"stop-gap", c.refused_stopgap}, {"malformed", c.refused_malformed}, {"needs-data", c.needs_data},
+                                 {"uncovered-region", c.refused_uncovered}}},
+                    {"passed", c.passed},
                     {"monitored", c.monitored}});
     }
     jt["devices"] = jd;
@@ -228,13 +239,15 @@ int run(const CheckOptions& o) {
         if (!r.expected.empty()) std::cout << "      expected: " << r.expected << "\n";
       }
       if (total_refusals > refusals.size()) std::cout << "  ... " << total_refusals - refusals.size() << " more refusals\n";
-      std::printf("  %-36s %10s %7s %7s %7s %9s %9s\n", "device", "forwarded", "order", "value", "count", "stop-gap", "malformed");
+      std::printf("  %-36s %10s %7s %7s %7s %9s %9s %9s\n", "device", "forwarded", "order", "value", "count", "stop-gap", "malformed",
+                  "uncovered");
       for (std::size_t d = 0; d < e.deviceCount(); ++d) {
         const auto& c = e.counters(d);
         const std::string row = deviceLabel(e.device(d).instance) + (e.setCount() > 1 ? " [" + e.device(d).set_name + "]" : "");
-        std::printf("  %-36s %10llu %7llu %7llu %7llu %9llu %9llu\n", row.c_str(),
+        std::printf("  %-36s %10llu %7llu %7llu %7llu %9llu %9llu %9llu\n", row.c_str(),
                     (unsigned long long)c.forwarded, (unsigned long long)c.refused_order, (unsigned long long)c.refused_value,
-                    (unsigned long long)c.refused_count, (unsigned long long)c.refused_stopgap, (unsigned long long)c.refused_malformed);
+                    (unsigned long long)c.refused_count, (unsigned long long)c.refused_stopgap, (unsigned long long)c.refused_malformed,
+                    (unsigned long long)c.refused_uncovered);
       }
       std::cout << "  requests " << e.counters().requests << ", to unfiltered devices " << e.counters().unclaimed << ", refused "
                 << total_refusals;

@@ -65,6 +65,11 @@ void printStatus(const json& r) {
     for (const auto& u : r["uncovered"]) std::cout << " " << str(u);
     std::cout << "\n";
   }
+  if (r.contains("unfiltered") && !r["unfiltered"].empty()) {
+    std::cout << "allowed to run unfiltered (--unfiltered):";
+    for (const auto& u : r["unfiltered"]) std::cout << " " << str(u);
+    std::cout << "\n";
+  }
 }
 
 void printStats(const json& r) {
@@ -78,10 +83,12 @@ void printStats(const json& r) {
   }
   if (r.contains("devices")) {
     std::cout << "\n";
-    std::vector<std::vector<std::string>> rows{{"DEVICE", "FORWARDED", "ORDER", "VALUE", "COUNT", "STOPGAP", "MALFORMED", "MONITORED"}};
+    std::vector<std::vector<std::string>> rows{
+        {"DEVICE", "FORWARDED", "ORDER", "VALUE", "COUNT", "STOPGAP", "MALFORMED", "UNCOVERED", "PASSED", "MONITORED"}};
     for (const auto& d : r["devices"])
       rows.push_back({str(d["name"]), str(d["forwarded"]), str(d["refused_order"]), str(d["refused_value"]),
-                      str(d["refused_count"]), str(d["refused_stopgap"]), str(d["refused_malformed"]), str(d["monitored"])});
+                      str(d["refused_count"]), str(d["refused_stopgap"]), str(d["refused_malformed"]),
+                      str(d.value("refused_uncovered", json(0))), str(d.value("passed", json(0))), str(d["monitored"])});
     table(std::cout, rows);
   }
 }

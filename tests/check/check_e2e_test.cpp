@@ -136,6 +136,15 @@ TEST(CheckEndToEnd, DisplayOnlyQemuOptionsAreDroppedWithANote) {
   EXPECT_NE(r.out.find("filtered: isa-fdc@0x3f0"), std::string::npos) << r.out;  // the machine came up
 }
 
+// Fail closed: policies that match none of the machine's devices would pass every request unchecked;
+// check says so and exits 2 instead of reporting "refused 0" with exit 0.
+TEST(CheckEndToEnd, PoliciesMatchingNoDeviceAreAnError) {
+  auto r = cli("check --policy policies/linux-6.1/e1000.json tests/data/attacks/fdc-venom-cve-2015-3456.qtest");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find("fdc-venom-cve-2015-3456.qtest: no policy matches any of the machine's"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("devices, so nothing would be filtered (policies: e1000)"), std::string::npos) << r.out;
+}
+
 TEST(CheckEndToEnd, BadInputsExitTwoWithWhereAndWhy) {
   auto r = cli("check --policy policies/datasheet/floppy-82077aa.json /nonexistent.qtest");
   EXPECT_EQ(r.exit_code, 2) << r.out;

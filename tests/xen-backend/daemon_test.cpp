@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <random>
 #include <sstream>
 
 #include "ioreq_filter/daemon/client.h"
@@ -384,6 +385,217 @@ TEST_F(DaemonFixture, ShippedPolicyTreeFiltersWithEverySetAndNamesTheRefusingOne
   ASSERT_TRUE(first.contains("set")) << refused[0];
   const auto set = first.at("set").get<std::string>();
   EXPECT_TRUE(set == "union" || set.ends_with("policies/datasheet")) << refused[0];
+}
+
+// Every field of every control request, wrong-typed, missing or out of range, gets an error reply that
+// names the field and why: the handler runs on the daemon's only thread, which also runs the relay.
+TEST_F(DaemonFixture, WrongTypedControlFieldsAreErrorsNamingTheField) {
+  const std::vector<std::pair<json, std::string>> cases = {
+      {json::array({"status"}), "request must be a JSON object, got array"},
+      {json{{"domid", dom}}, "request needs a \"cmd\" string (attach, detach, status, stats, mode, reload)"},
+      {json{{"cmd", 3}}, "\"cmd\" must be a string, got number 3"},
+      {json{{"cmd", "status"}, {"domid", "seven"}}, "\"domid\" must be a domain id (a non-negative integer), got string \"seven\""},
+      {json{{"cmd", "status"}, {"domid", json::array()}}, "\"domid\" must be a domain id (a non-negative integer), got array []"},
+      {json{{"cmd", "status"}, {"domid", -1}}, "\"domid\" must be a domain id (a non-negative integer), got number -1"},
+      {json{{"cmd", "stats"}, {"verbose", true}}, "'stats' takes no field \"verbose\" (it takes: cmd, domid)"},
+      {json{{"cmd", "detach"}, {"server", 0}}, "'detach' takes no field \"server\" (it takes: cmd, domid)"},
+      {json{{"cmd", "reload"}, {"mode", "enforce"}}, "'reload' takes no field \"mode\" (it takes: cmd, domid)"},
+      {json{{"cmd", "mode"}, {"mode", 1}}, "\"mode\" must be a string: enforce, monitor or learn; got number 1"},
+      {json{{"cmd", "mode"}, {"mode", nullptr}}, "\"mode\" must be a string: enforce, monitor or learn; got null"},
+      {json{{"cmd", "mode"}}, "\"mode\" is missing: enforce, monitor or learn"},
+      {json{{"cmd", "mode"}, {"mode", "off"}}, "\"mode\" must be enforce, monitor or learn, got \"off\""},
+      {json{{"cmd", "attach"}, {"server", "x"}}, "\"server\" must be an ioreq server id 0..7, got string \"x\""},
+      {json{{"cmd", "attach"}, {"server", 1.5}}, "\"server\" must be an ioreq server id 0..7, got number 1.5"},
+      {json{{"cmd", "attach"}, {"server", 9}}, "\"server\" must be an ioreq server id 0..7, got number 9"},
+      {json{{"cmd", "attach"}, {"server", "-1"}}, "\"server\" must be an ioreq server id 0..7, got string \"-1\""},
+      {json{{"cmd", "attach"}, {"server", id}, {"vcpus", "two"}}, "\"vcpus\" must be a vCPU count 0..128, got string \"two\""},
+      {json{{"cmd", "attach"}, {"server", id}, {"vcpus", 1e12}}, "\"vcpus\" must be a vCPU count 0..128, got number 1000000000000.0"},
+      {json{{"cmd", "attach"}, {"vcpus", 2}}, "\"vcpus\" is only meaningful with \"server\" (without it both come from the journal)"},
+      {json{{"cmd", "attach"}, {"server", id}, {"vcpu", 2}}, "'attach' takes no field \"vcpu\" (it takes: cmd, domid, server, vcpus)"},
+  };
+  for (const auto& [req, why] : cases) {
+    const json reply = d->handle(req, 0);
+    ASSERT_TRUE(reply.is_object()) << req.dump();
+    EXPECT_EQ(reply.at("ok"), false) << req.dump();
+    EXPECT_EQ(reply.value("error", std::string()), why) << req.dump();
+  }
+  // Over the socket too, including what is not JSON at all; the daemon still serves afterwards.
+  auto r = ask({{"cmd", "mode"}, {"mode", 1}});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().what, "\"mode\" must be a string: enforce, monitor or learn; got number 1");
+  EXPECT_EQ(d->handleLine("{\"cmd\": \"status\"", 0), "{\"error\":\"request is not valid JSON\",\"ok\":false}\n");
+  EXPECT_EQ(d->handleLine("", 0), "{\"error\":\"request is not valid JSON\",\"ok\":false}\n");
+  auto st = ask({{"cmd", "status"}});
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_EQ(st->at("mode"), "enforce");
+}
+
+// A request longer than the daemon reads gets a reply too, not a silently closed connection.
+TEST_F(DaemonFixture, AnOverlongControlRequestGetsAnErrorReply) {
+  auto r = ask({{"cmd", "status"}, {"pad", std::string(70000, 'x')}});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().what, "request longer than 65536 bytes without a newline");
+  EXPECT_TRUE(ask({{"cmd", "status"}}));
+}
+
+// Bounded, seeded fuzzing of the control-request handler in-process: mutated valid requests (fields
+// dropped, retyped, added) and byte-level damage to their text. Every input gets exactly one JSON reply
+// with a boolean "ok" (and a non-empty "error" when false), and the daemon still serves afterwards.
+TEST_F(DaemonFixture, ControlHandlerRepliesToEveryFuzzedRequestAndKeepsServing) {
+  // The inputs are handled on this thread, so the event loop waits until they are done (it would run
+  // them on its own thread over the socket; here thousands of connections would only be slower).
+  stopDaemon();
+  d = std::make_unique<daemon::Daemon>(hv, options());
+  ASSERT_TRUE(d->start());
+  std::mt19937 rng(1414);
+  auto pick = [&](std::size_t n) { return std::size_t(std::uniform_int_distribution<std::size_t>(0, n - 1)(rng)); };
+  const std::vector<json> seeds = {
+      {{"cmd", "status"}, {"domid", dom}}, {{"cmd", "stats"}},   {{"cmd", "mode"}, {"mode", "monitor"}},
+      {{"cmd", "mode"}, {"mode", "enforce"}}, {{"cmd", "reload"}}, {{"cmd", "detach"}},
+      {{"cmd", "attach"}, {"domid", dom}, {"server", id}, {"vcpus", 2}}, {{"cmd", "attach"}}};
+  const std::vector<std::string> keys = {"cmd", "domid", "mode", "server", "vcpus", "x", ""};
+  auto randomValue = [&]() -> json {
+    switch (pick(11)) {
+      case 0: return nullptr;
+      case 1: return pick(2) == 1;
+      case 2: return -std::int64_t(pick(1000));
+      case 3: return std::uint64_t(rng()) << 32 | rng();
+      case 4: return double(rng()) / 7.0;
+      case 5: return std::string(pick(5), char('a' + pick(26)));
+      case 6: return json::array({pick(9), "status"});
+      case 7: return json{{"cmd", "status"}};
+      case 8: return std::to_string(pick(12));
+      case 9: return std::vector<std::string>{"enforce", "monitor", "learn", "attach", "status"}[pick(5)];
+      default: return "0x" + std::to_string(pick(100));
+    }
+  };
+  const int kInputs = 3000;
+  for (int i = 0; i < kInputs; ++i) {
+    json req = seeds[pick(seeds.size())];
+    for (std::size_t m = 0, n = 1 + pick(3); m < n; ++m) {
+      const std::string& k = keys[pick(keys.size())];
+      switch (pick(3)) {
+        case 0: req.erase(k); break;
+        default: req[k] = randomValue(); break;
+      }
+    }
+    std::string line = req.dump();
+    if (pick(3) == 0) {  // damage the text itself
+      for (std::size_t m = 0, n = 1 + pick(4); m < n && !line.empty(); ++m) {
+        const std::size_t at = pick(line.size());
+        switch (pick(3)) {
+          case 0: line[at] = char(rng()); break;
+          case 1: line.erase(at, 1 + pick(4)); break;
+          default: line.insert(at, 1, "{}[]\":,\\0-e"[pick(11)]); break;
+        }
+      }
+    }
+    const uid_t uid = pick(10) == 0 ? uid_t(1000) : uid_t(0);
+    std::string reply;
+    ASSERT_NO_THROW(reply = d->handleLine(line, uid)) << "input " << i << ": " << line;
+    ASSERT_FALSE(reply.empty());
+    ASSERT_EQ(reply.back(), '\n');
+    const json j = json::parse(reply, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << "input " << i << ": " << line << " -> " << reply;
+    ASSERT_TRUE(j.contains("ok") && j["ok"].is_boolean()) << reply;
+    if (!j["ok"].get<bool>()) {
+      ASSERT_FALSE(j.value("error", std::string()).empty()) << reply;
+    }
+  }
+  (void)d->handle({{"cmd", "detach"}}, 0);
+  loop = std::thread([this] { d->run(); });
+  auto st = ask({{"cmd", "status"}, {"domid", dom}});
+  ASSERT_TRUE(st) << st.error().message();
+  attachQemu();
+  EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x44u);
+}
+
+// Fail closed on devices: an empty policy set, policies that match none of the domain's devices, and a
+// device no policy covers that --unfiltered does not name each fail the attach with a reason; a device
+// named there runs unfiltered, shown in status and counted in stats.
+struct UnfilteredFixture : DaemonFixture {
+  std::string policies, devices;
+  void SetUp() override {
+    DaemonFixture::SetUp();
+    stopDaemon();
+    policies = run_dir + "/policies";
+    devices = run_dir + "/devices.json";
+    std::filesystem::create_directories(policies);
+    std::ofstream(devices) << R"([{"name":"fdc","kind":"isa-fdc","isa_ports":[[1008,6],[1015,1]]},
+                                   {"name":"serial1","kind":"isa-serial","isa_ports":[[760,8]]}])";
+  }
+  void writeIsaPolicy(const std::string& kind) {
+    DevicePolicy p;
+    p.name = kind;
+    p.match.isa_kind = kind;
+    p.regions = {RegionSpec{"io", RegionSpace::Io, -1, 0x2f8, 8}};
+    GraphSpec g;
+    g.name = kind;
+    NodeSpec n;
+    n.id = "lsr";
+    n.offset = 5;
+    n.dir = Dir::Read;
+    g.anywhere.push_back(n);
+    p.graphs.push_back(g);
+    ASSERT_TRUE(savePolicyFile(p, policies + "/" + kind + ".json"));
+  }
+  Result<json> attachWith(std::vector<std::string> unfiltered) {
+    auto o = options();
+    o.filter_factory = daemon::engineFilterFactory();
+    o.policy_dir = policies;
+    o.devices_file = devices;
+    o.unfiltered = std::move(unfiltered);
+    d = std::make_unique<daemon::Daemon>(hv, o);
+    if (auto ok = d->start(); !ok) return std::unexpected(ok.error());
+    loop = std::thread([this] { d->run(); });
+    return ask({{"cmd", "attach"}, {"domid", dom}, {"server", id}, {"vcpus", 2}});
+  }
+};
+
+TEST_F(UnfilteredFixture, AnEmptyPolicySetFailsTheAttach) {
+  auto r = attachWith({"fdc", "isa-serial"});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().what, policies + ": no policies (*.json) found: an empty policy set would filter nothing");
+}
+
+TEST_F(UnfilteredFixture, PoliciesMatchingNoDeviceFailTheAttach) {
+  writeIsaPolicy("isa-parallel");
+  auto r = attachWith({"fdc", "serial1"});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().what, policies + ": no policy matches any of the domain's 2 devices: nothing would be filtered");
+}
+
+TEST_F(UnfilteredFixture, ADeviceWithoutPolicyNotNamedUnfilteredFailsTheAttach) {
+  writeIsaPolicy("isa-serial");
+  auto r = attachWith({});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().what,
+            "ioreq-filterd: no policy covers fdc (isa-fdc): give each a policy, or name it (instance or kind) in --unfiltered to let its "
+            "requests through unfiltered");
+  auto st = ask({{"cmd", "status"}});
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_FALSE(st->at("attached").get<bool>());
+}
+
+TEST_F(UnfilteredFixture, ADeviceNamedUnfilteredRunsUnfilteredShownAndCounted) {
+  writeIsaPolicy("isa-serial");
+  auto r = attachWith({"isa-fdc"});  // by kind; the instance name "fdc" works as well
+  ASSERT_TRUE(r) << r.error().message();
+  const int fd = ::open(r->at("shadow").get<std::string>().c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto q = sim::QemuModel::shadow(hv, dom, fd, 2, deviceValue);
+  ::close(fd);
+  ASSERT_TRUE(q) << q.error().message();
+  qemu = std::move(*q);
+  qemu->start();
+  EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x44u);
+  auto st = ask({{"cmd", "status"}});
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_EQ(st->at("unfiltered"), json::array({"isa-fdc"}));
+  EXPECT_EQ(st->at("uncovered"), json::array({"fdc"}));
+  auto stats = ask({{"cmd", "stats"}});
+  ASSERT_TRUE(stats) << stats.error().message();
+  EXPECT_EQ(stats->at("engine").at("unclaimed"), 1);
 }
 
 }  // namespace

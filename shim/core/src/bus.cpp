@@ -72,8 +72,9 @@ Result<DeviceBus> DeviceBus::create(std::vector<BusDevice> devices) {
         bindings[r].kind = Binding::Config;
         continue;
       }
-      // A fixed region may be split where the instance does not decode (see rebuildRanges()).
-      (reg.space == RegionSpace::Io ? io_capacity : mem_capacity) += std::max<std::size_t>(1, dev.instance.isa_ports.size());
+      // A fixed region may be split where the instance does not decode (see rebuildRanges()); a BAR
+      // region may add the BAR's tail past it.
+      (reg.space == RegionSpace::Io ? io_capacity : mem_capacity) += std::max<std::size_t>(1, dev.instance.isa_ports.size()) + (reg.bar >= 0 ? 1 : 0);
       if (reg.bar >= 0) {
         if (!pci) return fail(where, "BAR region on a device that is not PCI");
         const std::string bar_name = "BAR" + std::to_string(reg.bar);
@@ -112,9 +113,13 @@ Result<DeviceBus> DeviceBus::create(std::vector<BusDevice> devices) {
     }
     // A policy none of whose register regions binds would filter nothing on this instance: refuse the
     // attach (fail closed) rather than let every register access through as unclaimed.
-    const auto binds = [](const RegionBinding& b) { return b.kind != Binding::Unbound && b.kind != Binding::Config; };
-    const bool has_register_region = std::ranges::any_of(dev.regions, [](const RegionSpec& r) { return r.space != RegionSpace::Config; });
-    if (has_register_region && std::ranges::none_of(bindings, binds)) {
+    // The engine's guards for BARs the policy does not mention (RegionUse::Uncovered) filter nothing.
+    const auto policy_region = [](const RegionSpec& r) { return r.space != RegionSpace::Config && r.use != RegionUse::Uncovered; };
+    bool policy_region_binds = false;
+    for (std::size_t r = 0; r < dev.regions.size(); ++r)
+      policy_region_binds |= policy_region(dev.regions[r]) && bindings[r].kind != Binding::Unbound && bindings[r].kind != Binding::Config;
+    const bool has_register_region = std::ranges::any_of(dev.regions, policy_region);
+    if (has_register_region && !policy_region_binds) {
       std::string why;
       for (const auto& u : bus.unbound_)
         if (u.device == d) why += (why.empty() ? "" : "; ") + std::string("'") + dev.regions[u.region].name + "': " + u.reason;
@@ -202,6 +207,12 @@ void DeviceBus::rebuildRanges() noexcept {
         continue;
       }
       insertRange(table, count, Range{base, base + reg.length - 1, std::int32_t(d), r, base});
+      if (binding.kind == Binding::Bar && devices_[d].whole_device) {
+        const std::uint64_t bar_size = devices_[d].instance.bars[std::size_t(reg.bar)].size;
+        const std::uint64_t tail_end = base + bar_size - 1;
+        const bool fits = reg.space == RegionSpace::Io ? tail_end <= kMaxPort : tail_end >= base;
+        if (reg.length < bar_size && fits) insertRange(table, count, Range{base + reg.length, tail_end, std::int32_t(d), kBarTailRegion, base});
+      }
     }
   }
   fillPortSlots(true);

@@ -634,6 +634,7 @@ struct Engine::Impl {
     }
     if (slot == DeviceBus::kPortConfigCycle) return;
     const auto& range = bus.ioRange(slot);
+    if (range.region == kBarTailRegion) return;  // refused by decide()
     const auto& c = compiled[std::size_t(range.device)];
     const std::uint32_t dense_begin = c.dense_begin[range.region];
     if (c.has_rules || !c.has_graphs || dense_begin == kNone) return;
@@ -987,6 +988,31 @@ struct Engine::Impl {
 Engine::Engine(std::unique_ptr<Impl> impl, EngineOptions options) : impl_(std::move(impl)), mode_(options.mode) {}
 Engine::~Engine() = default;
 
+namespace {
+// Fail closed on whole devices: QEMU often serves the same registers through more than one BAR (rtl8139's
+// I/O BAR 0 and MMIO BAR 1), and a policy drawn from one driver's accesses names only the BARs that driver
+// used. Every BAR the instance implements that the policy has no region for gets a guard region whose
+// accesses are all refused (RegionUse::Uncovered, reason uncovered-region); a policy lets one through only
+// by declaring it pass with a reason. BARs 0-3 of a compatibility-mode IDE channel decode nothing of their
+// own (the bus binds the channel's legacy ports, DeviceBus::legacyIdeWindow), so they get no guard.
+void guardUncoveredBars(BoundDevice& d) {
+  if (!d.instance.pci) return;
+  for (int b = 0; b < 6; ++b) {
+    const auto& bar = d.instance.bars[std::size_t(b)];
+    if (bar.kind == BarKind::None || bar.size == 0) continue;
+    if (std::ranges::any_of(d.policy.regions, [b](const RegionSpec& r) { return r.bar == b; })) continue;
+    if (DeviceBus::legacyIdeWindow(d.instance, b)) continue;
+    RegionSpec guard;
+    guard.name = "BAR" + std::to_string(b) + " (uncovered)";
+    guard.space = bar.kind == BarKind::Io ? RegionSpace::Io : RegionSpace::Mem;
+    guard.bar = b;
+    guard.length = bar.size;
+    guard.use = RegionUse::Uncovered;
+    d.policy.regions.push_back(std::move(guard));
+  }
+}
+}  // namespace
+
 Result<std::unique_ptr<Engine>> Engine::create(std::vector<BoundDevice> devices, EngineOptions options) {
   auto impl = std::make_unique<Impl>();
   // Each policy set gets a bus of its own (sets may divide one device into different regions); a set's
@@ -994,13 +1020,22 @@ Result<std::unique_ptr<Engine>> Engine::create(std::vector<BoundDevice> devices,
   std::stable_sort(devices.begin(), devices.end(), [](const BoundDevice& a, const BoundDevice& b) { return a.set < b.set; });
   std::vector<std::vector<BusDevice>> set_devices(1);
   std::vector<std::size_t> set_first{0};
+  // The whole device is guarded once, in the lowest set that covers it (the union of its driver's
+  // graphs when there is one): an intersect set (datasheet, stop-gaps) judges only its own regions,
+  // since a port a set has no region for is not that set's to refuse.
+  std::vector<std::string> guarded;
   for (std::size_t i = 0; i < devices.size(); ++i) {
-    const auto& d = devices[i];
+    auto& d = devices[i];
     auto problems = validate(d.policy);
     if (!problems.empty())
       return fail(d.policy.source.empty() ? d.policy.name : d.policy.source, problems.front().path + ": " + problems.front().what);
+    const bool whole_device = std::ranges::find(guarded, d.instance.name) == guarded.end();
+    if (whole_device) {
+      guardUncoveredBars(d);
+      guarded.push_back(d.instance.name);
+    }
     if (i > 0 && d.set != devices[i - 1].set) set_devices.emplace_back(), set_first.push_back(i);
-    set_devices.back().push_back(BusDevice{d.instance, d.policy.regions});
+    set_devices.back().push_back(BusDevice{d.instance, d.policy.regions, whole_device});
   }
   for (std::size_t s = 0; s < set_devices.size(); ++s) {
     auto bus = DeviceBus::create(std::move(set_devices[s]));
@@ -1154,12 +1189,24 @@ Verdict Engine::judge(const IoRequest& request, DeviceBus& bus, std::size_t firs
       case Reason::StopGap: ++dc.refused_stopgap; break;
       case Reason::Malformed: ++dc.refused_malformed; break;
       case Reason::NeedsData: ++dc.needs_data; break;
+      case Reason::Uncovered: ++dc.refused_uncovered; break;
       default: break;
     }
     if (mode == Mode::Enforce) return makeVerdict(Action::Refuse, r, device, graph, -1, rule, m, c.escalation);
     ++dc.monitored;
     return makeVerdict(Action::Forward, r, device, graph, -1, rule, m, Escalation::None, true);
   };
+  if (t.region == kBarTailRegion) return refuse(Reason::Uncovered);  // the BAR past its policy region
+  if (t.region != kNoRegion) {
+    switch (I.devices[d].policy.regions[t.region].use) {
+      case RegionUse::Filter: break;
+      case RegionUse::Uncovered: return refuse(Reason::Uncovered);
+      case RegionUse::Pass:
+        if (t.crosses) break;  // an access running out of the region is malformed, pass or not
+        ++dc.passed;
+        return makeVerdict(Action::Forward, Reason::None, t.device);
+    }
+  }
   if (t.crosses) return refuse(Reason::Malformed, -1, -1, Malformation::CrossesRegion);
   if (t.config && !c.config_by_graph) {
     // The PCI core's view of config space; the device's graphs are not consulted.

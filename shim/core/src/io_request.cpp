@@ -74,6 +74,7 @@ const char* toString(Reason r) noexcept {
     case Reason::Count: return "count";
     case Reason::StopGap: return "stop-gap rule";
     case Reason::NeedsData: return "needs data";
+    case Reason::Uncovered: return "uncovered-region";
   }
   return "?";
 }

@@ -77,6 +77,8 @@ struct Checker {
   void checkNode(const NodeSpec& n, const std::string& path) {
     if (n.id.empty()) problem(at(path, "id"), "node id is empty");
     checkAccess(n.region, n.offset, n.size, path);
+    if (n.region < policy.regions.size() && policy.regions[n.region].use != RegionUse::Filter)
+      problem(at(path, "region"), "region '" + policy.regions[n.region].name + "' is declared pass: no graph node may lie in it");
     if (n.dir == Dir::Read && n.value.kind != ValueKind::Any)
       problem(at(path, "value"), "a read cannot carry a value constraint (the filter decides before the device answers)");
     checkValue(n.value, n.size, at(path, "value"));
@@ -90,6 +92,12 @@ struct Checker {
       if (r.name.empty()) problem(at(path, "name"), "region name is empty");
       if (!names.insert(r.name).second) problem(at(path, "name"), "duplicate region name '" + r.name + "'");
       if (r.length == 0) problem(at(path, "length"), "region length is 0");
+      if (r.use == RegionUse::Pass && r.pass_reason.empty())
+        problem(at(path, "pass"), "a pass region needs a reason: why may its accesses go unfiltered?");
+      if (r.use == RegionUse::Pass && r.space == RegionSpace::Config)
+        problem(at(path, "pass"), "config space cannot be declared pass (\"config\" says how it is filtered)");
+      if (r.use == RegionUse::Uncovered)
+        problem(at(path, "name"), "region '" + r.name + "' is an engine-made uncovered-BAR guard, not a policy region");
       if (r.space == RegionSpace::Config) {
         if (r.length != 256 && r.length != 4096) problem(at(path, "length"), "config space is 256 or 4096 bytes");
         if (r.bar >= 0) problem(at(path, "bar"), "config space is not in a BAR");
@@ -206,6 +214,9 @@ std::vector<PolicyProblem> validate(const DevicePolicy& policy) {
   if (pci != policy.match.pci_device.has_value()) c.problem("device/match/pci", "PCI match needs both vendor and device");
   if (!pci && policy.match.isa_kind.empty()) c.problem("device/match", "device match needs 'pci' (vendor, device) or 'isa' (kind)");
   if (pci && !policy.match.isa_kind.empty()) c.problem("device/match", "a device is either PCI or ISA");
+  // Advertised once, never honoured (the relay only counted pause_unavailable): an option that silently
+  // does less than it says is refused rather than kept.
+  if (policy.on_violation == ViolationAction::RefuseAndPause) c.problem("on_violation", "refuse-and-pause is not available: Xen has no pause device-model operation, so a (restricted) daemon could only refuse and count; use refuse-and-crash to stop the guest, or refuse");
   if (policy.regions.empty()) c.problem("device/regions", "device has no regions");
   c.checkRegions();
   c.checkGraphs();
@@ -278,6 +289,10 @@ Result<DevicePolicy> mergePolicies(const std::vector<DevicePolicy>& policies) {
       const auto& reg = p.regions[r];
       auto same = std::find_if(out.regions.begin(), out.regions.end(), [&](const RegionSpec& x) { return samePlace(x, reg); });
       if (same != out.regions.end()) {
+        if (same->use != reg.use || same->pass_reason != reg.pass_reason)
+          return fail(where, "region '" + reg.name + "' (" + placeOf(reg) + ") is the range of region '" + same->name + "' of " +
+                                 region_source[std::size_t(same - out.regions.begin())] +
+                                 " but not declared alike (filter or pass, and pass's reason); a union needs one meaning per range");
         remap[r] = std::uint32_t(same - out.regions.begin());
         continue;
       }

@@ -1,5 +1,6 @@
 #include "ioreq_filter/daemon/daemon.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -28,6 +29,8 @@ using json = nlohmann::json;
 
 namespace {
 
+constexpr std::size_t kMaxRequestBytes = 64 * 1024;
+
 std::uint64_t nowMs() {
   return std::uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::steady_clock::now().time_since_epoch()).count());
@@ -45,12 +48,33 @@ std::optional<std::uint64_t> number(const json& j) {
   if (j.is_number_integer() && j.get<std::int64_t>() >= 0) return std::uint64_t(j.get<std::int64_t>());
   if (j.is_string()) {
     const auto s = j.get<std::string>();
+    // strtoull would skip blanks and wrap "-1" to 2^64-1: only digits (decimal, 0x hex, 0 octal) count.
+    if (s.empty() || s[0] < '0' || s[0] > '9') return std::nullopt;
     char* end = nullptr;
     errno = 0;
     const auto v = std::strtoull(s.c_str(), &end, 0);
-    if (errno == 0 && end && *end == '\0' && !s.empty()) return v;
+    if (errno == 0 && end && *end == '\0') return v;
   }
   return std::nullopt;
+}
+
+// "number 1.5", "string \"x\"", "null": what a client sent, short enough for one reply line.
+std::string got(const json& j) {
+  if (j.is_null()) return "null";
+  std::string text = j.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (text.size() > 40) text = text.substr(0, 37) + "...";
+  return std::string(j.type_name()) + " " + text;
+}
+
+// The control commands and the fields each takes (besides "cmd" and "domid", which every one takes).
+struct ControlCommand {
+  const char* name;
+  std::vector<const char*> fields;
+};
+const std::vector<ControlCommand>& controlCommands() {
+  static const std::vector<ControlCommand> commands = {
+      {"attach", {"server", "vcpus"}}, {"detach", {}}, {"status", {}}, {"stats", {}}, {"mode", {"mode"}}, {"reload", {}}};
+  return commands;
 }
 
 }  // namespace
@@ -107,6 +131,7 @@ FilterFactory engineFilterFactory() {
     if (o.policy_dir.empty()) return fail("ioreq-filterd", "no --policy-dir given");
     auto policies = loadPolicyDir(o.policy_dir);
     if (!policies) return std::unexpected(policies.error());
+    if (policies->empty()) return fail(o.policy_dir, "no policies (*.json) found: an empty policy set would filter nothing");
     std::vector<DeviceInstance> devices;
     if (!o.devices_file.empty()) {
       auto d = loadDeviceList(o.devices_file);
@@ -126,8 +151,24 @@ FilterFactory engineFilterFactory() {
       return fail("ioreq-filterd", "built without QMP discovery: give --devices FILE");
 #endif
     }
-    auto bound = bindPolicies(devices, *policies, uncovered);
+    std::vector<std::string> no_policy;
+    auto bound = bindPolicies(devices, *policies, &no_policy);
     if (!bound) return std::unexpected(bound.error());
+    // Fail closed: a device no policy covers runs unfiltered only if the operator said so by name.
+    std::string refused;
+    for (const auto& name : no_policy) {
+      const auto inst = std::ranges::find_if(devices, [&](const DeviceInstance& d) { return d.name == name; });
+      const std::string kind = inst == devices.end() ? std::string() : inst->kind;
+      const bool allowed = std::ranges::any_of(o.unfiltered, [&](const std::string& u) { return u == name || (!kind.empty() && u == kind); });
+      if (!allowed) refused += (refused.empty() ? "" : ", ") + name + (kind.empty() || kind == name ? "" : " (" + kind + ")");
+    }
+    if (!refused.empty())
+      return fail("ioreq-filterd", "no policy covers " + refused +
+                                       ": give each a policy, or name it (instance or kind) in --unfiltered to let its requests through unfiltered");
+    if (bound->empty())
+      return fail(o.policy_dir, "no policy matches any of the domain's " + std::to_string(devices.size()) +
+                                    " devices: nothing would be filtered");
+    if (uncovered) *uncovered = no_policy;
     EngineOptions eo;
     eo.mode = o.mode;
     // After a daemon restart the guest is mid-sequence: start unsynchronised (docs/architecture.md).
@@ -376,10 +417,14 @@ struct Daemon::Impl {
                         {"refused_count", d.refused_count},
                         {"refused_stopgap", d.refused_stopgap},
                         {"refused_malformed", d.refused_malformed},
+                        {"refused_uncovered", d.refused_uncovered},
+                        {"passed", d.passed},
                         {"needs_data", d.needs_data},
                         {"monitored", d.monitored}});
       }
       j["devices"] = devs;
+      // "unclaimed": requests no filtered device claims, so forwarded unfiltered: to the devices of
+      // --unfiltered, or to addresses no device decodes.
       j["engine"] = {{"requests", e->counters().requests}, {"unclaimed", e->counters().unclaimed},
                      {"malformed", e->counters().malformed}};
     }
@@ -387,7 +432,7 @@ struct Daemon::Impl {
   }
 
   json status() {
-    json j{{"ok", true}, {"domid", o.domid}, {"attached", bool(proxy)}, {"mode", toString(o.mode)}};
+    json j{{"ok", true}, {"domid", o.domid}, {"attached", bool(proxy)}, {"mode", toString(o.mode)}, {"unfiltered", o.unfiltered}};
     if (!proxy) return j;
     j["server"] = proxy->session().id();
     j["vcpus"] = proxy->relay().vcpus();
@@ -406,22 +451,61 @@ struct Daemon::Impl {
     return j;
   }
 
+  static json error(const std::string& e) { return json{{"ok", false}, {"error", e}}; }
+
+  // The control plane's boundary: this thread also runs the relay, so nothing a client sends may throw
+  // past here. Every field is checked before it is used (handleChecked); the catch is the backstop.
   json handle(const json& req, uid_t uid) {
-    auto error = [](const std::string& e) { return json{{"ok", false}, {"error", e}}; };
-    if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) return error("request needs a \"cmd\" string");
+    try {
+      return handleChecked(req, uid);
+    } catch (const std::exception& e) {
+      return error(std::string("internal error handling the request: ") + e.what());
+    }
+  }
+
+  // One request line as read from the socket, to one reply line.
+  std::string handleLine(std::string_view line, uid_t uid) {
+    const auto req = json::parse(line, nullptr, false);
+    const json reply = req.is_discarded() ? error("request is not valid JSON") : handle(req, uid);
+    // Strings in a reply may echo a client's bytes: never let an odd one stop the reply.
+    return reply.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  }
+
+  json handleChecked(const json& req, uid_t uid) {
+    if (!req.is_object()) return error("request must be a JSON object, got " + std::string(req.type_name()));
+    if (!req.contains("cmd")) return error("request needs a \"cmd\" string (attach, detach, status, stats, mode, reload)");
+    if (!req["cmd"].is_string()) return error("\"cmd\" must be a string, got " + got(req["cmd"]));
     const std::string cmd = req["cmd"];
     if (uid != 0 && !(uid == o.dm_uid && o.dm_uid != 0 && cmd == "attach"))
       return error("permission denied: uid " + std::to_string(uid) + " may not '" + cmd + "' (root only)");
-    if (req.contains("domid") && number(req["domid"]) != std::optional<std::uint64_t>(o.domid))
-      return error("this daemon serves domid " + std::to_string(o.domid));
+    const auto& commands = controlCommands();
+    const auto known = std::ranges::find_if(commands, [&](const ControlCommand& c) { return cmd == c.name; });
+    if (known == commands.end()) return error("unknown command '" + cmd + "'");
+    for (const auto& [key, value] : req.items()) {
+      if (key == "cmd" || key == "domid" || std::ranges::any_of(known->fields, [&](const char* f) { return key == f; })) continue;
+      std::string takes = "cmd, domid";
+      for (const char* f : known->fields) takes += std::string(", ") + f;
+      return error("'" + cmd + "' takes no field \"" + key + "\" (it takes: " + takes + ")");
+    }
+    if (req.contains("domid")) {
+      const auto domid = number(req["domid"]);
+      if (!domid) return error("\"domid\" must be a domain id (a non-negative integer), got " + got(req["domid"]));
+      if (*domid != o.domid) return error("this daemon serves domid " + std::to_string(o.domid));
+    }
     if (cmd == "attach") {
       xen::ServerId server;
       unsigned vcpus;
       if (req.contains("server")) {
         const auto s = number(req["server"]);
-        if (!s || *s >= xen::kMaxServers) return error("\"server\" must be an ioreq server id 0..7");
+        if (!s || *s >= xen::kMaxServers)
+          return error("\"server\" must be an ioreq server id 0.." + std::to_string(xen::kMaxServers - 1) + ", got " + got(req["server"]));
         server = xen::ServerId(*s);
-        vcpus = unsigned(number(req.value("vcpus", json(0))).value_or(0));
+        const auto v = req.contains("vcpus") ? number(req["vcpus"]) : std::optional<std::uint64_t>(0);
+        if (!v || *v > xen::kMaxVcpus)
+          return error("\"vcpus\" must be a vCPU count 0.." + std::to_string(xen::kMaxVcpus) + ", got " + got(req["vcpus"]));
+        vcpus = unsigned(*v);
+      } else if (req.contains("vcpus")) {
+        return error("\"vcpus\" is only meaningful with \"server\" (without it both come from the journal)");
       } else {
         // Re-attach from the journal QEMU's interposer started.
         auto shadow = xen::ShadowFile::open(o.shadow_path);
@@ -441,8 +525,10 @@ struct Daemon::Impl {
     if (cmd == "status") return status();
     if (cmd == "stats") return stats();
     if (cmd == "mode") {
-      const auto m = parseMode(req.value("mode", std::string()));
-      if (!m) return error("mode must be enforce, monitor or learn");
+      if (!req.contains("mode")) return error("\"mode\" is missing: enforce, monitor or learn");
+      if (!req["mode"].is_string()) return error("\"mode\" must be a string: enforce, monitor or learn; got " + got(req["mode"]));
+      const auto m = parseMode(req["mode"].get<std::string>());
+      if (!m) return error("\"mode\" must be enforce, monitor or learn, got " + req["mode"].dump(-1, ' ', false, json::error_handler_t::replace));
       o.mode = *m;
       if (auto* e = engine()) {
         e->setMode(*m);
@@ -464,7 +550,7 @@ struct Daemon::Impl {
       event("reloaded", {{"reloads", reloads}});
       return json{{"ok", true}, {"reloads", reloads}};
     }
-    return error("unknown command '" + cmd + "'");
+    return error("unknown command '" + cmd + "'");  // controlCommands() names one this does not handle
   }
 
   void waitSignal() {
@@ -489,13 +575,18 @@ struct Daemon::Impl {
       ucred cred{};
       socklen_t len = sizeof cred;
       const uid_t uid = getsockopt(s->native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? cred.uid : uid_t(-1);
-      auto buf = std::make_shared<asio::streambuf>(64 * 1024);
+      auto buf = std::make_shared<asio::streambuf>(kMaxRequestBytes);
       asio::async_read_until(*s, *buf, '\n', [this, s, buf, uid](const boost::system::error_code& rec, std::size_t n) {
-        if (rec) return;
-        std::string line(asio::buffers_begin(buf->data()), asio::buffers_begin(buf->data()) + std::ptrdiff_t(n));
-        const auto req = json::parse(line, nullptr, false);
-        const json reply = req.is_discarded() ? json{{"ok", false}, {"error", "request is not valid JSON"}} : handle(req, uid);
-        auto out = std::make_shared<std::string>(reply.dump() + "\n");
+        std::shared_ptr<std::string> out;
+        if (rec == asio::error::not_found)  // the buffer filled up before a newline came
+          out = std::make_shared<std::string>(
+              error("request longer than " + std::to_string(kMaxRequestBytes) + " bytes without a newline").dump() + "\n");
+        else if (rec)
+          return;
+        else {
+          const std::string line(asio::buffers_begin(buf->data()), asio::buffers_begin(buf->data()) + std::ptrdiff_t(n));
+          out = std::make_shared<std::string>(handleLine(line, uid));
+        }
         asio::async_write(*s, asio::buffer(*out), [s, out](const boost::system::error_code&, std::size_t) {});
       });
       accept();
@@ -552,5 +643,6 @@ void Daemon::stop() {
   });
 }
 json Daemon::handle(const json& request, uid_t uid) { return impl_->handle(request, uid); }
+std::string Daemon::handleLine(std::string_view line, uid_t uid) { return impl_->handleLine(line, uid); }
 
 }  // namespace iof::daemon

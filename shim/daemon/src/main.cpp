@@ -17,6 +17,10 @@ int main(int argc, char** argv) {
   app.add_option("--policy-dir", o.policy_dir, "policy tree (JSON)")->required();
   app.add_option("--devices", o.devices_file, "JSON list of the domain's emulated devices");
   app.add_option("--qmp", o.qmp_socket, "the daemon's own QMP socket of the domain's QEMU");
+  app.add_option("--unfiltered", o.unfiltered,
+                 "devices (instance name or QOM kind, comma-separated) that may run without a policy; any other "
+                 "device no policy covers fails the attach")
+      ->delimiter(',');
   app.add_option("--mode", mode, "enforce | monitor | learn")->check(CLI::IsMember({"enforce", "monitor", "learn"}));
   app.add_option("--dm-uid", o.dm_uid, "uid QEMU runs as under dm_restrict (may attach)");
   app.add_option("--refusals-per-second", o.refusals_per_second, "refusal log lines per second");

@@ -87,6 +87,13 @@ Interposer* ensure() {
       daemon::DaemonOptions o;
       o.policy_dir = env("IOREQ_FILTER_POLICY_DIR", "");
       o.devices_file = env("IOREQ_FILTER_DEVICES", "");
+      // As ioreq-filterd --unfiltered: the devices that may run without a policy, comma-separated.
+      const std::string unfiltered = env("IOREQ_FILTER_UNFILTERED", "");
+      for (std::size_t at = 0; at < unfiltered.size();) {
+        const std::size_t comma = std::min(unfiltered.find(',', at), unfiltered.size());
+        if (comma > at) o.unfiltered.push_back(unfiltered.substr(at, comma - at));
+        at = comma + 1;
+      }
       const std::string m = env("IOREQ_FILTER_ENGINE_MODE", "enforce");
       o.mode = m == "monitor" ? Mode::Monitor : m == "learn" ? Mode::Learn : Mode::Enforce;
       if (o.devices_file.empty()) {

@@ -294,7 +294,7 @@ class Reader {
     const auto& regions = array(require(dev, "device", "regions"), "device/regions");
     for (std::size_t i = 0; i < regions.size(); ++i) {
       const auto rp = join("device/regions", i);
-      onlyKeys(regions[i], rp, {"name", "space", "bar", "base", "length"});
+      onlyKeys(regions[i], rp, {"name", "space", "bar", "base", "length", "pass"});
       RegionSpec r;
       r.name = string(require(regions[i], rp, "name"), join(rp, "name"));
       const auto space = string(require(regions[i], rp, "space"), join(rp, "space"));
@@ -312,6 +312,19 @@ class Reader {
       }
       if (r.bar < 0 && r.space != RegionSpace::Config && !optional(regions[i], "base"))
         throw BadPolicy{rp, "a region needs 'bar' (PCI) or 'base' (fixed ISA/MMIO address)"};
+      if (auto* pass = optional(regions[i], "pass")) {
+        // Unfiltered by declaration only: the reason is what a reviewer checks, so there is no bare `true`.
+        const auto pp = join(rp, "pass");
+        if (!pass->is_object())
+          throw BadPolicy{pp, "'pass' must be {\"reason\": \"why this region may go unfiltered\"}"};
+        onlyKeys(*pass, pp, {"reason"});
+        if (!optional(*pass, "reason"))
+          throw BadPolicy{pp, "a pass region needs a \"reason\": why may its accesses go unfiltered?"};
+        r.pass_reason = string(*optional(*pass, "reason"), join(pp, "reason"));
+        if (r.pass_reason.find_first_not_of(" \t\n") == std::string::npos)
+          throw BadPolicy{join(pp, "reason"), "the reason of a pass region is empty"};
+        r.use = RegionUse::Pass;
+      }
       p.regions.push_back(r);
     }
     if (auto* c = optional(dev, "config")) {
@@ -323,9 +336,9 @@ class Reader {
     if (auto* a = optional(root, "on_violation")) {
       const auto s = string(*a, "on_violation");
       if (s == "refuse") p.on_violation = ViolationAction::Refuse;
-      else if (s == "refuse-and-pause") p.on_violation = ViolationAction::RefuseAndPause;
+      else if (s == "refuse-and-pause") throw BadPolicy{"on_violation", "refuse-and-pause is not available: Xen has no pause device-model operation, so a (restricted) daemon could only refuse and count; use refuse-and-crash to stop the guest, or refuse"};
       else if (s == "refuse-and-crash") p.on_violation = ViolationAction::RefuseAndCrash;
-      else throw BadPolicy{"on_violation", "on_violation must be refuse, refuse-and-pause or refuse-and-crash"};
+      else throw BadPolicy{"on_violation", "on_violation must be refuse or refuse-and-crash"};
     }
     if (auto* c = optional(root, "combine")) {
       const auto s = string(*c, "combine");
@@ -527,6 +540,7 @@ std::string policyToJson(const DevicePolicy& p) {
     if (r.bar >= 0) o["bar"] = r.bar;
     if (r.bar < 0 && r.space != RegionSpace::Config) o["base"] = hexString(r.base);
     o["length"] = hexString(r.length);
+    if (r.use == RegionUse::Pass) o["pass"] = ojson{{"reason", r.pass_reason}};
     regions.push_back(o);
   }
   dev["regions"] = regions;

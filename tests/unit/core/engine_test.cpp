@@ -14,6 +14,17 @@ constexpr std::uint64_t kFifo = kBase + 5, kStatus = kBase + 4, kControl = kBase
 
 std::unique_ptr<Engine> toy(EngineOptions o = {}) { return makeEngine(fifoDevice(), isaInstance("toy", kBase, 8), o); }
 
+// refuse-and-pause was advertised but never honoured (no pause DMOP: the relay only counted it), so a
+// policy asking for it is refused rather than silently getting less.
+TEST(Engine, RefuseAndPauseIsRefusedWithTheReason) {
+  auto p = fifoDevice();
+  p.on_violation = ViolationAction::RefuseAndPause;
+  std::vector<BoundDevice> devices{BoundDevice{isaInstance("toy", 0x100, 8), p}};
+  auto e = Engine::create(std::move(devices));
+  ASSERT_FALSE(e);
+  EXPECT_NE(e.error().what.find("on_violation: refuse-and-pause is not available"), std::string::npos) << e.error().message();
+}
+
 TEST(Engine, ForwardsTheDriversSequence) {
   auto e = toy();
   for (const auto& r : {pio(kFifo, Dir::Write, 0x0a), pio(kStatus, Dir::Read), pio(kFifo, Dir::Write, 0x01),

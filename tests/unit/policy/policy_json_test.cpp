@@ -115,13 +115,40 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"bad action", "\"graphs\": [{", "\"on_violation\": \"explode\", \"graphs\": [{", "bad.json:9:", "on_violation must be"},
         Bad{"bad combine", "\"graphs\": [{", "\"combine\": \"both\", \"graphs\": [{", "bad.json:9:",
             "combine must be \"union\" (builds/firmware of one driver) or \"intersect\" (an independent model)"},
-        Bad{"bar without pci", "\"base\": \"0x100\", \"length\": 8}]", "\"bar\": 0, \"length\": 8}]", "bad.json:7:", "needs a PCI device match"}),
+        Bad{"pause is not available", "\"graphs\": [{", "\"on_violation\": \"refuse-and-pause\", \"graphs\": [{", "bad.json:9:",
+            "refuse-and-pause is not available: Xen has no pause device-model operation"},
+        Bad{"bar without pci", "\"base\": \"0x100\", \"length\": 8}]", "\"bar\": 0, \"length\": 8}]", "bad.json:7:", "needs a PCI device match"},
+        // A region goes unfiltered only by declaration, and only with a reason a reviewer can check.
+        Bad{"pass without reason object", "\"length\": 8}]", "\"length\": 8}, {\"name\": \"spare\", \"space\": \"io\", \"base\": \"0x200\", \"length\": 4, \"pass\": true}]", "bad.json:7:", "'pass' must be {\"reason\""},
+        Bad{"pass without reason", "\"length\": 8}]", "\"length\": 8}, {\"name\": \"spare\", \"space\": \"io\", \"base\": \"0x200\", \"length\": 4, \"pass\": {}}]", "bad.json:7:", "a pass region needs a \"reason\""},
+        Bad{"pass with empty reason", "\"length\": 8}]", "\"length\": 8}, {\"name\": \"spare\", \"space\": \"io\", \"base\": \"0x200\", \"length\": 4, \"pass\": {\"reason\": \" \"}}]", "bad.json:7:", "the reason of a pass region is empty"},
+        Bad{"pass with unknown field", "\"length\": 8}]", "\"length\": 8}, {\"name\": \"spare\", \"space\": \"io\", \"base\": \"0x200\", \"length\": 4, \"pass\": {\"reason\": \"r\", \"until\": 1}}]", "bad.json:7:", "unknown field 'until'"},
+        Bad{"node in a pass region", "\"length\": 8}]", "\"length\": 8, \"pass\": {\"reason\": \"r\"}}]", "bad.json:22:",
+            "region 'io' is declared pass: no graph node may lie in it"}),
     [](const ::testing::TestParamInfo<Bad>& param_info) {
       std::string n = param_info.param.name;
       for (auto& ch : n)
         if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
       return n;
     });
+
+// A pass region with its reason is read, written back unchanged, and counts as a region of the device.
+TEST(PolicyJson, APassRegionKeepsItsReasonThroughTheWriter) {
+  const std::string text = replace(kValid, "\"length\": 8}]",
+                                   "\"length\": 8}, {\"name\": \"spare\", \"space\": \"io\", \"base\": \"0x200\", \"length\": 4, "
+                                   "\"pass\": {\"reason\": \"firmware only; measured: no driver access\"}}]");
+  auto p = parsePolicy(text, "pass.json");
+  ASSERT_TRUE(p.has_value()) << p.error().message();
+  ASSERT_EQ(p->regions.size(), 2u);
+  EXPECT_EQ(p->regions[0].use, RegionUse::Filter);
+  EXPECT_EQ(p->regions[1].use, RegionUse::Pass);
+  EXPECT_EQ(p->regions[1].pass_reason, "firmware only; measured: no driver access");
+  const auto written = policyToJson(*p);
+  EXPECT_NE(written.find("\"pass\": {\n"), std::string::npos) << written;
+  auto again = parsePolicy(written, "again.json");
+  ASSERT_TRUE(again.has_value()) << again.error().message();
+  EXPECT_EQ(policyToJson(*again), written);
+}
 
 TEST(PolicyJson, MissingFileIsNamed) {
   auto p = loadPolicyFile("/nonexistent/policy.json");

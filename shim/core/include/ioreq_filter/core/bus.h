@@ -14,7 +14,10 @@
 //    0x3f4 / 0x374 and claim only offset 2: 0x3f7 belongs to the floppy controller. QEMU and Xen route
 //    these ports by number whatever the BARs and the command register hold, so they never move;
 //  - a region whose BAR this instance does not implement (an ICH SATA-only SIDPR BAR 5 on a PIIX)
-//    stays unbound: it claims nothing and is listed by unboundRegions(), the attach goes on.
+//    stays unbound: it claims nothing and is listed by unboundRegions(), the attach goes on;
+//  - a BAR region shorter than its BAR also claims the rest of the BAR, as kBarTailRegion with offsets
+//    from the BAR's base: the engine refuses those accesses (uncovered-region) rather than let the
+//    unfiltered part of a filtered BAR through as unclaimed.
 #pragma once
 
 #include <array>
@@ -31,6 +34,8 @@
 namespace iof {
 
 inline constexpr std::uint32_t kNoRegion = 0xffffffffu;
+// The part of a BAR past the end of the policy region in it (BusTarget::region, IoRange::region).
+inline constexpr std::uint32_t kBarTailRegion = 0xfffffffeu;
 
 // Where a request lands.
 struct BusTarget {
@@ -45,6 +50,10 @@ struct BusTarget {
 struct BusDevice {
   DeviceInstance instance;
   std::vector<RegionSpec> regions;
+  // The whole device is this entry's to judge: a BAR region shorter than its BAR also claims the rest
+  // (kBarTailRegion). False for a device's entry in a further policy set (an intersect set judges only
+  // the ranges it names; the device's first set guards the rest).
+  bool whole_device = true;
 };
 
 class DeviceBus {

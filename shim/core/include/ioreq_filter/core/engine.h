@@ -60,6 +60,8 @@ struct DeviceCounters {
   std::uint64_t refused_stopgap = 0;
   std::uint64_t refused_malformed = 0;  // e.g. access crossing the end of a region
   std::uint64_t needs_data = 0;
+  std::uint64_t refused_uncovered = 0;  // a BAR the policy has no region for
+  std::uint64_t passed = 0;             // to a region the policy declares pass (forwarded unfiltered)
   std::uint64_t monitored = 0;          // would have been refused; forwarded by monitor/learn mode
   std::uint64_t resyncs = 0;            // reset nodes and monitor-mode resynchronisations
   std::uint64_t graph_deaths = 0;       // a union member stopped following the device

@@ -18,6 +18,14 @@ inline constexpr int kPolicyFormatVersion = 1;
 
 enum class RegionSpace : std::uint8_t { Io, Mem, Config };
 
+// What the engine does with the accesses to a region.
+enum class RegionUse : std::uint8_t {
+  Filter,     // the graphs and stop-gap rules decide
+  Pass,       // declared "pass" in the policy, with a stated reason: forwarded unfiltered and counted
+  Uncovered,  // added by the engine for a BAR of the instance the policy has no region for: every access
+              // is refused (fail closed; never in a policy file, see Engine::create)
+};
+
 // A register window of the device. Requests are matched by offset within their region.
 struct RegionSpec {
   std::string name;
@@ -25,6 +33,8 @@ struct RegionSpec {
   int bar = -1;             // PCI: BAR index 0..5 the region lives in; -1 for fixed (ISA) or config
   std::uint64_t base = 0;   // fixed regions: default absolute base (port or physical address)
   std::uint64_t length = 0; // bytes; config space: 256 or 4096
+  RegionUse use = RegionUse::Filter;
+  std::string pass_reason;  // RegionUse::Pass: why this region may go unfiltered (required, non-empty)
 };
 
 enum class ValueKind : std::uint8_t { Any, Exact, Mask, Set, Range };

@@ -23,6 +23,7 @@ enum class Reason : std::uint8_t {
   Count,       // a repetition bound was exceeded (flood)
   StopGap,     // a hand-written stop-gap rule denied it
   NeedsData,   // data_is_ptr write whose values must be read from guest memory and checked per rep
+  Uncovered,   // a BAR of a filtered device that its policy has no region for (RegionUse::Uncovered)
 };
 
 // What the policy asks the backend to do beyond refusing (the policy's "on_violation").

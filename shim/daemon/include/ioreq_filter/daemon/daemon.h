@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 #include <vector>
 
@@ -34,6 +35,9 @@ struct DaemonOptions {
   std::string policy_dir;
   std::string devices_file;  // JSON device list (docs/xen.md); or:
   std::string qmp_socket;    // the daemon's own QMP monitor of the domain's QEMU
+  // Devices of the domain that may run without a policy, by instance name or QOM kind ("fdc",
+  // "isa-serial"). Any other device no policy covers fails the attach (fail closed; docs/xen.md).
+  std::vector<std::string> unfiltered;
   Mode mode = Mode::Enforce;
   uid_t dm_uid = 0;          // besides root, this uid (QEMU under dm_restrict) may send "attach"
   unsigned refusals_per_second = 20;
@@ -66,8 +70,12 @@ class Daemon {
   Result<void> start();
   void run();   // until stop(), a signal, or the domain's destruction
   void stop();  // any thread
-  // The command handler (control plane), also reachable over the socket.
+  // The command handler (control plane), also reachable over the socket. Never throws: a malformed
+  // request (not an object, a field missing, wrong-typed, out of range or unknown) gets an
+  // {"ok":false,"error":...} reply naming the field and why.
   nlohmann::json handle(const nlohmann::json& request, uid_t peer_uid);
+  // One request line as the socket delivers it (any bytes) to one reply line ending in '\n'.
+  std::string handleLine(std::string_view line, uid_t peer_uid);
 
  private:
   struct Impl;
