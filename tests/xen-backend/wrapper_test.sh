@@ -13,6 +13,7 @@ cat > "$tmp/qemu" <<'SH'
 printf '%s\n' "$@" > "$OUT/argv"
 printf '%s\n' "$LD_PRELOAD" > "$OUT/preload"
 printf '%s %s\n' "$IOREQ_FILTER_MODE" "${IOREQ_FILTER_DEVICES:-}" > "$OUT/env"
+printf '%s\n' "${IOREQ_FILTER_UNFILTERED:-}" > "$OUT/unfiltered"
 if [ -e /proc/self/fd/7 ]; then echo inherited > "$OUT/fd7"; fi
 SH
 cat > "$tmp/daemon" <<'SH'
@@ -41,6 +42,10 @@ cmp -s "$tmp/argv" "$tmp/expected" || fail "inline: argv changed: $(cat "$tmp/ar
 [ "$(cat "$tmp/preload")" = "/lib/x86_64-linux-gnu/libdl.so.2:/lib/x86_64-linux-gnu/libm.so.6" ] || fail "LD_PRELOAD: $(cat "$tmp/preload")"
 [ "$(cat "$tmp/env")" = "inline /etc/iof/dom7.json" ] || fail "env: $(cat "$tmp/env")"
 [ -e "$tmp/fd7" ] || fail "inherited fd 7 was not passed on"
+[ "$(cat "$tmp/unfiltered")" = "" ] || fail "inline: an unfiltered list nobody set: $(cat "$tmp/unfiltered")"
+# inline: the unfiltered list reaches the interposer (it reads IOREQ_FILTER_UNFILTERED)
+IOREQ_FILTER_UNFILTERED=isa-serial,PIIX4_PM IOREQ_FILTER_MODE=inline "$wrapper" -xen-domid 7
+[ "$(cat "$tmp/unfiltered")" = "isa-serial,PIIX4_PM" ] || fail "inline: unfiltered list not exported: $(cat "$tmp/unfiltered")"
 
 # no domid: QEMU must not run at all
 rm -f "$tmp/argv"
@@ -55,6 +60,12 @@ grep -qx -- "--dm-uid" "$tmp/daemon-argv" && grep -qx 1234 "$tmp/daemon-argv" ||
 grep -qx -- "/etc/iof/dom7.json" "$tmp/daemon-argv" || fail "daemon did not get the device list"
 grep -qx -- "--restrict" "$tmp/daemon-argv" && grep -qx -- "/var/lib/iof/dom7.qtest" "$tmp/daemon-argv" ||
     fail "IOREQ_FILTER_DAEMON_ARGS not passed on (domid substituted): $(cat "$tmp/daemon-argv")"
+grep -qx -- "--unfiltered" "$tmp/daemon-argv" && fail "proxy: an unfiltered list nobody set: $(cat "$tmp/daemon-argv")"
 printf '%s\n' -xen-domid 7 -runas 1234:1234 -no-shutdown -qmp "unix:$tmp/run/dom7.qmp,server=on,wait=off" > "$tmp/expected"
 cmp -s "$tmp/argv" "$tmp/expected" || fail "proxy: argv: $(cat "$tmp/argv")"
+# proxy: the unfiltered list reaches the daemon as one --unfiltered option
+kill "$(cat "$tmp/daemon.pid")" 2>/dev/null || true; rm -f "$tmp/run/dom7.sock"
+IOREQ_FILTER_UNFILTERED=isa-serial,PIIX4_PM IOREQ_FILTER_MODE=proxy "$wrapper" -xen-domid 7
+grep -A1 -x -- "--unfiltered" "$tmp/daemon-argv" | grep -qx "isa-serial,PIIX4_PM" ||
+    fail "proxy: --unfiltered not passed on: $(cat "$tmp/daemon-argv")"
 echo "PASS"
