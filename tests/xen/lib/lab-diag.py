@@ -46,9 +46,8 @@ def hmp(path, commands):
         text = answer.decode(errors="replace").replace("\r", "")
         if text.endswith(PROMPT.decode()):
             text = text[: -len(PROMPT)]
-        # The monitor echoes the command line first.
-        lines = text.split("\n", 1)
-        body = lines[1] if len(lines) > 1 and lines[0].strip().endswith(command) else text
+        # The monitor echoes the command line first (redrawn with terminal escapes): drop it.
+        body = text.split("\n", 1)[1] if "\n" in text else ""
         sys.stdout.write("(qemu) %s\n%s\n" % (command, body.rstrip("\n")))
     s.close()
 
