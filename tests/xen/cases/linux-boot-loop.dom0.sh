@@ -12,6 +12,7 @@
 #   IDLE_S=0    (first sleep this long with nothing running, to measure an idle machine's CPU use;
 #               run with --stall-cpu 0, or the runner's watchdog ends the run as stalled)
 # Prints one line per boot: "LOOP <i> up|stalled|failed <seconds> ..." and a summary check.
+# shellcheck disable=SC2046  # vcpu_info's two words are split on purpose (set -- $(vcpu_info ...))
 . /lab/lib.sh
 
 LOOPS=10
@@ -28,7 +29,8 @@ if [ "$IDLE_S" -gt 0 ]; then
     lab_step idle.end
 fi
 
-# vcpu_time NAME: the guest's vCPU seconds (sum over its vCPUs) and states, from xl vcpu-list.
+# vcpu_info NAME: the guest's vCPU seconds (sum over its vCPUs, 0.1 s resolution) and states
+# (r running, b blocked, - runnable), from xl vcpu-list. Callers split it with `set --`.
 vcpu_info() { timeout 20 xl vcpu-list "$1" 2>/dev/null | awk 'NR > 1 {t += $6; s = s $5} END {printf "%s %s\n", t + 0, s}'; }
 
 if [ "$TYPE" = pvh ]; then
@@ -79,7 +81,9 @@ CFG
         fi
         grep -q '^GUEST-DONE' "$serial" 2>/dev/null && continue   # powering off
         set -- $(vcpu_info $name)
-        t=${1%.*} states=$2
+        # Tenths, not whole seconds: an HVM guest waiting on QEMU-xen (SeaBIOS's byte-wise kernel
+        # load) accrues vCPU time slowly, and must not look stalled.
+        t=$1 states=$2
         if [ "$t" = "$last_t" ]; then still=$((still + 10)); else still=0; last_t=$t; fi
         if [ "$still" -ge "$STALL_S" ]; then result=stalled; fi
         elapsed=$(awk -v a="$start" -v b="$(lab_now)" 'BEGIN {printf "%d", b - a}')
