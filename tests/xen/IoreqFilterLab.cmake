@@ -12,11 +12,18 @@
 #     [XEN path]                       hypervisor to boot (xen or xen.gz) instead of Debian's
 #     [XEN_ARGS "args"] [DOM0_ARGS "args"]
 #     [EXPECT check ...]               checks that must report IOREQ-LAB-PASS
-#     [BOOT_TIMEOUT seconds])          limit for the boot itself (default 480)
+#     BOOT_TIMEOUT seconds)            limit for the boot itself (required: every lab test states
+#                                      its bound; the dom0 script gets min(150, half) s less)
 #
 # Every lab test gets label `lab`, RUN_SERIAL (a boot needs ~2 GB and both cores) and a ctest
 # TIMEOUT above the boot limit, so a hang ends as a failed test with its logs in
-# <build>/lab-logs/NAME.
+# <build>/lab-logs/NAME. Three bounds, tightest first:
+#   - the runner's stall watchdog: a machine whose QEMU used less than 1.5 s of CPU per emulated CPU
+#     in 60 s ends as "stalled" (naming the last progress marker) after ~30 s of diagnostics, so an
+#     idle hang is reported within ~2 min whatever BOOT_TIMEOUT says;
+#   - BOOT_TIMEOUT: a machine that keeps using CPU without finishing (a livelock, a slow host);
+#   - ctest's TIMEOUT = BOOT_TIMEOUT + 300: building the dom0 image on a cold cache (downloads,
+#     ~2 min), the stall diagnostics and the runner's kill; never reached while the runner works.
 set(IOREQ_FILTER_LAB ${CMAKE_CURRENT_LIST_DIR}/lab CACHE INTERNAL "tests/xen/lab")
 
 function(ioreq_filter_lab_test name)
@@ -29,8 +36,8 @@ function(ioreq_filter_lab_test name)
   if(L_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "ioreq_filter_lab_test(${name}): unknown arguments ${L_UNPARSED_ARGUMENTS}")
   endif()
-  if(NOT L_BOOT_TIMEOUT)
-    set(L_BOOT_TIMEOUT 480)
+  if(NOT L_BOOT_TIMEOUT MATCHES "^[0-9]+$")
+    message(FATAL_ERROR "ioreq_filter_lab_test(${name}): BOOT_TIMEOUT seconds is required (every lab test states its bound)")
   endif()
   get_filename_component(script "${L_DOM0_SCRIPT}" ABSOLUTE)
   set(cmd ${IOREQ_FILTER_LAB} run --name ${name} --dom0-script ${script}
@@ -63,7 +70,7 @@ function(ioreq_filter_lab_test name)
     list(APPEND cmd --expect ${item})
   endforeach()
   add_test(NAME ${name} COMMAND ${cmd})
-  # Beyond the boot limit: building the dom0 image on a cold cache (downloads, ~1 min) and slack.
+  # Beyond the boot limit: building the dom0 image on a cold cache, the stall diagnostics, slack.
   math(EXPR ctest_timeout "${L_BOOT_TIMEOUT} + 300")
   set_tests_properties(${name} PROPERTIES
     LABELS lab

@@ -12,7 +12,7 @@ if ! lab_xl 60 create /tmp/floppy-md5.cfg; then
     lab_finish
 fi
 lab_step guest-started
-lab_wait 900 lab_domain_gone floppy-md5 || lab_fail floppy-md5.guest-ended "still running after 900 s"
+lab_wait 380 lab_domain_gone floppy-md5 || lab_fail floppy-md5.guest-ended "still running after 380 s"
 lab_step guest-ended
 tr -d '\r' < "$serial" | grep '^GUEST-' || true
 

@@ -37,4 +37,32 @@ if [ -f "$work/fail-inside-dump-is-data/files/g.log" ] && grep -q 'IOREQ-LAB-FAI
 else
   echo "FAIL dump-extracted: files/g.log missing or wrong"; failures=$((failures + 1))
 fi
+
+# The stall watchdog, with a fake machine standing in for QEMU (`lab watch`): one that prints a
+# progress marker and then uses no CPU must end as "stalled", naming that marker, within the window.
+# watch_case NAME WANT_RC WANT_VERDICT_REGEX [watch options] -- fake machine's shell commands
+watch_case() {
+  local name="$1" want="$2" verdict="$3"; shift 3
+  local opts=()
+  while [ "$1" != -- ]; do opts+=("$1"); shift; done
+  shift
+  printf '#!/bin/sh\n%s\n' "$*" > "$work/$name.fake"
+  chmod +x "$work/$name.fake"
+  "$lab" watch --logdir "$work/$name" "${opts[@]}" -- "$work/$name.fake" > "$work/$name.out" 2>&1
+  local rc=$? got
+  got=$(sed -n 's/^verdict *//p' "$work/$name/summary.txt" 2>/dev/null)
+  if [ "$rc" != "$want" ] || ! grep -Eq -- "$verdict" <<< "$got"; then
+    echo "FAIL $name: exit status $rc (want $want), verdict '$got' (want /$verdict/)"; sed 's/^/    /' "$work/$name.out"
+    failures=$((failures + 1))
+  else
+    echo "ok   $name"
+  fi
+}
+watch_case stall-names-last-progress 1 '^stalled: emulated machine used 0\.[0-9] s CPU in the last [0-9]+ s .*guest\.create.*upcall vector f3' \
+  --timeout 60 --stall-window 4 --stall-cpu 0.5 -- \
+  'echo "IOREQ-LAB-STEP 12.5 guest.create" >> "$LAB_SERIAL"; echo "(XEN) d1v0: upcall vector f3" >> "$LAB_SERIAL"; exec sleep 100'
+watch_case finished-machine-passes 0 '^PASS$' --timeout 60 --stall-window 4 --stall-cpu 0.5 -- \
+  'printf "IOREQ-LAB-PASS a\nIOREQ-LAB-END 2 status=0\n" >> "$LAB_SERIAL"'
+watch_case timeout-names-last-progress 1 '^timed out after 3 s .*step "IOREQ-LAB-STEP 1.0 waiting"' \
+  --timeout 3 --stall-cpu 0 -- 'echo "IOREQ-LAB-STEP 1.0 waiting" >> "$LAB_SERIAL"; exec sleep 100'
 [ "$failures" = 0 ] || { echo "$failures verdict case(s) wrong"; exit 1; }
