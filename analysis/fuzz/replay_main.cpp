@@ -1,6 +1,6 @@
 // Deterministic driver for the fuzz entry point (fuzz_module_loader.cpp) without libFuzzer: built with
 // GCC under ASan+UBSan, it replays corpus files and seeded mutations of module images, each in its own
-// child process bounded by a timeout, so a crash, a sanitizer report or a hang fails the run and names
+// child process bounded by a CPU-time limit, so a crash, a sanitizer report or a hang fails the run and names
 // the input (mutated inputs are saved for the regression corpus).
 //
 //   analysis_fuzz_replay [--expect FILE.tsv]... [--mutate FILE]... [--mutations N] [--seed S]
@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -134,7 +135,12 @@ struct Running {
 };
 
 [[noreturn]] void runChild(const Input& in, int fd, unsigned timeout) {
-  alarm(timeout);  // SIGALRM's default action ends the child: a hang is reported by signal
+  // A hang is measured in CPU time, so a loaded machine does not turn a slow input into a "hang":
+  // SIGXCPU (default action: end the child) at TIMEOUT seconds of CPU. A child that stops using CPU
+  // without finishing is caught by the wall-clock backstop (SIGALRM) at ten times that.
+  const rlimit cpu{rlim_t(timeout), rlim_t(timeout) + 1};
+  setrlimit(RLIMIT_CPU, &cpu);
+  alarm(timeout * 10);
   // Kernel images (".vmlinux"/".vmlinuz" inputs and their mutations) take the kernel loader's path.
   const bool kernel = in.name.find(".vmlinu") != std::string::npos;
   const std::string m = iof::analysis::fuzz::analyseInput(in.bytes.data(), in.bytes.size(), kernel ? "input.vmlinuz" : "input.ko");
@@ -150,8 +156,10 @@ struct Running {
 Outcome judge(const Input& in, int status, const std::string& output, unsigned timeout) {
   Outcome o;
   if (WIFSIGNALED(status)) {
-    o.detail = WTERMSIG(status) == SIGALRM ? "hang: no result within " + std::to_string(timeout) + " s"
-                                           : std::string("crash: signal ") + strsignal(WTERMSIG(status));
+    const int sig = WTERMSIG(status);
+    o.detail = sig == SIGXCPU  ? "hang: no result within " + std::to_string(timeout) + " s of CPU time"
+               : sig == SIGALRM ? "hang: no result within " + std::to_string(timeout * 10) + " s wall (not using CPU)"
+                                : std::string("crash: signal ") + strsignal(sig);
     return o;
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
