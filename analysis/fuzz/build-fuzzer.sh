@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs the libFuzzer target for the module and kernel image loaders + analyser.
-# Needs clang-16 and libclang-rt-16-dev (Debian 12; ~230 MB installed, not in scripts/packages.txt).
+# Needs clang-16 and libclang-rt-16-dev (Debian 12; ~230 MB installed, in scripts/packages.txt).
 # clang-16 predates libstdc++ 12's feature test for <expected>, hence the __cpp_concepts override.
 # Usage: analysis/fuzz/build-fuzzer.sh OUT_DIR [SECONDS]
 set -euo pipefail

@@ -5,7 +5,7 @@
 set -euo pipefail
 src=$1 scratch=$2 seconds=$3
 if ! command -v clang++-16 >/dev/null || [ ! -d /usr/lib/llvm-16/lib/clang/16/lib/linux ]; then
-  echo "SKIPPED: clang++-16 / libclang-rt-16-dev not installed (not in scripts/packages.txt); the GCC ASan+UBSan replay (analysis_fuzz_*) still runs"
+  echo "SKIPPED: clang++-16 / libclang-rt-16-dev not installed (scripts/packages.txt lists them: run scripts/test as root); the GCC ASan+UBSan replay (analysis_fuzz_*) still runs"
   exit 77
 fi
 rm -rf "$scratch" && mkdir -p "$scratch/corpus"
