@@ -101,7 +101,11 @@ struct DaemonFixture : ::testing::Test {
   void attachQemu() {
     auto r = ask({{"cmd", "attach"}, {"domid", dom}, {"server", id}, {"vcpus", 2}});
     ASSERT_TRUE(r) << r.error().message();
-    const int fd = ::open(r->at("shadow").get<std::string>().c_str(), O_RDWR | O_CLOEXEC);
+    serveShadow(*r);
+  }
+  // QEMU (the simulator's model) serves the shadow channel an attach reply names.
+  void serveShadow(const json& attach_reply) {
+    const int fd = ::open(attach_reply.at("shadow").get<std::string>().c_str(), O_RDWR | O_CLOEXEC);
     ASSERT_GE(fd, 0);
     auto q = sim::QemuModel::shadow(hv, dom, fd, 2, deviceValue);
     ::close(fd);
@@ -581,13 +585,7 @@ TEST_F(UnfilteredFixture, ADeviceNamedUnfilteredRunsUnfilteredShownAndCounted) {
   writeIsaPolicy("isa-serial");
   auto r = attachWith({"isa-fdc"});  // by kind; the instance name "fdc" works as well
   ASSERT_TRUE(r) << r.error().message();
-  const int fd = ::open(r->at("shadow").get<std::string>().c_str(), O_RDWR | O_CLOEXEC);
-  ASSERT_GE(fd, 0);
-  auto q = sim::QemuModel::shadow(hv, dom, fd, 2, deviceValue);
-  ::close(fd);
-  ASSERT_TRUE(q) << q.error().message();
-  qemu = std::move(*q);
-  qemu->start();
+  serveShadow(*r);
   EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x44u);
   auto st = ask({{"cmd", "status"}});
   ASSERT_TRUE(st) << st.error().message();
