@@ -27,6 +27,18 @@ using test::pio;
 
 std::uint64_t deviceValue(const IoRequest& r) { return 0x40 + (r.addr & 0xf); }
 
+// A graph of one stateless read node: enough for a policy whose device binds and accepts a status read.
+GraphSpec oneReadGraph(const std::string& name, const std::string& node, std::uint64_t offset) {
+  GraphSpec g;
+  g.name = name;
+  NodeSpec n;
+  n.id = node;
+  n.offset = offset;
+  n.dir = Dir::Read;
+  g.anywhere.push_back(n);
+  return g;
+}
+
 // Swappable so reload can be observed: generation g refuses port 0x3f0 + g.
 struct FakeFactory {
   std::atomic<int> generation{5};
@@ -334,14 +346,7 @@ TEST_F(DaemonFixture, AttachedEventNamesPolicyRegionsThatBindNowhere) {
   ide.match.pci_device = 0x7010;
   ide.regions = {RegionSpec{"cmd0", RegionSpace::Io, 0, 0, 8}, RegionSpec{"bmdma", RegionSpace::Io, 4, 0, 16},
                  RegionSpec{"sidpr", RegionSpace::Io, 5, 0, 16}};
-  GraphSpec g;
-  g.name = "ata";
-  NodeSpec status;
-  status.id = "status";
-  status.offset = 7;
-  status.dir = Dir::Read;
-  g.anywhere.push_back(status);
-  ide.graphs.push_back(g);
+  ide.graphs.push_back(oneReadGraph("ata", "status", 7));
   ASSERT_TRUE(savePolicyFile(ide, policies + "/ide.json"));
   std::ofstream(devices) << R"([{"name":"piix3-ide@00:01.1","kind":"piix3-ide","sbdf":"0000:00:01.1",
                                  "pci":{"vendor":"0x8086","device":"0x7010","class":"0x010180"}}])";
@@ -533,14 +538,7 @@ struct UnfilteredFixture : DaemonFixture {
     p.name = kind;
     p.match.isa_kind = kind;
     p.regions = {RegionSpec{"io", RegionSpace::Io, -1, 0x2f8, 8}};
-    GraphSpec g;
-    g.name = kind;
-    NodeSpec n;
-    n.id = "lsr";
-    n.offset = 5;
-    n.dir = Dir::Read;
-    g.anywhere.push_back(n);
-    p.graphs.push_back(g);
+    p.graphs.push_back(oneReadGraph(kind, "lsr", 5));
     ASSERT_TRUE(savePolicyFile(p, policies + "/" + kind + ".json"));
   }
   Result<json> attachWith(std::vector<std::string> unfiltered) {
