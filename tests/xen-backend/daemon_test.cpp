@@ -65,6 +65,7 @@ struct DaemonFixture : ::testing::Test {
   bool restrict_after_attach = false;
   std::int64_t verify_restriction_domid = -1;
   unsigned reply_poll_us = 0;
+  std::vector<unsigned> allowed_servers;
 
   void SetUp() override {
     std::filesystem::create_directories(run_dir);
@@ -89,6 +90,7 @@ struct DaemonFixture : ::testing::Test {
     o.restrict_after_attach = restrict_after_attach;
     o.verify_restriction_domid = verify_restriction_domid;
     o.reply_poll_us = reply_poll_us;
+    o.allowed_servers = allowed_servers;
     o.log = [this](const std::string& l) {
       std::lock_guard lk(log_mu);
       logs.push_back(l);
@@ -307,6 +309,40 @@ TEST_F(DaemonFixture, ExitsWhenItsServerIsDestroyedEvenIfTheDomainLingers) {
   EXPECT_EQ(logLines("domain-gone").size(), 1u);
   EXPECT_EQ(logLines("final-stats").size(), 1u);
   EXPECT_TRUE(std::filesystem::exists(record_path)) << "the trace was not closed";
+}
+
+// Xen routes an access to the highest-id enabled server whose ranges hold it: a second server (another
+// dom0 process, a second device model) claiming the floppy's ports would take them past the filter.
+TEST_F(DaemonFixture, ASecondIoreqServerCrashesTheDomain) {
+  attachQemu();
+  auto rogue = hv.createServer(dom, xen::BufioreqMode::Atomic);
+  ASSERT_TRUE(rogue) << rogue.error().message();
+  for (int i = 0; i < 50 && logLines("foreign-ioreq-server").empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(logLines("foreign-ioreq-server").size(), 1u);
+  EXPECT_NE(logLines("foreign-ioreq-server")[0].find("ioreq server " + std::to_string(*rogue) + " of domid"), std::string::npos)
+      << logLines("foreign-ioreq-server")[0];
+  EXPECT_EQ(hv.shutdownReason(dom), std::optional<unsigned>(xen::kShutdownCrash));
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  EXPECT_EQ(logLines("foreign-ioreq-server").size(), 1u) << "crashed once, not on every tick";
+}
+
+// One the operator named (--allow-server) may exist; a third may not.
+TEST_F(DaemonFixture, AnAllowedServerIsLeftAloneAnotherIsNot) {
+  auto allowed = hv.createServer(dom, xen::BufioreqMode::Atomic);
+  ASSERT_TRUE(allowed);
+  allowed_servers = {unsigned(*allowed)};
+  stopDaemon();
+  startDaemon();
+  attachQemu();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_TRUE(logLines("foreign-ioreq-server").empty());
+  EXPECT_FALSE(hv.shutdownReason(dom));
+  auto third = hv.createServer(dom, xen::BufioreqMode::Atomic);
+  ASSERT_TRUE(third);
+  for (int i = 0; i < 50 && logLines("foreign-ioreq-server").empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(logLines("foreign-ioreq-server").size(), 1u);
+  EXPECT_NE(logLines("foreign-ioreq-server")[0].find("ioreq server " + std::to_string(*third) + " "), std::string::npos);
+  EXPECT_EQ(hv.shutdownReason(dom), std::optional<unsigned>(xen::kShutdownCrash));
 }
 
 TEST(RateLimitedLog, SummarisesWhatItSuppressedOncePerSecond) {

@@ -243,6 +243,17 @@ TEST_F(InlineFixture, RepOutsWithAValueConstraintIsReplayedRepByRep) {
   EXPECT_EQ(qemu.seen[1].data_is_ptr, 0);
 }
 
+// Inline mode has no daemon: QEMU's process watches for a second ioreq server itself.
+TEST_F(InlineFixture, ASecondIoreqServerCrashesTheDomain) {
+  EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x34u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  EXPECT_FALSE(hv.shutdownReason(dom)) << "QEMU's own server alone must not trip the watch";
+  auto rogue = hv.createServer(dom, xen::BufioreqMode::Atomic);
+  ASSERT_TRUE(rogue) << rogue.error().message();
+  for (int i = 0; i < 50 && !hv.shutdownReason(dom); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(hv.shutdownReason(dom), std::optional<unsigned>(xen::kShutdownCrash));
+}
+
 TEST(InterposerProxy, FailsClosedWhenNoDaemonAnswers) {
   sim::SimHypervisor hv;
   const auto dom = hv.createDomain({.vcpus = 1});

@@ -33,11 +33,11 @@ IOREQ_FILTER_DEVICES=/etc/iof/dom%d.json
 CONF
 export OUT="$tmp" RUN="$tmp/run" IOREQ_FILTER_WRAPPER_CONF="$tmp/conf"
 
-# inline: argv untouched, fd 7 inherited, interposer first in LD_PRELOAD
+# inline: argv untouched but for the interposer handshake option at the end, fd 7 inherited, interposer first in LD_PRELOAD
 LD_PRELOAD=/lib/x86_64-linux-gnu/libm.so.6 IOREQ_FILTER_MODE=inline "$wrapper" -xen-domid 7 -chardev 'socket,id=libxl-cmd,path=/x,server=on,wait=off' \
     -mon chardev=libxl-cmd,mode=control -no-shutdown 7<"$tmp/conf"
 printf '%s\n' -xen-domid 7 -chardev 'socket,id=libxl-cmd,path=/x,server=on,wait=off' -mon chardev=libxl-cmd,mode=control \
-    -no-shutdown > "$tmp/expected"
+    -no-shutdown -ioreq-filter-interposer-required > "$tmp/expected"
 cmp -s "$tmp/argv" "$tmp/expected" || fail "inline: argv changed: $(cat "$tmp/argv")"
 [ "$(cat "$tmp/preload")" = "/lib/x86_64-linux-gnu/libdl.so.2:/lib/x86_64-linux-gnu/libm.so.6" ] || fail "LD_PRELOAD: $(cat "$tmp/preload")"
 [ "$(cat "$tmp/env")" = "inline /etc/iof/dom7.json" ] || fail "env: $(cat "$tmp/env")"
@@ -61,7 +61,8 @@ grep -qx -- "/etc/iof/dom7.json" "$tmp/daemon-argv" || fail "daemon did not get 
 grep -qx -- "--restrict" "$tmp/daemon-argv" && grep -qx -- "/var/lib/iof/dom7.qtest" "$tmp/daemon-argv" ||
     fail "IOREQ_FILTER_DAEMON_ARGS not passed on (domid substituted): $(cat "$tmp/daemon-argv")"
 grep -qx -- "--unfiltered" "$tmp/daemon-argv" && fail "proxy: an unfiltered list nobody set: $(cat "$tmp/daemon-argv")"
-printf '%s\n' -xen-domid 7 -runas 1234:1234 -no-shutdown -qmp "unix:$tmp/run/dom7.qmp,server=on,wait=off" > "$tmp/expected"
+printf '%s\n' -xen-domid 7 -runas 1234:1234 -no-shutdown -qmp "unix:$tmp/run/dom7.qmp,server=on,wait=off" \
+    -ioreq-filter-interposer-required > "$tmp/expected"
 cmp -s "$tmp/argv" "$tmp/expected" || fail "proxy: argv: $(cat "$tmp/argv")"
 # proxy: the unfiltered list reaches the daemon as one --unfiltered option
 kill "$(cat "$tmp/daemon.pid")" 2>/dev/null || true; rm -f "$tmp/run/dom7.sock"

@@ -196,6 +196,7 @@ struct Daemon::Impl {
   RateLimitedLog refusals;
   std::uint64_t reloads = 0;
   bool attached_once = false;
+  bool watch_fired = false;  // the domain was crashed for a foreign ioreq server (once)
 
   Impl(xen::Hypervisor& h, DaemonOptions opts)
       : hv(h), o(std::move(opts)), refusals(o.refusals_per_second, [this](const std::string& l) { log(l); }) {}
@@ -376,6 +377,15 @@ struct Daemon::Impl {
           closeTrace();
           io.stop();
           return;
+        }
+        // Fail closed: another ioreq server could take the guest's I/O past the filter.
+        if (!watch_fired) {
+          std::vector<xen::ServerId> allowed(o.allowed_servers.begin(), o.allowed_servers.end());
+          if (auto why = xen::ServerWatch(o.domid, proxy->session().id(), allowed).check(hv); !why.empty()) {
+            watch_fired = true;
+            const int rc = hv.shutdown(o.domid, xen::kShutdownCrash);
+            event("foreign-ioreq-server", {{"error", why}, {"action", "crash"}, {"shutdown_rc", rc}});
+          }
         }
       }
       tick();

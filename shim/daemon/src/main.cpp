@@ -21,6 +21,11 @@ int main(int argc, char** argv) {
                  "devices (instance name or QOM kind, comma-separated) that may run without a policy; any other "
                  "device no policy covers fails the attach")
       ->delimiter(',');
+  app.add_option("--allow-server", o.allowed_servers,
+                 "ids of ioreq servers besides QEMU's that may exist for the domain (comma-separated, 0-7); any other "
+                 "server that appears crashes the domain")
+      ->delimiter(',')
+      ->check(CLI::Range(0u, 7u));
   app.add_option("--mode", mode, "enforce | monitor | learn")->check(CLI::IsMember({"enforce", "monitor", "learn"}));
   app.add_option("--dm-uid", o.dm_uid, "uid QEMU runs as under dm_restrict (may attach)");
   app.add_option("--refusals-per-second", o.refusals_per_second, "refusal log lines per second");

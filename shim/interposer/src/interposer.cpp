@@ -16,6 +16,7 @@ using namespace xen;
 Interposer::Interposer(Hypervisor& hv, InterposerConfig config) : hv_(hv), cfg_(std::move(config)) {}
 
 Interposer::~Interposer() {
+  stopWatch();
   closeEvents();
   relay_.reset();
 }
@@ -128,6 +129,7 @@ int Interposer::setServerState(DomId domid, ServerId id, bool enabled) {
     e.data.fd = kick_fd_;
     epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, kick_fd_, &e);
     log("inline filtering enabled for " + std::to_string(vcpus_) + " vCPUs");
+    startWatch();
     return 0;
   }
   // Proxy: the daemon adopts the server now that vp_eport is valid, and fills in the shadow ports.
@@ -146,12 +148,41 @@ int Interposer::setServerState(DomId domid, ServerId id, bool enabled) {
 
 int Interposer::destroyServer(DomId domid, ServerId id) {
   if (!ownsServer(domid, id)) return -ENOENT;
+  stopWatch();
   closeEvents();
   relay_.reset();
   real_pages_ = Mapping();
   if (auto ok = hv_.destroyServer(domid, id); !ok) return -EIO;
   server_ = -1;
   return 0;
+}
+
+// Inline mode has no daemon to watch for a second ioreq server, so a thread in QEMU's process does,
+// on its own: it only reads the domain's server list and, on a finding, crashes the domain.
+void Interposer::startWatch() {
+  if (watch_.joinable() || cfg_.watch_period.count() <= 0) return;
+  watch_stop_ = false;
+  const xen::ServerWatch watch(domid_, xen::ServerId(server_), cfg_.allowed_servers);
+  watch_ = std::thread([this, watch] {
+    std::unique_lock lk(watch_mu_);
+    while (!watch_cv_.wait_for(lk, cfg_.watch_period, [this] { return watch_stop_; })) {
+      const std::string why = watch.check(hv_);
+      if (why.empty()) continue;
+      const int rc = hv_.shutdown(domid_, xen::kShutdownCrash);
+      log(why + "; crashed the domain (rc " + std::to_string(rc) + ")");
+      return;
+    }
+  });
+}
+
+void Interposer::stopWatch() {
+  if (!watch_.joinable()) return;
+  {
+    std::lock_guard lk(watch_mu_);
+    watch_stop_ = true;
+  }
+  watch_cv_.notify_all();
+  watch_.join();
 }
 
 bool Interposer::isIoreqPort(DomId domid, Port remote) const noexcept {

@@ -8,6 +8,7 @@
 //   IOREQ_FILTER_POLICY_DIR   inline: policy tree
 //   IOREQ_FILTER_DEVICES      inline: JSON device list
 //   IOREQ_FILTER_ENGINE_MODE  inline: enforce | monitor | learn
+//   IOREQ_FILTER_ALLOW_SERVERS inline: ioreq server ids besides QEMU's that may exist (else: crash)
 // Fails closed: if the filter cannot be set up, creating the ioreq server fails and QEMU exits.
 #include <cerrno>
 #include <cstdio>
@@ -83,6 +84,18 @@ Interposer* ensure() {
     s.config.mode = mode == "proxy" ? Deployment::Proxy : Deployment::Inline;
     s.config.run_dir = env("IOREQ_FILTER_RUN_DIR", "/run/ioreq-filter");
     s.config.log = say;
+    // As ioreq-filterd --allow-server: ioreq server ids besides QEMU's that may exist (comma-separated).
+    for (const char* a = env("IOREQ_FILTER_ALLOW_SERVERS", ""); *a;) {
+      char* end = nullptr;
+      const unsigned long id = std::strtoul(a, &end, 10);
+      if (end == a || id >= iof::xen::kMaxServers || (*end && *end != ',')) {
+        say(std::string("IOREQ_FILTER_ALLOW_SERVERS: expected ioreq server ids 0-7, comma-separated, got '") +
+            env("IOREQ_FILTER_ALLOW_SERVERS", "") + "'");
+        return nullptr;
+      }
+      s.config.allowed_servers.push_back(iof::xen::ServerId(id));
+      a = *end ? end + 1 : end;
+    }
     if (s.config.mode == Deployment::Inline) {
       daemon::DaemonOptions o;
       o.policy_dir = env("IOREQ_FILTER_POLICY_DIR", "");
@@ -154,6 +167,23 @@ Interposer* current() noexcept { return existing(); }
 }  // namespace iof::interposer
 
 using namespace iof::interposer;
+
+// The handshake with integration/ioreq-filter-dm-wrapper. LD_PRELOAD alone cannot be trusted: a
+// missing or unloadable library is only a warning from ld.so, and QEMU would then run unfiltered.
+// So the wrapper appends kInterposerRequired to QEMU's argv, an option QEMU rejects ("invalid
+// option", exit 1, before any device exists), and this constructor, which glibc runs before main()
+// with the process's argc/argv (ELF init_array), replaces it in place with an option QEMU-xen is
+// given anyway. Only a QEMU that really carries the interposer gets past its own option parser.
+namespace {
+constexpr const char* kInterposerRequired = "-ioreq-filter-interposer-required";
+char kNeutralOption[] = "-no-user-config";  // libxl passes it to QEMU-xen already; repeating it is a no-op
+
+__attribute__((constructor)) void acknowledgeWrapper(int argc, char** argv, char**) {
+  if (!argv) return;
+  for (int i = 1; i < argc; ++i)
+    if (argv[i] && std::strcmp(argv[i], kInterposerRequired) == 0) argv[i] = kNeutralOption;
+}
+}  // namespace
 
 // --- handles: only tokens under test, the real thing otherwise ---
 IOF_EXPORT xendevicemodel_handle* xendevicemodel_open(xentoollog_logger* l, unsigned f) {

@@ -693,6 +693,13 @@ Result<ServerInfo> SimHypervisor::serverInfo(DomId domid, ServerId id) {
   return ServerInfo{s->buf_port};
 }
 
+Result<bool> SimHypervisor::serverExists(DomId domid, ServerId id) {
+  StateLock lk(*state_);
+  SIM_CHECK_RESTRICT("xendevicemodel_get_ioreq_server_info", domid);
+  if (!state_->dom(domid)) return std::unexpected(callError("xendevicemodel_get_ioreq_server_info(domid " + std::to_string(domid) + ")", ESRCH));
+  return state_->server(domid, id) != nullptr;
+}
+
 Result<void> SimHypervisor::mapIoRange(DomId domid, ServerId id, RangeKind kind, std::uint64_t start, std::uint64_t end) {
   StateLock lk(*state_);
   SIM_CHECK_RESTRICT("xendevicemodel_map_io_range_to_ioreq_server", domid);

@@ -1,5 +1,6 @@
 #include "ioreq_filter/xen/hypervisor.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace iof::xen {
@@ -18,6 +19,19 @@ Error callError(const std::string& call, int err) {
   if (err < 0) err = -err;
   const char* name = strerrorname_np(err);
   return Error{call, std::string(name ? name : "errno " + std::to_string(err)) + " (" + std::strerror(err) + ")"};
+}
+
+std::string ServerWatch::check(Hypervisor& hv) const {
+  for (ServerId id = 0; id < kMaxServers; ++id) {
+    if (id == own_ || std::find(allowed_.begin(), allowed_.end(), id) != allowed_.end()) continue;
+    auto exists = hv.serverExists(domid_, id);
+    if (!exists) return "could not check for other ioreq servers: " + exists.error().message();
+    if (*exists)
+      return "ioreq server " + std::to_string(id) + " of domid " + std::to_string(domid_) +
+             " is not the filter's (server " + std::to_string(own_) +
+             "): Xen may route the guest's I/O to it past the filter";
+  }
+  return {};
 }
 
 IoreqPages pagesOf(const Mapping& m) noexcept {

@@ -107,6 +107,13 @@ class LibxenHypervisor final : public Hypervisor {
       return std::unexpected(callError("xendevicemodel_get_ioreq_server_info(" + domId(domid, id) + ")", errno));
     return ServerInfo{Port(port)};
   }
+  Result<bool> serverExists(DomId domid, ServerId id) override {
+    evtchn_port_t port = 0;
+    if (c_->xendevicemodel_get_ioreq_server_info(dmod_.get(), domid, id, nullptr, nullptr, &port) == 0) return true;
+    if (errno == ENOENT) return false;
+    if (errno == EPERM) return true;  // another domain's server (a stub domain's device model, say)
+    return std::unexpected(callError("xendevicemodel_get_ioreq_server_info(" + domId(domid, id) + ")", errno));
+  }
   Result<void> mapIoRange(DomId domid, ServerId id, RangeKind kind, std::uint64_t s, std::uint64_t e) override {
     if (c_->xendevicemodel_map_io_range_to_ioreq_server(dmod_.get(), domid, id, int(kind), s, e) != 0)
       return std::unexpected(callError("xendevicemodel_map_io_range_to_ioreq_server(" + domId(domid, id) + ")", errno));

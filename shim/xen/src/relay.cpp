@@ -6,8 +6,6 @@
 namespace iof::xen {
 namespace {
 
-constexpr unsigned kShutdownCrash = 3;  // SHUTDOWN_crash (xen/include/public/sched.h)
-
 void bump(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
 
 // Copies every field Xen reads from a request except state, which is published last.

@@ -52,6 +52,9 @@ struct DaemonOptions {
   // is not silently accepted). -1: no check.
   std::int64_t verify_restriction_domid = -1;
   std::string record_path;             // write every request seen as a trace here (empty: don't)
+  // Ioreq servers of the domain besides the adopted one that may exist (e.g. XenServer's varstored
+  // registers its own). Any other server found by the 100 ms watch crashes the domain (xen::ServerWatch).
+  std::vector<unsigned> allowed_servers;
   std::function<void(const std::string&)> log;  // one JSON object per line; default stderr
   FilterFactory filter_factory;                 // default: policies + devices -> iof::Engine
 };

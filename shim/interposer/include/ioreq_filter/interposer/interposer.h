@@ -13,7 +13,11 @@
 #pragma once
 
 #include <array>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
+#include <mutex>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +36,11 @@ struct InterposerConfig {
   std::string run_dir = "/run/ioreq-filter";  // proxy: where the daemon's socket and shadow file live
   RequestFilter* filter = nullptr;            // inline: the engine (null forwards everything)
   std::function<void(const std::string&)> log;
+  // Inline: ioreq servers of the domain besides QEMU's that may exist (IOREQ_FILTER_ALLOW_SERVERS),
+  // and how often a watch thread checks that no other appeared (it crashes the domain if one did;
+  // in proxy mode the daemon keeps this watch).
+  std::vector<xen::ServerId> allowed_servers;
+  std::chrono::milliseconds watch_period{100};
 };
 
 // The buffered port QEMU is told in proxy mode before the daemon has allocated the real one.
@@ -72,6 +81,8 @@ class Interposer {
   void log(const std::string& s) const {
     if (cfg_.log) cfg_.log(s);
   }
+  void startWatch();
+  void stopWatch();
 
   xen::Hypervisor& hv_;
   InterposerConfig cfg_;
@@ -89,6 +100,10 @@ class Interposer {
   int epoll_fd_ = -1, kick_fd_ = -1;
   std::array<xen::Port, 256> kicked_{};
   unsigned kick_head_ = 0, kick_tail_ = 0;
+  std::mutex watch_mu_;
+  std::condition_variable watch_cv_;
+  bool watch_stop_ = false;
+  std::thread watch_;  // inline: the second-server watch (xen::ServerWatch)
 };
 
 }  // namespace iof::interposer

@@ -81,6 +81,7 @@ class SimHypervisor final : public xen::Hypervisor {
   // --- Hypervisor ---
   std::string name() const override { return "simulator"; }
   Result<ServerId> createServer(DomId domid, xen::BufioreqMode mode) override;
+  Result<bool> serverExists(DomId domid, ServerId id) override;
   Result<xen::ServerInfo> serverInfo(DomId domid, ServerId id) override;
   Result<void> mapIoRange(DomId domid, ServerId id, xen::RangeKind kind, std::uint64_t start, std::uint64_t end) override;
   Result<void> unmapIoRange(DomId domid, ServerId id, xen::RangeKind kind, std::uint64_t start, std::uint64_t end) override;

@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "ioreq_filter/core/error.h"
 #include "ioreq_filter/core/io_request.h"
@@ -76,6 +77,8 @@ class EventChannel {
 enum class RangeKind : std::uint8_t { Pio = 0, Mmio = 1 };  // is_mmio of map_io_range_to_ioreq_server
 enum class BufioreqMode : std::uint8_t { Off = 0, Legacy = 1, Atomic = 2 };  // HVM_IOREQSRV_BUFIOREQ_*
 
+inline constexpr unsigned kShutdownCrash = 3;  // SHUTDOWN_crash (xen/include/public/sched.h)
+
 struct ServerInfo {
   Port bufioreq_port = 0;  // the guest-side port of the buffered channel
 };
@@ -88,6 +91,9 @@ class Hypervisor {
   // libxendevicemodel
   virtual Result<ServerId> createServer(DomId domid, BufioreqMode mode) = 0;
   virtual Result<ServerInfo> serverInfo(DomId domid, ServerId id) = 0;
+  // Whether server `id` of domid exists, asked with get_ioreq_server_info: ENOENT is "no"; EPERM is
+  // "yes" (it belongs to another domain: Xen checks s->emulator != current->domain).
+  virtual Result<bool> serverExists(DomId domid, ServerId id) = 0;
   virtual Result<void> mapIoRange(DomId domid, ServerId id, RangeKind kind, std::uint64_t start, std::uint64_t end) = 0;
   virtual Result<void> unmapIoRange(DomId domid, ServerId id, RangeKind kind, std::uint64_t start,
                                     std::uint64_t end) = 0;
@@ -115,5 +121,24 @@ class Hypervisor {
 };
 
 IoreqPages pagesOf(const Mapping& m) noexcept;
+
+// Fail closed against a second ioreq server. Xen hands an access to the highest-id *enabled* server
+// whose ranges hold it (ioreq.c ioreq_server_select), so any server of the domain other than the one
+// the filter adopted - made by another dom0 process, a second device model, a compromised QEMU - may
+// take requests past the filter. check() enumerates ids 0..kMaxServers-1 (8 get_ioreq_server_info
+// calls) and names the first server that is neither `own` nor in `allowed`; a check that itself fails
+// counts as a finding (an unverifiable domain is not a filtered one).
+class ServerWatch {
+ public:
+  ServerWatch(DomId domid, ServerId own, std::vector<ServerId> allowed = {})
+      : domid_(domid), own_(own), allowed_(std::move(allowed)) {}
+  // Empty when only the adopted (and allowed) servers exist; otherwise why the domain must stop.
+  std::string check(Hypervisor& hv) const;
+
+ private:
+  DomId domid_;
+  ServerId own_;
+  std::vector<ServerId> allowed_;
+};
 
 }  // namespace iof::xen
