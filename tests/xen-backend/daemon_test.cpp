@@ -66,6 +66,8 @@ struct DaemonFixture : ::testing::Test {
   std::int64_t verify_restriction_domid = -1;
   unsigned reply_poll_us = 0;
   std::vector<unsigned> allowed_servers;
+  std::string qmp_socket;
+  daemon::FilterFactory factory_override;
 
   void SetUp() override {
     std::filesystem::create_directories(run_dir);
@@ -91,6 +93,8 @@ struct DaemonFixture : ::testing::Test {
     o.verify_restriction_domid = verify_restriction_domid;
     o.reply_poll_us = reply_poll_us;
     o.allowed_servers = allowed_servers;
+    o.qmp_socket = qmp_socket;
+    if (factory_override) o.filter_factory = factory_override;
     o.log = [this](const std::string& l) {
       std::lock_guard lk(log_mu);
       logs.push_back(l);
@@ -343,6 +347,59 @@ TEST_F(DaemonFixture, AnAllowedServerIsLeftAloneAnotherIsNot) {
   ASSERT_EQ(logLines("foreign-ioreq-server").size(), 1u);
   EXPECT_NE(logLines("foreign-ioreq-server")[0].find("ioreq server " + std::to_string(*third) + " "), std::string::npos);
   EXPECT_EQ(hv.shutdownReason(dom), std::optional<unsigned>(xen::kShutdownCrash));
+}
+
+// No device list (--qmp only): QEMU is blocked in the enable call that asked for the attach, so its
+// monitor cannot answer yet. The attach must complete at once; the filter is built by discovery
+// afterwards, and a request the guest issues meanwhile waits - it is never forwarded unchecked.
+TEST_F(DaemonFixture, WithoutADeviceListRequestsWaitUntilDiscoveryBuiltTheFilter) {
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> calls{0};
+  factory_override = [&](const daemon::DaemonOptions& o, bool resumed, std::vector<std::string>*) -> Result<std::unique_ptr<RequestFilter>> {
+    ++calls;
+    EXPECT_FALSE(resumed);
+    EXPECT_GT(o.qmp_wait.count(), 0) << "discovery must wait for QEMU's monitor";
+    released.wait();  // QEMU's main loop is not running yet
+    return std::unique_ptr<RequestFilter>(std::make_unique<test::RefusePortFilter>(0x3f5));
+  };
+  qmp_socket = run_dir + "/dom.qmp";
+  stopDaemon();
+  startDaemon();
+  attachQemu();  // returns although discovery has not finished
+  auto held = std::async(std::launch::async, [&] { return hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)); });
+  EXPECT_EQ(held.wait_for(400ms), std::future_status::timeout) << "a request was served before the filter existed";
+  auto st = ask({{"cmd", "status"}});
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_TRUE(st->at("holding").get<bool>());
+  EXPECT_EQ(qemu->seenCount(), 0u);
+  release.set_value();
+  EXPECT_EQ(held.get().data, 0x44u);
+  EXPECT_EQ(hv.guestIo(dom, 1, pio(0x3f5, Dir::Read)).data, 0xffu) << "the discovered filter refuses";
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(logLines("\"filtering\"").size(), 1u);
+  st = ask({{"cmd", "status"}});
+  ASSERT_TRUE(st);
+  EXPECT_FALSE(st->at("holding").get<bool>());
+}
+
+// Discovery that fails (QEMU never answered, a device without a policy...) stops the domain: the
+// held request is never forwarded.
+TEST_F(DaemonFixture, DiscoveryThatFailsCrashesTheDomainAndForwardsNothing) {
+  factory_override = [](const daemon::DaemonOptions&, bool, std::vector<std::string>*) -> Result<std::unique_ptr<RequestFilter>> {
+    return fail("ioreq-filterd", "no policy covers edu: give each a policy, or name it in --unfiltered");
+  };
+  qmp_socket = run_dir + "/dom.qmp";
+  stopDaemon();
+  startDaemon();
+  attachQemu();
+  const auto r = hv.guestIo(dom, 0, pio(0x3f4, Dir::Read), 2000ms);
+  EXPECT_NE(r.status, GuestStatus::Completed);
+  for (int i = 0; i < 50 && logLines("discovery-failed").empty(); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(logLines("discovery-failed").size(), 1u);
+  EXPECT_NE(logLines("discovery-failed")[0].find("no policy covers edu"), std::string::npos);
+  EXPECT_EQ(hv.shutdownReason(dom), std::optional<unsigned>(xen::kShutdownCrash));
+  EXPECT_EQ(qemu->seenCount(), 0u);
 }
 
 TEST(RateLimitedLog, SummarisesWhatItSuppressedOncePerSecond) {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <pwd.h>
 #include <sys/socket.h>
+#include <thread>
 #include <unistd.h>
 
 #include <boost/asio.hpp>
@@ -140,13 +141,26 @@ FilterFactory engineFilterFactory() {
     } else {
 #ifdef IOF_HAVE_QEMU
       if (o.qmp_socket.empty()) return fail("ioreq-filterd", "need --devices FILE or --qmp SOCKET to find the domain's devices");
-      auto fd = qemu::LineChannel::connectUnix(o.qmp_socket);
-      if (!fd) return std::unexpected(fd.error());
-      qemu::QmpClient qmp(std::make_unique<qemu::LineChannel>(*fd, o.qmp_socket), std::chrono::milliseconds(5000));
-      if (auto ok = qmp.handshake(); !ok) return std::unexpected(ok.error());
-      auto d = qemu::discoverDevices(qmp);
-      if (!d) return std::unexpected(d.error());
-      devices = std::move(*d);
+      // QEMU answers on its monitor only once its main loop runs: retry for up to qmp_wait.
+      const auto deadline = std::chrono::steady_clock::now() + o.qmp_wait;
+      for (;;) {
+        Error last;
+        if (auto fd = qemu::LineChannel::connectUnix(o.qmp_socket); !fd) {
+          last = fd.error();
+        } else {
+          qemu::QmpClient qmp(std::make_unique<qemu::LineChannel>(*fd, o.qmp_socket), std::chrono::milliseconds(5000));
+          if (auto ok = qmp.handshake(); !ok) {
+            last = ok.error();
+          } else {
+            auto d = qemu::discoverDevices(qmp);
+            if (!d) return std::unexpected(d.error());
+            devices = std::move(*d);
+            break;
+          }
+        }
+        if (std::chrono::steady_clock::now() >= deadline) return std::unexpected(last);
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      }
 #else
       return fail("ioreq-filterd", "built without QMP discovery: give --devices FILE");
 #endif
@@ -196,6 +210,16 @@ struct Daemon::Impl {
   RateLimitedLog refusals;
   std::uint64_t reloads = 0;
   bool attached_once = false;
+  // First attach without a device list (--qmp only): QEMU is blocked in the very enable call that
+  // asked for the attach, so its monitor cannot answer yet. The attach completes (server adopted,
+  // ports bound) while the filter is built by QMP discovery on `discovery`'s thread; until then no
+  // request is handled: a vCPU that issues one waits (the domain is normally still paused). If
+  // discovery fails, the domain is crashed. `holding` also makes any request that is handled refused.
+  bool holding = false;
+  std::thread discovery;
+  struct RefuseAll final : RequestFilter {
+    Verdict onRequest(const IoRequest&) noexcept override { return Verdict{Action::Refuse, Reason::Uncovered}; }
+  } refuse_all;
   bool watch_fired = false;  // the domain was crashed for a foreign ioreq server (once)
 
   Impl(xen::Hypervisor& h, DaemonOptions opts)
@@ -224,10 +248,15 @@ struct Daemon::Impl {
         resumed = magic == xen::kJournalMagic;
     }
     std::vector<std::string> unc;
-    auto f = o.filter_factory(o, resumed, &unc);
-    if (!f) return std::unexpected(f.error());
-    filter = std::move(*f);
-    recorder = std::make_unique<RecordingFilter>(filter.get());
+    const bool defer = !resumed && o.devices_file.empty() && !o.qmp_socket.empty();
+    if (defer) {
+      recorder = std::make_unique<RecordingFilter>(&refuse_all);
+    } else {
+      auto f = o.filter_factory(o, resumed, &unc);
+      if (!f) return std::unexpected(f.error());
+      filter = std::move(*f);
+      recorder = std::make_unique<RecordingFilter>(filter.get());
+    }
     if (!o.record_path.empty() && !trace_file) {
       // One trace per daemon: a re-attach (detach/attach) keeps appending to it.
       auto tf = TraceFile::open(o.record_path, "ioreq-filterd --record, domid " + std::to_string(o.domid) +
@@ -258,8 +287,13 @@ struct Daemon::Impl {
     proxy = std::move(*p);
     uncovered = std::move(unc);
     events_sd = std::make_unique<asio::posix::stream_descriptor>(io, ::dup(proxy->fd()));
-    arm(*events_sd);
-    proxy->handleEvents();
+    if (defer) {
+      holding = true;
+      startDiscovery();
+    } else {
+      arm(*events_sd);
+      proxy->handleEvents();
+    }
     // Policy regions that bind nowhere on this domain's devices (a BAR the instance lacks): said once here.
     json unbound = json::array();
     if (Engine* e = engine())
@@ -267,7 +301,7 @@ struct Daemon::Impl {
         unbound.push_back(e->device(u.device).instance.name + " region '" + e->device(u.device).policy.regions[u.region].name +
                           "': " + u.reason);
     event("attached", {{"server", server}, {"vcpus", proxy->relay().vcpus()}, {"resumed", proxy->resumed()},
-                       {"uncovered", uncovered}, {"unbound", unbound}});
+                       {"uncovered", uncovered}, {"unbound", unbound}, {"holding", holding}});
     if (!attached_once) {
       attached_once = true;
       if (o.restrict_after_attach) {
@@ -301,7 +335,43 @@ struct Daemon::Impl {
     return {};
   }
 
+  void startDiscovery() {
+    DaemonOptions opts = o;
+    if (opts.qmp_wait.count() == 0) opts.qmp_wait = std::chrono::seconds(60);
+    event("discovering", {{"qmp", o.qmp_socket}, {"wait_ms", opts.qmp_wait.count()}});
+    discovery = std::thread([this, opts = std::move(opts)] {
+      std::vector<std::string> unc;
+      auto f = opts.filter_factory(opts, false, &unc);
+      asio::post(io, [this, f = std::make_shared<decltype(f)>(std::move(f)), unc = std::move(unc)]() mutable {
+        finishDiscovery(std::move(*f), std::move(unc));
+      });
+    });
+  }
+
+  void finishDiscovery(Result<std::unique_ptr<RequestFilter>> f, std::vector<std::string> unc) {
+    if (discovery.joinable()) discovery.join();
+    if (!proxy || !holding) return;  // detached meanwhile
+    if (!f) {
+      // Fail closed: nothing was ever forwarded; requests stay held and the domain is stopped.
+      const int rc = hv.shutdown(o.domid, xen::kShutdownCrash);
+      event("discovery-failed", {{"error", f.error().message()}, {"action", "crash"}, {"shutdown_rc", rc}});
+      return;
+    }
+    filter = std::move(*f);
+    recorder->setInner(filter.get());
+    uncovered = std::move(unc);
+    holding = false;
+    json devs = json::array();
+    if (Engine* e = engine())
+      for (std::size_t i = 0; i < e->deviceCount(); ++i) devs.push_back(e->device(i).instance.name);
+    event("filtering", {{"devices", devs}, {"uncovered", uncovered}});
+    arm(*events_sd);
+    proxy->handleEvents();
+  }
+
   void detach() {
+    if (discovery.joinable()) discovery.join();
+    holding = false;
     if (!proxy) return;
     drainRefusals();
     event("final-stats", {{"stats", stats()}});
@@ -361,7 +431,7 @@ struct Daemon::Impl {
     timer.async_wait([this](const boost::system::error_code& ec) {
       if (ec) return;
       if (proxy) {
-        proxy->handleEvents();  // also pumps buffered writes QEMU made room for
+        if (!holding) proxy->handleEvents();  // also pumps buffered writes QEMU made room for
         drainRefusals();
         // A destroyed domain lingers as long as someone maps its pages, and this daemon does: nr_vcpus
         // keeps answering (seen on real Xen 4.17: daemons outlived their domains). Xen destroys the
@@ -450,6 +520,7 @@ struct Daemon::Impl {
     j["generation"] = proxy->shadow().journal().generation;
     j["shadow"] = o.shadow_path;
     j["uncovered"] = uncovered;
+    j["holding"] = holding;
     json devs = json::array();
     if (auto* e = engine()) {
       j["mode"] = toString(e->mode());
@@ -549,6 +620,7 @@ struct Daemon::Impl {
     }
     if (cmd == "reload") {
       if (!proxy) return error("not attached");
+      if (holding) return error("device discovery is still running; nothing to reload yet");
       std::vector<std::string> unc;
       auto f = o.filter_factory(o, true, &unc);
       if (!f) return error("reload failed, old policy kept: " + f.error().message());

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -35,6 +36,9 @@ struct DaemonOptions {
   std::string policy_dir;
   std::string devices_file;  // JSON device list (docs/xen.md); or:
   std::string qmp_socket;    // the daemon's own QMP monitor of the domain's QEMU
+  // QMP discovery retries connecting and QEMU's greeting for this long (QEMU serves its monitor only
+  // once its main loop runs). Used for the first attach without a device list (docs/xen.md).
+  std::chrono::milliseconds qmp_wait{0};
   // Devices of the domain that may run without a policy, by instance name or QOM kind ("fdc",
   // "isa-serial"). Any other device no policy covers fails the attach (fail closed; docs/xen.md).
   std::vector<std::string> unfiltered;
