@@ -402,6 +402,58 @@ TEST_F(DaemonFixture, DiscoveryThatFailsCrashesTheDomainAndForwardsNothing) {
   EXPECT_EQ(qemu->seenCount(), 0u);
 }
 
+// --standby: a second daemon builds its filter while the first serves, and takes over from the
+// journal the moment the first dies; a request the guest issued meanwhile is answered once.
+TEST_F(DaemonFixture, AStandbyTakesOverWhenTheServingDaemonDies) {
+  attachQemu();
+  EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x44u);
+  std::promise<void> died;
+  std::shared_future<void> dead = died.get_future().share();
+  auto so = options();
+  so.standby = true;
+  pid_t watched = 0;
+  so.wait_for_exit = [&](pid_t pid) -> Result<void> {
+    watched = pid;
+    dead.wait();
+    return {};
+  };
+  daemon::Daemon standby(hv, so);
+  std::thread serving([&] {
+    auto ok = standby.start();
+    ASSERT_TRUE(ok) << ok.error().message();
+    standby.run();
+  });
+  for (int i = 0; i < 100 && logLines("\"standby\"").empty(); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(logLines("\"standby\"").size(), 1u) << "the standby did not find the serving daemon";
+  EXPECT_EQ(watched, ::getpid()) << "the pid comes from the serving daemon's status";
+  killDaemon();
+  auto held = std::async(std::launch::async, [&] { return hv.guestIo(dom, 1, pio(0x3f4, Dir::Read)); });
+  EXPECT_EQ(held.wait_for(200ms), std::future_status::timeout) << "answered with no daemon";
+  died.set_value();
+  EXPECT_EQ(held.get().data, 0x44u);
+  EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f5, Dir::Read)).data, 0xffu) << "the standby's filter refuses";
+  const auto attached = logLines("\"takeover_us\"");
+  ASSERT_EQ(attached.size(), 1u);
+  EXPECT_NE(attached[0].find("\"resumed\":true"), std::string::npos) << attached[0];
+  auto st = ask({{"cmd", "status"}});
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_TRUE(st->at("attached").get<bool>());
+  standby.stop();
+  serving.join();
+}
+
+// A standby with nobody to stand by for says so instead of waiting for ever.
+TEST_F(DaemonFixture, AStandbyWithoutAServingDaemonFailsClearly) {
+  stopDaemon();
+  auto so = options();
+  so.standby = true;
+  so.standby_find = 300ms;
+  daemon::Daemon standby(hv, so);
+  auto ok = standby.start();
+  ASSERT_FALSE(ok);
+  EXPECT_NE(ok.error().message().find("--standby: no attached ioreq-filterd for domid"), std::string::npos) << ok.error().message();
+}
+
 TEST(RateLimitedLog, SummarisesWhatItSuppressedOncePerSecond) {
   std::vector<std::string> out;
   daemon::RateLimitedLog log(2, [&](const std::string& l) { out.push_back(l); });

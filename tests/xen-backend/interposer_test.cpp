@@ -164,6 +164,15 @@ struct Filters : RequestFilter {
 };
 
 struct InlineFixture : ::testing::Test {
+  std::mutex log_mu;
+  std::vector<std::string> logs;
+  std::vector<std::string> logLines(const std::string& needle) {
+    std::lock_guard lk(log_mu);
+    std::vector<std::string> out;
+    for (auto& l : logs)
+      if (l.find(needle) != std::string::npos) out.push_back(l);
+    return out;
+  }
   sim::SimHypervisor hv;
   xen::DomId dom = hv.createDomain({.vcpus = 2});
   Filters filter;
@@ -173,6 +182,10 @@ struct InlineFixture : ::testing::Test {
     interposer::InterposerConfig c;
     c.mode = interposer::Deployment::Inline;
     c.filter = &filter;
+    c.log = [this](const std::string& l) {
+      std::lock_guard lk(log_mu);
+      logs.push_back(l);
+    };
     interposer::useHypervisorForTesting(&hv, c);
     ASSERT_EQ(qemu.init(dom, 2, [&](ioservid_t id) {
       ASSERT_TRUE(hv.mapIoRange(dom, id, xen::RangeKind::Pio, 0x3f0, 0x3f7));
@@ -241,6 +254,17 @@ TEST_F(InlineFixture, RepOutsWithAValueConstraintIsReplayedRepByRep) {
   EXPECT_EQ(qemu.seen[0].data, 1u);
   EXPECT_EQ(qemu.seen[1].data, 2u);
   EXPECT_EQ(qemu.seen[1].data_is_ptr, 0);
+}
+
+// Inline mode reports refusals per request only at powers of two (a guest cannot flood QEMU's log), so
+// exact totals go to the log at most once a second when they changed.
+TEST_F(InlineFixture, QemusLogGetsExactCountersOnceASecond) {
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f5, Dir::Read)).data, 0xffu);
+  EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x34u);
+  for (int i = 0; i < 60 && logLines("counters: ").empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto lines = logLines("counters: ");
+  ASSERT_EQ(lines.size(), 1u) << "one line for one change";
+  EXPECT_NE(lines[0].find("requests 4 forwarded 1 refused 3 "), std::string::npos) << lines[0];
 }
 
 // Inline mode has no daemon: QEMU's process watches for a second ioreq server itself.

@@ -7,7 +7,10 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <cstring>
+#include <poll.h>
 #include <pwd.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
@@ -217,6 +220,11 @@ struct Daemon::Impl {
   // discovery fails, the domain is crashed. `holding` also makes any request that is handled refused.
   bool holding = false;
   std::thread discovery;
+  // --standby: the filter built before the takeover, and when the serving daemon was seen to die.
+  std::unique_ptr<RequestFilter> prebuilt;
+  std::vector<std::string> prebuilt_uncovered;
+  std::optional<std::chrono::steady_clock::time_point> takeover_at;
+  bool bound_socket = false;
   struct RefuseAll final : RequestFilter {
     Verdict onRequest(const IoRequest&) noexcept override { return Verdict{Action::Refuse, Reason::Uncovered}; }
   } refuse_all;
@@ -251,6 +259,10 @@ struct Daemon::Impl {
     const bool defer = !resumed && o.devices_file.empty() && !o.qmp_socket.empty();
     if (defer) {
       recorder = std::make_unique<RecordingFilter>(&refuse_all);
+    } else if (prebuilt) {
+      filter = std::move(prebuilt);
+      unc = std::move(prebuilt_uncovered);
+      recorder = std::make_unique<RecordingFilter>(filter.get());
     } else {
       auto f = o.filter_factory(o, resumed, &unc);
       if (!f) return std::unexpected(f.error());
@@ -300,8 +312,15 @@ struct Daemon::Impl {
       for (const auto& u : e->unboundRegions())
         unbound.push_back(e->device(u.device).instance.name + " region '" + e->device(u.device).policy.regions[u.region].name +
                           "': " + u.reason);
-    event("attached", {{"server", server}, {"vcpus", proxy->relay().vcpus()}, {"resumed", proxy->resumed()},
-                       {"uncovered", uncovered}, {"unbound", unbound}, {"holding", holding}});
+    json attached{{"server", server}, {"vcpus", proxy->relay().vcpus()}, {"resumed", proxy->resumed()},
+                  {"uncovered", uncovered}, {"unbound", unbound}, {"holding", holding}};
+    if (takeover_at) {
+      // Death of the serving daemon (pidfd readable) to serving again: the outage the guest sees.
+      attached["takeover_us"] =
+          std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - *takeover_at).count();
+      takeover_at.reset();
+    }
+    event("attached", attached);
     if (!attached_once) {
       attached_once = true;
       if (o.restrict_after_attach) {
@@ -367,6 +386,52 @@ struct Daemon::Impl {
     event("filtering", {{"devices", devs}, {"uncovered", uncovered}});
     arm(*events_sd);
     proxy->handleEvents();
+  }
+
+  Result<void> standBy() {
+    // The serving daemon: attached, and its pid from its own control socket.
+    const auto deadline = std::chrono::steady_clock::now() + o.standby_find;
+    pid_t pid = 0;
+    for (;;) {
+      auto st = request(o.socket_path, json{{"cmd", "status"}}, std::chrono::milliseconds(2000));
+      if (st && st->value("attached", false) && st->contains("pid") && (*st)["pid"].is_number_integer()) {
+        pid = (*st)["pid"].get<pid_t>();
+        break;
+      }
+      if (std::chrono::steady_clock::now() >= deadline)
+        return fail("--standby", "no attached ioreq-filterd for domid " + std::to_string(o.domid) + " answered on " +
+                                     o.socket_path + (st ? std::string(" (not attached yet)") : ": " + st.error().message()));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    // Opened before the filter is built: a death meanwhile is still seen (the pidfd becomes readable).
+    int pidfd = -1;
+    if (!o.wait_for_exit) {
+      pidfd = int(::syscall(SYS_pidfd_open, pid, 0));
+      if (pidfd < 0) return fail("--standby", "pidfd_open(" + std::to_string(pid) + "): " + std::strerror(errno));
+    }
+    // The filter, built now: the guest is mid-run when we take over (resumed: unsynchronised start).
+    DaemonOptions opts = o;
+    if (opts.qmp_wait.count() == 0) opts.qmp_wait = std::chrono::seconds(60);
+    std::vector<std::string> unc;
+    auto f = opts.filter_factory(opts, true, &unc);
+    if (!f) {
+      if (pidfd >= 0) ::close(pidfd);
+      return std::unexpected(f.error());
+    }
+    prebuilt = std::move(*f);
+    prebuilt_uncovered = std::move(unc);
+    event("standby", {{"watching", pid}});
+    if (pidfd >= 0) {
+      pollfd p{pidfd, POLLIN, 0};
+      while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+      }
+      ::close(pidfd);
+    } else if (auto ok = o.wait_for_exit(pid); !ok) {
+      return ok;
+    }
+    takeover_at = std::chrono::steady_clock::now();
+    event("takeover", {{"pid", pid}});
+    return {};
   }
 
   void detach() {
@@ -521,6 +586,7 @@ struct Daemon::Impl {
     j["shadow"] = o.shadow_path;
     j["uncovered"] = uncovered;
     j["holding"] = holding;
+    j["pid"] = ::getpid();
     json devs = json::array();
     if (auto* e = engine()) {
       j["mode"] = toString(e->mode());
@@ -686,12 +752,15 @@ Daemon::Daemon(xen::Hypervisor& hv, DaemonOptions options) : impl_(std::make_uni
 Daemon::~Daemon() {
   impl_->detach();
   impl_->closeTrace();
-  ::unlink(impl_->o.socket_path.c_str());
+  if (impl_->bound_socket) ::unlink(impl_->o.socket_path.c_str());  // a standby that never took over owns none
 }
 
 Result<void> Daemon::start() {
   auto& d = *impl_;
+  if (d.o.standby)
+    if (auto ok = d.standBy(); !ok) return ok;
   ::unlink(d.o.socket_path.c_str());
+  d.bound_socket = true;
   boost::system::error_code ec;
   d.acceptor = std::make_unique<asio::local::stream_protocol::acceptor>(d.io);
   d.acceptor->open(asio::local::stream_protocol(), ec);

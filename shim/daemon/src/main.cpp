@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
                  "after forwarding a request, watch for QEMU's answer instead of sleeping: adaptive, at most this many "
                  "microseconds (CPU for latency; cost in `ioreq-filter stats` reply_polling)")
       ->check(CLI::Range(0u, 1000u));
+  app.add_flag("--standby", o.standby,
+               "hot standby: find the daemon serving --domid, build the filter, wait for that daemon to die, then "
+               "take over from the journal at once");
   app.add_flag("--restrict", o.restrict_after_attach, "restrict Xen handles to the domain once attached");
   app.add_option("--user", o.drop_to_user, "drop to this user once attached");
   app.add_option("--verify-restriction", o.verify_restriction_domid,

@@ -96,6 +96,7 @@ void* Interposer::mapResource(DomId domid, ServerId id, unsigned long frame, uns
 }
 
 void Interposer::unmapResource() {
+  stopWatch();
   relay_.reset();
   real_pages_ = Mapping();
   shadow_.reset();
@@ -163,15 +164,38 @@ void Interposer::startWatch() {
   if (watch_.joinable() || cfg_.watch_period.count() <= 0) return;
   watch_stop_ = false;
   const xen::ServerWatch watch(domid_, xen::ServerId(server_), cfg_.allowed_servers);
-  watch_ = std::thread([this, watch] {
+  // The same thread gives QEMU's log exact totals: the per-refusal lines stop at powers of two, so
+  // at most once a second, when they changed, and once more when the watch stops.
+  const RelayCounters* counters = relay_ ? &relay_->counters() : nullptr;
+  watch_ = std::thread([this, watch, counters] {
     std::unique_lock lk(watch_mu_);
+    std::uint64_t reported = 0;
+    auto report = [&](const char* when, bool always) {
+      if (!counters) return;
+      const std::uint64_t requests = counters->requests.load(std::memory_order_relaxed);
+      if (requests == reported && !always) return;
+      reported = requests;
+      log(std::string("counters") + when + ": requests " + std::to_string(requests) + " forwarded " +
+          std::to_string(counters->forwarded.load()) + " refused " + std::to_string(counters->refused.load()) +
+          " monitored " + std::to_string(counters->monitored.load()) + " malformed " +
+          std::to_string(counters->malformed.load()) + " buffered " + std::to_string(counters->buffered.load()) +
+          " buffered_refused " + std::to_string(counters->buffered_refused.load()));
+    };
+    auto last = std::chrono::steady_clock::now();
     while (!watch_cv_.wait_for(lk, cfg_.watch_period, [this] { return watch_stop_; })) {
       const std::string why = watch.check(hv_);
-      if (why.empty()) continue;
-      const int rc = hv_.shutdown(domid_, xen::kShutdownCrash);
-      log(why + "; crashed the domain (rc " + std::to_string(rc) + ")");
-      return;
+      if (!why.empty()) {
+        const int rc = hv_.shutdown(domid_, xen::kShutdownCrash);
+        log(why + "; crashed the domain (rc " + std::to_string(rc) + ")");
+        report(" (final)", true);
+        return;
+      }
+      if (std::chrono::steady_clock::now() - last >= std::chrono::seconds(1)) {
+        last = std::chrono::steady_clock::now();
+        report("", false);
+      }
     }
+    report(" (final)", true);
   });
 }
 

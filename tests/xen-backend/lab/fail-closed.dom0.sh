@@ -164,6 +164,13 @@ restricted() {
     else
         grep -q 'ioreq-interposer: refused' /lab/out/qemu-dm-$name.log && lab_pass "$check.venom-refused" ||
             lab_fail "$check.venom-refused" "no refusal reported by the interposer"
+        # Exact totals (the per-refusal lines stop at powers of two).
+        last=$(grep 'ioreq-interposer: counters' /lab/out/qemu-dm-$name.log | tail -n 1)
+        echo "$last"
+        case "$last" in
+            *" refused 0 "*|"") lab_fail "$check.exact-counters" "no counters line with refusals in qemu-dm-$name.log" ;;
+            *) lab_pass "$check.exact-counters" "$(echo "$last" | sed 's/.*counters[^:]*: //')" ;;
+        esac
     fi
 }
 

@@ -56,6 +56,14 @@ struct DaemonOptions {
   // is not silently accepted). -1: no check.
   std::int64_t verify_restriction_domid = -1;
   std::string record_path;             // write every request seen as a trace here (empty: don't)
+  // Hot standby (--standby): start() finds the daemon serving the domain (its control socket), builds
+  // the filter, waits for that daemon's death (pidfd) and then resumes from the journal at once, so
+  // an outage lasts a few hypercalls instead of a process start, a policy load and a QMP discovery.
+  bool standby = false;
+  std::chrono::milliseconds standby_find{60000};  // how long to look for the serving daemon
+  // Returns when process `pid` has exited (default: pidfd_open + poll). Tests run both daemons in one
+  // process and replace it.
+  std::function<Result<void>(pid_t pid)> wait_for_exit;
   // Ioreq servers of the domain besides the adopted one that may exist (e.g. XenServer's varstored
   // registers its own). Any other server found by the 100 ms watch crashes the domain (xen::ServerWatch).
   std::vector<unsigned> allowed_servers;
