@@ -289,7 +289,12 @@ struct Daemon::Impl {
     po.shadow_path = o.shadow_path;
     po.filter = recorder.get();
     po.reply_poll_max = std::chrono::microseconds(o.reply_poll_us);
-    po.log = [this](std::string_view s) { event("bring-up", {{"stage", std::string(s)}}); };
+    po.log = [this](std::string_view s) {
+      json j{{"stage", std::string(s)}};
+      if (takeover_at)  // where a standby's takeover spends its time
+        j["t_us"] = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - *takeover_at).count();
+      event("bring-up", j);
+    };
     auto p = xen::ProxyEndpoint::open(hv, po);
     if (!p) {
       recorder.reset();
