@@ -411,6 +411,8 @@ TEST_F(DaemonFixture, AStandbyTakesOverWhenTheServingDaemonDies) {
   std::shared_future<void> dead = died.get_future().share();
   auto so = options();
   so.standby = true;
+  const std::string spawned = run_dir + "/successor";
+  so.standby_command = {"/bin/sh", "-c", "echo started > " + spawned};  // the successor standby
   pid_t watched = 0;
   so.wait_for_exit = [&](pid_t pid) -> Result<void> {
     watched = pid;
@@ -423,8 +425,8 @@ TEST_F(DaemonFixture, AStandbyTakesOverWhenTheServingDaemonDies) {
     ASSERT_TRUE(ok) << ok.error().message();
     standby.run();
   });
-  for (int i = 0; i < 100 && logLines("\"standby\"").empty(); ++i) std::this_thread::sleep_for(20ms);
-  ASSERT_EQ(logLines("\"standby\"").size(), 1u) << "the standby did not find the serving daemon";
+  for (int i = 0; i < 100 && logLines("\"event\":\"standby\"").empty(); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(logLines("\"event\":\"standby\"").size(), 1u) << "the standby did not find the serving daemon";
   EXPECT_EQ(watched, ::getpid()) << "the pid comes from the serving daemon's status";
   killDaemon();
   auto held = std::async(std::launch::async, [&] { return hv.guestIo(dom, 1, pio(0x3f4, Dir::Read)); });
@@ -435,11 +437,35 @@ TEST_F(DaemonFixture, AStandbyTakesOverWhenTheServingDaemonDies) {
   const auto attached = logLines("\"takeover_us\"");
   ASSERT_EQ(attached.size(), 1u);
   EXPECT_NE(attached[0].find("\"resumed\":true"), std::string::npos) << attached[0];
+  for (int i = 0; i < 100 && !std::filesystem::exists(spawned); ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_TRUE(std::filesystem::exists(spawned)) << "no successor standby was started";
+  EXPECT_EQ(logLines("standby-spawned").size(), 1u);
   auto st = ask({{"cmd", "status"}});
   ASSERT_TRUE(st) << st.error().message();
   EXPECT_TRUE(st->at("attached").get<bool>());
   standby.stop();
   serving.join();
+}
+
+// systemd restarting a unit, or an operator, starts a second daemon for a domain that is served:
+// it stands by instead of fighting over the ports.
+TEST_F(DaemonFixture, ASecondDaemonForAServedDomainStandsBy) {
+  attachQemu();
+  auto so = options();
+  std::promise<void> never;
+  std::shared_future<void> wait = never.get_future().share();
+  so.wait_for_exit = [&](pid_t) -> Result<void> {
+    wait.wait();
+    return fail("test", "stopped");
+  };
+  daemon::Daemon second(hv, so);
+  std::thread t([&] { EXPECT_FALSE(second.start()); });
+  for (int i = 0; i < 100 && logLines("\"event\":\"standby\"").empty(); ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(logLines("serving-daemon-found").size(), 1u);
+  EXPECT_EQ(logLines("\"event\":\"standby\"").size(), 1u);
+  EXPECT_EQ(hv.guestIo(dom, 0, pio(0x3f4, Dir::Read)).data, 0x44u) << "the serving daemon keeps serving";
+  never.set_value();
+  t.join();
 }
 
 // A standby with nobody to stand by for says so instead of waiting for ever.

@@ -18,6 +18,7 @@ if [ -e /proc/self/fd/7 ]; then echo inherited > "$OUT/fd7"; fi
 SH
 cat > "$tmp/daemon" <<'SH'
 #!/bin/sh
+case " $* " in *" --standby "*) printf '%s\n' "$@" > "$OUT/standby-argv"; exit 0 ;; esac
 printf '%s\n' "$@" > "$OUT/daemon-argv"
 echo $$ > "$OUT/daemon.pid"
 exec /usr/bin/python3 -c 'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1); time.sleep(30)' "$RUN/dom7.sock"
@@ -61,12 +62,19 @@ grep -qx -- "/etc/iof/dom7.json" "$tmp/daemon-argv" || fail "daemon did not get 
 grep -qx -- "--restrict" "$tmp/daemon-argv" && grep -qx -- "/var/lib/iof/dom7.qtest" "$tmp/daemon-argv" ||
     fail "IOREQ_FILTER_DAEMON_ARGS not passed on (domid substituted): $(cat "$tmp/daemon-argv")"
 grep -qx -- "--unfiltered" "$tmp/daemon-argv" && fail "proxy: an unfiltered list nobody set: $(cat "$tmp/daemon-argv")"
+# proxy: a hot standby with the same settings (and --standby) is started after the daemon
+for _ in 1 2 3 4 5 6 7 8 9 10; do [ -s "$tmp/standby-argv" ] && break; sleep 0.1; done
+[ -s "$tmp/standby-argv" ] || fail "proxy: no standby daemon started"
+grep -v -x -e --standby -e --standby-wait -e 300 "$tmp/standby-argv" | cmp -s - "$tmp/daemon-argv" ||
+    fail "proxy: the standby's settings differ: $(cat "$tmp/standby-argv")"
 printf '%s\n' -xen-domid 7 -runas 1234:1234 -no-shutdown -qmp "unix:$tmp/run/dom7.qmp,server=on,wait=off" \
     -ioreq-filter-interposer-required > "$tmp/expected"
 cmp -s "$tmp/argv" "$tmp/expected" || fail "proxy: argv: $(cat "$tmp/argv")"
 # proxy: the unfiltered list reaches the daemon as one --unfiltered option
-kill "$(cat "$tmp/daemon.pid")" 2>/dev/null || true; rm -f "$tmp/run/dom7.sock"
-IOREQ_FILTER_UNFILTERED=isa-serial,PIIX4_PM IOREQ_FILTER_MODE=proxy "$wrapper" -xen-domid 7
+kill "$(cat "$tmp/daemon.pid")" 2>/dev/null || true; rm -f "$tmp/run/dom7.sock" "$tmp/standby-argv"
+IOREQ_FILTER_STANDBY=0 IOREQ_FILTER_UNFILTERED=isa-serial,PIIX4_PM IOREQ_FILTER_MODE=proxy "$wrapper" -xen-domid 7
+sleep 0.3
+[ ! -e "$tmp/standby-argv" ] || fail "IOREQ_FILTER_STANDBY=0 still started a standby"
 grep -A1 -x -- "--unfiltered" "$tmp/daemon-argv" | grep -qx "isa-serial,PIIX4_PM" ||
     fail "proxy: --unfiltered not passed on: $(cat "$tmp/daemon-argv")"
 echo "PASS"

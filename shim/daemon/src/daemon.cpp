@@ -9,6 +9,7 @@
 #include <optional>
 #include <cstring>
 #include <poll.h>
+#include <spawn.h>
 #include <pwd.h>
 #include <sys/syscall.h>
 #include <sys/socket.h>
@@ -326,6 +327,7 @@ struct Daemon::Impl {
       takeover_at.reset();
     }
     event("attached", attached);
+    if (attached.contains("takeover_us") && !o.standby_command.empty()) spawnStandby();
     if (!attached_once) {
       attached_once = true;
       if (o.restrict_after_attach) {
@@ -391,6 +393,17 @@ struct Daemon::Impl {
     event("filtering", {{"devices", devs}, {"uncovered", uncovered}});
     arm(*events_sd);
     proxy->handleEvents();
+  }
+
+  // The next standby, before this daemon restricts itself or drops privileges (the child needs both).
+  void spawnStandby() {
+    std::vector<char*> argv;
+    for (auto& a : o.standby_command) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t child = 0;
+    const int rc = ::posix_spawn(&child, argv[0], nullptr, nullptr, argv.data(), environ);
+    if (rc != 0) event("standby-spawn-failed", {{"error", std::strerror(rc)}});
+    else event("standby-spawned", {{"pid", child}});
   }
 
   Result<void> standBy() {
@@ -762,6 +775,15 @@ Daemon::~Daemon() {
 
 Result<void> Daemon::start() {
   auto& d = *impl_;
+  // A daemon started for a domain another daemon already serves (systemd restarting a unit, an
+  // operator) stands by for it rather than fight over its ports.
+  if (!d.o.standby) {
+    auto st = request(d.o.socket_path, json{{"cmd", "status"}}, std::chrono::milliseconds(1000));
+    if (st && st->value("attached", false)) {
+      d.event("serving-daemon-found", {{"pid", st->value("pid", 0)}, {"action", "standby"}});
+      d.o.standby = true;
+    }
+  }
   if (d.o.standby)
     if (auto ok = d.standBy(); !ok) return ok;
   ::unlink(d.o.socket_path.c_str());

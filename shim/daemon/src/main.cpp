@@ -2,7 +2,9 @@
 // wrapper, integration/ioreq-filter-dm-wrapper). Only main() turns errors into exit codes.
 #include <CLI/CLI.hpp>
 
+#include <csignal>
 #include <iostream>
+#include <unistd.h>
 
 #include "ioreq_filter/daemon/daemon.h"
 #include "ioreq_filter/xen/libxen_hypervisor.h"
@@ -37,6 +39,9 @@ int main(int argc, char** argv) {
   app.add_flag("--standby", o.standby,
                "hot standby: find the daemon serving --domid, build the filter, wait for that daemon to die, then "
                "take over from the journal at once");
+  unsigned standby_wait_s = 60;
+  app.add_option("--standby-wait", standby_wait_s, "with --standby: seconds to look for the serving daemon")
+      ->check(CLI::Range(1u, 3600u));
   app.add_flag("--restrict", o.restrict_after_attach, "restrict Xen handles to the domain once attached");
   app.add_option("--user", o.drop_to_user, "drop to this user once attached");
   app.add_option("--verify-restriction", o.verify_restriction_domid,
@@ -45,7 +50,18 @@ int main(int argc, char** argv) {
   app.add_option("--record", o.record_path,
                  "write every request seen to this trace file (docs/trace-format.md); FILE.tmp until the domain is gone");
   CLI11_PARSE(app, argc, argv);
+  // After a takeover the daemon starts its own successor standby: this binary, these options.
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    o.standby_command.emplace_back(exe, std::size_t(n));
+    for (int i = 1; i < argc; ++i)
+      if (std::string(argv[i]) != "--standby") o.standby_command.emplace_back(argv[i]);
+    o.standby_command.emplace_back("--standby");
+  }
+  std::signal(SIGCHLD, SIG_IGN);  // successor standbys are reaped by the kernel
   o.domid = iof::xen::DomId(domid);
+  o.standby_find = std::chrono::seconds(standby_wait_s);
   o.mode = mode == "monitor" ? iof::Mode::Monitor : mode == "learn" ? iof::Mode::Learn : iof::Mode::Enforce;
 
   auto hv = iof::xen::openLibxen();

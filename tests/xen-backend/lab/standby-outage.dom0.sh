@@ -1,8 +1,8 @@
 # Lab: outages the guest does not notice (issue #14). The Debian Linux HVM guest (real floppy.ko)
 # reads its floppy three times with O_DIRECT through ioreq-filter in proxy mode (datasheet policy,
 # enforce, no device list: QMP discovery). A hot standby (ioreq-filterd --standby) waits beside the
-# serving daemon; during the reads the serving daemon is SIGKILLed three times, each time the standby
-# takes over from the journal and a new standby is started for it. Every pass must give the disk's
+# serving daemon (the wrapper starts it); during the reads the serving daemon is SIGKILLed three
+# times, each time the standby takes over from the journal and starts its own successor. Every pass must give the disk's
 # md5 with dd status 0 and no kernel I/O error; the takeover time (death seen by the standby's pidfd
 # to serving again) is each new daemon's "takeover_us".
 . /lab/lib.sh
@@ -27,14 +27,8 @@ wait_serial() {
         sleep 1
     done
 }
-# start_standby DOMID N: a standby with the serving daemon's settings, logging to its own file.
-start_standby() {
-    /usr/local/bin/ioreq-filterd --domid "$1" --run-dir /run/ioreq-filter --policy-dir /lab/policies \
-        --qmp /run/ioreq-filter/dom$1.qmp \
-        --unfiltered i440FX,PIIX3-xen,piix3-ide,PIIX4_PM,xen-platform,i8257,i8042,mc146818rtc,port92,isa-serial \
-        --standby >> /var/log/xen/ioreq-filterd-$1-standby$2.log 2>&1 &
-    standby=$!
-}
+# at_least PATTERN N: the daemons' log has at least N lines matching PATTERN (re-read on every poll).
+at_least() { n=$(grep -c "$1" "$log" 2>/dev/null); [ "${n:-0}" -ge "$2" ]; }
 
 lab_step "$name.create"
 if ! lab_xl 90 create /tmp/$name.cfg; then lab_fail "$name.create" "xl create failed"; lab_finish; fi
@@ -45,32 +39,37 @@ if ! wait_serial 600 "$serial" '^GUEST-READING 1'; then
     lab_finish
 fi
 lab_step "$name.reading"
-# The daemon the wrapper started serves first; after each takeover, the standby that took over.
-serving=$(ps -o pid,args | grep "[i]oreq-filterd --domid $domid " | awk '{print $1}' | head -n 1)
+# The wrapper started the serving daemon and its standby; every daemon logs to the same file. After
+# each takeover the new serving daemon starts its own successor standby.
+log=/var/log/xen/ioreq-filterd-$domid.log
 k=1
 while [ $k -le 3 ]; do
-    start_standby "$domid" $k
-    if ! lab_wait 60 grep -q '"event":"standby"' /var/log/xen/ioreq-filterd-$domid-standby$k.log; then
-        lab_fail "$name.standby-$k" "the standby did not get ready (see ioreq-filterd-$domid-standby$k.log)"
-        cat /var/log/xen/ioreq-filterd-$domid-standby$k.log | tail -n 5
+    if ! lab_wait 90 at_least '"event":"standby"' $k; then
+        lab_fail "$name.standby-$k" "no standby ready (see ioreq-filterd-$domid.log)"
+        tail -n 5 "$log"
         break
     fi
     # Each kill lands in a different pass: wait for pass k to be under way.
     wait_serial 300 "$serial" "^GUEST-READING $k" || true
     sleep 3
+    serving=$(/usr/local/bin/ioreq-filter status --domid "$domid" --json 2>/dev/null | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' | head -n 1)
+    if [ -z "$serving" ]; then
+        lab_fail "$name.serving-$k" "ioreq-filter status named no serving daemon"
+        break
+    fi
     kill -9 "$serving"
     lab_step "$name.killed-$k" "pid=$serving"
-    if lab_wait 30 grep -q '"takeover_us"' /var/log/xen/ioreq-filterd-$domid-standby$k.log; then
-        us=$(sed -n 's/.*"takeover_us":\([0-9]*\).*/\1/p' /var/log/xen/ioreq-filterd-$domid-standby$k.log | head -n 1)
+    if lab_wait 30 at_least '"takeover_us"' $k; then
+        us=$(sed -n 's/.*"takeover_us":\([0-9]*\).*/\1/p' "$log" | sed -n "${k}p")
         lab_pass "$name.takeover-$k" "$us us"
         echo "TAKEOVER $k $us us"
-        serving=$standby
     else
-        lab_fail "$name.takeover-$k" "no takeover logged (see ioreq-filterd-$domid-standby$k.log)"
-        tail -n 5 /var/log/xen/ioreq-filterd-$domid-standby$k.log
+        lab_fail "$name.takeover-$k" "no takeover logged (see ioreq-filterd-$domid.log)"
+        tail -n 5 "$log"
     fi
     k=$((k + 1))
 done
+grep '"event":"bring-up"' "$log" | grep '"t_us"' | sed 's/.*"stage":"\([^"]*\)","t_us":\([0-9]*\).*/  \2 us  \1/' | head -n 24
 if ! wait_serial 600 "$serial" '^GUEST-DONE'; then
     lab_fail "$name.done" "the guest did not finish its reads"
     timeout 30 xl destroy "$domid" || true

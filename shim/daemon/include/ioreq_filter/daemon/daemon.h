@@ -64,6 +64,9 @@ struct DaemonOptions {
   // Returns when process `pid` has exited (default: pidfd_open + poll). Tests run both daemons in one
   // process and replace it.
   std::function<Result<void>(pid_t pid)> wait_for_exit;
+  // After a standby took over, it starts the next standby with this command line (empty: none), so a
+  // domain keeps a hot standby through any number of deaths. ioreq-filterd sets it to its own argv.
+  std::vector<std::string> standby_command;
   // Ioreq servers of the domain besides the adopted one that may exist (e.g. XenServer's varstored
   // registers its own). Any other server found by the 100 ms watch crashes the domain (xen::ServerWatch).
   std::vector<unsigned> allowed_servers;
