@@ -9,6 +9,7 @@
 
 #include "command.h"
 #include "ioreq_filter/core/engine.h"
+#include "ioreq_filter/core/region_report.h"
 #include "ioreq_filter/policy/policy_json.h"
 #include "ioreq_filter/qemu/discovery.h"
 #include "ioreq_filter/qemu/qemu_instance.h"
@@ -22,6 +23,7 @@ struct CheckOptions {
   std::vector<std::string> policy_files, policy_dirs, bindings, traces;
   std::string qemu_args;
   bool json = false;
+  bool regions = false;
   std::size_t show = 20;
   std::string mode = "enforce";
 };
@@ -38,6 +40,83 @@ std::string deviceLabel(const DeviceInstance& d) {
   else if (!d.isa_ports.empty())
     std::snprintf(buf, sizeof buf, " (%s at 0x%llx)", d.kind.c_str(), static_cast<unsigned long long>(d.isa_ports.front().base));
   return d.name + buf;
+}
+
+std::string hexText(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+const char* spaceName(RegionSpace s) { return s == RegionSpace::Io ? "io" : s == RegionSpace::Mem ? "mem" : "config"; }
+
+std::string joined(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& w : words) out += (out.empty() ? "" : ", ") + w;
+  return out;
+}
+
+// Why a region has its status, in words: which graphs or rules judge it, or the reason given.
+std::string regionDetail(const RegionRow& row) {
+  if (row.status != RegionStatus::Filtered) return row.reason;
+  std::string out;
+  if (row.standard_config) out = "built-in PCI-core config rules";
+  else if (row.graphless) out = "no graphs in the policy";
+  else if (row.graphs.empty()) out = "no graph has a node in it: every access is refused";
+  else out = (row.graphs.size() == 1 ? "graph " : "graphs ") + joined(row.graphs);
+  if (!row.rules.empty()) out += "; stop-gap rules " + joined(row.rules);
+  return out;
+}
+
+// Where the row lies: "ports 0x3f0..0x3f7", "BAR1 mem +0x0..+0xff of 0x100, at 0xfebf1000", "config 0x0..0xff".
+std::string regionWhere(const RegionRow& row) {
+  const std::string end = hexText(row.offset + (row.length ? row.length - 1 : 0));
+  if (row.space == RegionSpace::Config) return "config " + hexText(row.offset) + ".." + end;
+  const std::string at = row.address == kNotDecoded ? "not decoded" : "at " + hexText(row.address);
+  if (row.bar < 0)
+    return std::string(row.space == RegionSpace::Io ? "ports " : "mem ") + hexText(row.address) + ".." +
+           hexText(row.address + (row.length ? row.length - 1 : 0));
+  const std::string size = row.bar_size ? " of " + hexText(row.bar_size) : std::string(" (BAR not implemented)");
+  return "BAR" + std::to_string(row.bar) + " " + spaceName(row.space) + " +" + hexText(row.offset) + "..+" + end + size + ", " + at;
+}
+
+nlohmann::ordered_json regionsJson(const Engine& e, const std::vector<DeviceRegions>& report) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const auto& dev : report) {
+    nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+    for (const auto& row : dev.rows) {
+      nlohmann::ordered_json j{{"name", row.name}, {"space", spaceName(row.space)}};
+      j["bar"] = row.bar >= 0 ? nlohmann::ordered_json(row.bar) : nlohmann::ordered_json(nullptr);
+      j["bar_size"] = row.bar >= 0 ? nlohmann::ordered_json(row.bar_size) : nlohmann::ordered_json(nullptr);
+      j["offset"] = row.offset;
+      j["length"] = row.length;
+      j["address"] = row.address == kNotDecoded || row.space == RegionSpace::Config ? nlohmann::ordered_json(nullptr)
+                                                                                  : nlohmann::ordered_json(row.address);
+      j["status"] = toString(row.status);
+      j["graphs"] = row.graphs;
+      j["rules"] = row.rules;
+      j["standard_config"] = row.standard_config;
+      j["reason"] = row.status == RegionStatus::Filtered ? regionDetail(row) : row.reason;
+      rows.push_back(std::move(j));
+    }
+    out.push_back({{"device", deviceLabel(e.device(dev.device).instance)},
+                   {"policy", e.device(dev.device).policy.source},
+                   {"set", e.device(dev.device).set_name},
+                   {"regions", std::move(rows)}});
+  }
+  return out;
+}
+
+void printRegions(const Engine& e, const std::vector<DeviceRegions>& report) {
+  for (const auto& dev : report) {
+    std::cout << "  regions of " << deviceLabel(e.device(dev.device).instance) << " <- " << e.device(dev.device).policy.source
+              << (e.setCount() > 1 ? " (set " + e.device(dev.device).set_name + ")" : std::string()) << ":\n";
+    for (const auto& row : dev.rows) {
+      std::cout << "    " << row.name << ": " << regionWhere(row) << " - " << toString(row.status);
+      if (const auto detail = regionDetail(row); !detail.empty()) std::cout << " (" << detail << ")";
+      std::cout << "\n";
+    }
+  }
 }
 
 int run(const CheckOptions& o) {
@@ -69,6 +148,7 @@ int run(const CheckOptions& o) {
   std::map<std::string, std::vector<DeviceInstance>> discovered;  // by machine arguments
   nlohmann::ordered_json report = nlohmann::ordered_json::array();
   bool any_refused = false;
+  bool bind_note_given = false;
   for (const auto& path : o.traces) {
     auto text = readTraceText(path);
     if (!text) {
@@ -140,6 +220,12 @@ int run(const CheckOptions& o) {
       return kExitBadInput;
     }
     Engine& e = **engine;
+    if (o.regions && !o.bindings.empty() && !bind_note_given) {
+      // --bind builds BARs from the policy's own regions, so no BAR can be uncovered: say so, not "all filtered".
+      std::cerr << "ioreq-filter check: note: --regions with --bind shows the BARs the policy names, sized by the policy; "
+                   "the machine's other BARs (refused as uncovered) show only with its real layout (--qemu-args or the trace's header)\n";
+      bind_note_given = true;
+    }
     std::vector<Refusal> refusals;
     std::size_t total_refusals = 0, monitored = 0;
     std::optional<std::size_t> first_refusal;
@@ -198,6 +284,9 @@ int run(const CheckOptions& o) {
                     {"reason", u.reason}});
     jt["unbound_regions"] = ju;
     jt["uncovered_devices"] = uncovered;
+    // After the trace: addresses are where the trace (or firmware) left the BARs.
+    const auto regions = o.regions ? describeRegions(e) : std::vector<DeviceRegions>{};
+    if (o.regions) jt["regions"] = regionsJson(e, regions);
     jt["requests"] = e.counters().requests;
     jt["unclaimed"] = e.counters().unclaimed;
     jt["malformed"] = e.counters().malformed;
@@ -224,6 +313,7 @@ int run(const CheckOptions& o) {
       for (const auto& u : e.unboundRegions())
         std::cout << "  unbound: " << e.device(u.device).instance.name << " region '" << e.device(u.device).policy.regions[u.region].name
                   << "': " << u.reason << "\n";
+      if (o.regions) printRegions(e, regions);
       if (!uncovered.empty()) {
         std::cout << "  not covered by any policy:";
         for (const auto& u : uncovered) std::cout << " " << u;
@@ -277,6 +367,9 @@ RunFn setup(CLI::App& app) {
   sub->add_option("--mode", o->mode, "enforce (default), monitor or learn");
   sub->add_option("--show", o->show, "Refusals printed per trace (default 20)");
   sub->add_flag("--json", o->json, "Machine-readable report");
+  sub->add_flag("--regions", o->regions,
+                "Per filtered device, every region and BAR with its status (filtered, pass, refused: uncovered, unbound), "
+                "at the addresses the trace leaves them");
   sub->add_option("traces", o->traces, "Trace files (qtest scripts, optionally .xz)")->required();
   return [o] { return run(*o); };
 }

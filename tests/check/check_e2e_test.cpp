@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <sys/wait.h>
@@ -199,4 +200,151 @@ TEST(CheckEndToEnd, TriggerVerdictDoesNotDependOnHowManyRefusalsArePrinted) {
   EXPECT_EQ(r.exit_code, 3) << r.out;
   EXPECT_NE(r.out.find("refused before it (first refusal at line 14)"), std::string::npos) << r.out;
 }
+}  // namespace
+
+// `check --regions` on QEMU 7.2's real layout: every BAR of a filtered device is accounted for. The BARs a
+// policy does not name must show as refused (the engine's guards); were the guards missing, they would not
+// be listed at all and these tests fail.
+namespace {
+
+const nlohmann::json* regionsOf(const nlohmann::json& trace_report, const std::string& device_prefix) {
+  for (const auto& d : trace_report["regions"])
+    if (d["device"].get<std::string>().rfind(device_prefix, 0) == 0) return &d;
+  return nullptr;
+}
+
+// The rows of one BAR, in the report's order.
+std::vector<nlohmann::json> barRows(const nlohmann::json& device, int bar) {
+  std::vector<nlohmann::json> out;
+  for (const auto& row : device["regions"])
+    if (row["bar"].is_number() && row["bar"].get<int>() == bar) out.push_back(row);
+  return out;
+}
+
+std::string shippedPolicyWith(const std::string& shipped, const std::string& name, const nlohmann::json& extra_region) {
+  std::ifstream in(std::string(IOREQ_FILTER_SOURCE_DIR) + "/" + shipped);
+  auto policy = nlohmann::json::parse(in);
+  policy["device"]["regions"].push_back(extra_region);
+  return tmpFile(name, policy.dump(2));
+}
+
+TEST(CheckRegions, Rtl8139IoBarIsRefusedBesideTheFilteredMmioBar) {
+  const auto r = cli("check --policy policies/linux-6.1/rtl8139.json --regions --json tests/data/traces/rtl8139.qtest");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto report = jsonOf(r);
+  const auto* dev = regionsOf(report[0], "rtl8139@00:04.0");
+  ASSERT_NE(dev, nullptr) << r.out;
+  const auto io = barRows(*dev, 0);
+  ASSERT_EQ(io.size(), 1u) << dev->dump(2);
+  EXPECT_EQ(io[0]["space"], "io");
+  EXPECT_EQ(io[0]["bar_size"], 0x100);
+  EXPECT_EQ(io[0]["status"], "refused: uncovered");
+  EXPECT_EQ(io[0]["reason"], "no policy region names BAR0");
+  const auto mmio = barRows(*dev, 1);
+  ASSERT_EQ(mmio.size(), 1u) << dev->dump(2);  // the region spans the whole BAR: no tail
+  EXPECT_EQ(mmio[0]["name"], "mmio1");
+  EXPECT_EQ(mmio[0]["status"], "filtered");
+  EXPECT_EQ(mmio[0]["graphs"], nlohmann::json::array({"8139cp"}));
+  EXPECT_FALSE(mmio[0]["address"].is_null()) << "the trace programs and enables BAR1";
+  EXPECT_EQ(dev->at("regions").back()["name"], "config space");
+  EXPECT_EQ(dev->at("regions").back()["reason"], "built-in PCI-core config rules");
+
+  const auto text = cli("check --policy policies/linux-6.1/rtl8139.json --regions tests/data/traces/rtl8139.qtest");
+  EXPECT_NE(text.out.find("  regions of rtl8139@00:04.0 (10ec:8139 at 0000:00:04.0) <- policies/linux-6.1/rtl8139.json:\n"),
+            std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("    BAR0 (uncovered): BAR0 io +0x0..+0xff of 0x100, "), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(" - refused: uncovered (no policy region names BAR0)\n"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(" - filtered (graph 8139cp)\n"), std::string::npos) << text.out;
+}
+
+TEST(CheckRegions, Vmxnet3MsixBarIsRefusedUnlessDeclaredPass) {
+  // The recorded Linux guest reaches BAR0 (interrupt masks, doorbells) and the MSI-X BAR, which the shipped
+  // policy does not name: those requests are refused as uncovered-region, so check exits 3.
+  auto r = cli("check --policy policies/linux-6.1/vmxnet3.json --regions --json tests/data/traces/vmxnet3.qtest");
+  ASSERT_EQ(r.exit_code, 3) << r.out;
+  const auto report = jsonOf(r);
+  const auto* dev = regionsOf(report[0], "vmxnet3@00:04.0");
+  ASSERT_NE(dev, nullptr) << r.out;
+  for (int bar : {0, 2}) {
+    const auto rows = barRows(*dev, bar);
+    ASSERT_EQ(rows.size(), 1u) << "BAR" << bar << ": " << dev->dump(2);
+    EXPECT_EQ(rows[0]["status"], "refused: uncovered") << rows[0].dump();
+  }
+  const auto vd = barRows(*dev, 1);
+  ASSERT_FALSE(vd.empty());
+  EXPECT_EQ(vd[0]["status"], "filtered");
+
+  // The policy's own words for a pass region are what the report shows.
+  const std::string why = "MSI-X table and PBA, written by the kernel's PCI core (test)";
+  const auto bar2 = barRows(*dev, 2)[0];
+  const auto pass_policy = shippedPolicyWith("policies/linux-6.1/vmxnet3.json", "vmxnet3-msix-pass.json",
+                                             {{"name", "msix"}, {"space", "mem"}, {"bar", 2}, {"length", bar2["bar_size"]},
+                                              {"pass", {{"reason", why}}}});
+  r = cli("check --policy " + pass_policy + " --regions --json tests/data/traces/vmxnet3.qtest");
+  ASSERT_EQ(r.exit_code, 3) << r.out;  // BAR0 is still refused
+  const auto pass_report = jsonOf(r);
+  const auto* passed = regionsOf(pass_report[0], "vmxnet3@00:04.0");
+  ASSERT_NE(passed, nullptr) << r.out;
+  const auto msix = barRows(*passed, 2);
+  ASSERT_EQ(msix.size(), 1u) << passed->dump(2);
+  EXPECT_EQ(msix[0]["name"], "msix");
+  EXPECT_EQ(msix[0]["status"], "pass");
+  EXPECT_EQ(msix[0]["reason"], why);
+  EXPECT_EQ(barRows(*passed, 0)[0]["status"], "refused: uncovered");  // declaring one BAR opens no other
+}
+
+TEST(CheckRegions, E100TailPastTheRegionIsRefused) {
+  const auto r = cli("check --policy policies/linux-6.1/e100.json --regions --json tests/data/traces/e100.qtest");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto report = jsonOf(r);
+  const auto* dev = regionsOf(report[0], "i82557b@00:04.0");
+  ASSERT_NE(dev, nullptr) << r.out;
+  const auto bar0 = barRows(*dev, 0);
+  ASSERT_EQ(bar0.size(), 2u) << dev->dump(2);
+  EXPECT_EQ(bar0[0]["name"], "mmio0");
+  EXPECT_EQ(bar0[0]["status"], "filtered");
+  EXPECT_EQ(bar0[1]["name"], "BAR0 tail");
+  EXPECT_EQ(bar0[1]["offset"], 0x20);
+  EXPECT_EQ(bar0[1]["length"], bar0[1]["bar_size"].get<std::uint64_t>() - 0x20);
+  EXPECT_EQ(bar0[1]["status"], "refused: uncovered");
+}
+
+TEST(CheckRegions, PolicyRegionOnAMissingBarIsUnbound) {
+  const auto policy = shippedPolicyWith("policies/linux-6.1/rtl8139.json", "rtl8139-bar5.json",
+                                        {{"name", "ghost"}, {"space", "mem"}, {"bar", 5}, {"length", 16}});
+  const auto r = cli("check --policy " + policy + " --regions --json tests/data/traces/rtl8139.qtest");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto report = jsonOf(r);
+  const auto* dev = regionsOf(report[0], "rtl8139@00:04.0");
+  ASSERT_NE(dev, nullptr) << r.out;
+  const auto ghost = barRows(*dev, 5);
+  ASSERT_EQ(ghost.size(), 1u) << dev->dump(2);
+  EXPECT_EQ(ghost[0]["status"], "unbound");
+  EXPECT_EQ(ghost[0]["reason"], "BAR5 is not implemented by this device instance");
+  EXPECT_TRUE(ghost[0]["address"].is_null());
+}
+
+// Both shipped floppy policies: the Linux 6.1 union's one window and the datasheet set's two, each judged.
+TEST(CheckRegions, ShippedFloppySetsEachListTheirOwnWindows) {
+  const auto r = cli("check --policy-dir policies --regions --json tests/data/traces/floppy.qtest");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  std::map<std::string, std::vector<std::string>> windows;  // set -> "name status address"
+  const auto report = jsonOf(r);
+  for (const auto& d : report[0]["regions"])
+    for (const auto& row : d["regions"])
+      windows[d["set"].get<std::string>()].push_back(row["name"].get<std::string>() + " " + row["status"].get<std::string>() + " " +
+                                                     std::to_string(row["address"].get<std::uint64_t>()));
+  EXPECT_EQ(windows["union"], (std::vector<std::string>{"io filtered 1008"})) << r.out;
+  EXPECT_EQ(windows["policies/datasheet"], (std::vector<std::string>{"fdc filtered 1008", "dir filtered 1015"})) << r.out;
+}
+
+TEST(CheckRegions, BindSaysItCannotShowTheMachinesOtherBars) {
+  auto r = cli("check --policy policies/linux-6.1/rtl8139.json --bind rtl8139=pci:00:04.0 --regions tests/data/traces/rtl8139.qtest");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("note: --regions with --bind shows the BARs the policy names"), std::string::npos) << r.out;
+  r = cli("check --policy policies/linux-6.1/rtl8139.json --regions /nonexistent.qtest");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find("/nonexistent.qtest"), std::string::npos) << r.out;
+}
+
 }  // namespace

@@ -1083,6 +1083,12 @@ const DeviceCounters& Engine::counters(std::size_t d) const noexcept { return im
 const DeviceBus& Engine::bus() const noexcept { return impl_->bus; }
 std::size_t Engine::setCount() const noexcept { return impl_->extra_buses.size() + 1; }
 
+Engine::BusSlot Engine::busOf(std::size_t device) const noexcept {
+  for (std::size_t s = impl_->extra_buses.size(); s > 0; --s)
+    if (device >= impl_->extra_first[s - 1]) return {&impl_->extra_buses[s - 1], device - impl_->extra_first[s - 1]};
+  return {&impl_->bus, device};
+}
+
 std::vector<DeviceBus::UnboundRegion> Engine::unboundRegions() const {
   std::vector<DeviceBus::UnboundRegion> out = impl_->bus.unboundRegions();
   for (std::size_t s = 0; s < impl_->extra_buses.size(); ++s)

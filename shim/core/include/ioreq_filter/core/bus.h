@@ -105,6 +105,10 @@ class DeviceBus {
   const BusDevice& device(std::size_t i) const noexcept { return devices_[i]; }
   // Current base of a region (after BAR moves), or nullopt-like ~0 when not decoded.
   std::uint64_t regionBase(std::size_t device, std::uint32_t region) const noexcept;
+  // The range that claims `addr` in `space` (Io or Mem) right now, or nullptr (control plane: reports).
+  const IoRange* claimant(RegionSpace space, std::uint64_t addr) const noexcept {
+    return space == RegionSpace::Io ? find(io_.data(), io_count_, addr) : find(mem_.data(), mem_count_, addr);
+  }
   std::uint32_t cf8() const noexcept { return cf8_; }
   std::uint64_t barConflicts() const noexcept { return bar_conflicts_; }
 

@@ -113,6 +113,12 @@ class Engine final : public RequestFilter {
   std::size_t setCount() const noexcept;
   // Every set's unbound regions, with device indices as device() numbers them.
   std::vector<DeviceBus::UnboundRegion> unboundRegions() const;
+  // The bus of `device`'s policy set and the device's index on it (control plane: region reports).
+  struct BusSlot {
+    const DeviceBus* bus = nullptr;
+    std::size_t index = 0;
+  };
+  BusSlot busOf(std::size_t device) const noexcept;
 
   // Control plane: explanations for humans (check output, logs).
   std::string graphName(std::size_t device, std::int32_t graph) const;
