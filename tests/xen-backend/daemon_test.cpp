@@ -412,7 +412,10 @@ TEST_F(DaemonFixture, AStandbyTakesOverWhenTheServingDaemonDies) {
   auto so = options();
   so.standby = true;
   const std::string spawned = run_dir + "/successor";
-  so.standby_command = {"/bin/sh", "-c", "echo started > " + spawned};  // the successor standby
+  // The successor standby: it must inherit no descriptor but stdin/out/err (an inherited event-channel
+  // handle would keep the ports bound after its parent dies, and its own takeover would fail).
+  // (ls lists its own descriptors: 0-2 and 3, the directory it reads.)
+  so.standby_command = {"/bin/sh", "-c", "ls /proc/self/fd > " + spawned + ".tmp && mv " + spawned + ".tmp " + spawned};
   pid_t watched = 0;
   so.wait_for_exit = [&](pid_t pid) -> Result<void> {
     watched = pid;
@@ -438,7 +441,10 @@ TEST_F(DaemonFixture, AStandbyTakesOverWhenTheServingDaemonDies) {
   ASSERT_EQ(attached.size(), 1u);
   EXPECT_NE(attached[0].find("\"resumed\":true"), std::string::npos) << attached[0];
   for (int i = 0; i < 100 && !std::filesystem::exists(spawned); ++i) std::this_thread::sleep_for(20ms);
-  EXPECT_TRUE(std::filesystem::exists(spawned)) << "no successor standby was started";
+  ASSERT_TRUE(std::filesystem::exists(spawned)) << "no successor standby was started";
+  std::ifstream fds(spawned);
+  std::string all((std::istreambuf_iterator<char>(fds)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(all, "0\n1\n2\n3\n") << "descriptors the successor inherited";
   EXPECT_EQ(logLines("standby-spawned").size(), 1u);
   auto st = ask({{"cmd", "status"}});
   ASSERT_TRUE(st) << st.error().message();

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <optional>
 #include <cstring>
+#include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
 #include <pwd.h>
@@ -303,8 +304,17 @@ struct Daemon::Impl {
       return std::unexpected(p.error());
     }
     proxy = std::move(*p);
+    // A standby's outage ends here: ports bound, in-flight slots recovered, the next line serves. (The
+    // first handleEvents() may itself serve the guest for a while when it is busy.)
+    std::optional<std::int64_t> takeover_us;
+    if (takeover_at) {
+      takeover_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - *takeover_at).count();
+      takeover_at.reset();
+    }
     uncovered = std::move(unc);
-    events_sd = std::make_unique<asio::posix::stream_descriptor>(io, ::dup(proxy->fd()));
+    // CLOEXEC: a successor standby must not inherit the event-channel handle, or the ports would stay
+    // bound after this daemon dies (plain dup() drops the flag).
+    events_sd = std::make_unique<asio::posix::stream_descriptor>(io, ::fcntl(proxy->fd(), F_DUPFD_CLOEXEC, 0));
     if (defer) {
       holding = true;
       startDiscovery();
@@ -320,12 +330,8 @@ struct Daemon::Impl {
                           "': " + u.reason);
     json attached{{"server", server}, {"vcpus", proxy->relay().vcpus()}, {"resumed", proxy->resumed()},
                   {"uncovered", uncovered}, {"unbound", unbound}, {"holding", holding}};
-    if (takeover_at) {
-      // Death of the serving daemon (pidfd readable) to serving again: the outage the guest sees.
-      attached["takeover_us"] =
-          std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - *takeover_at).count();
-      takeover_at.reset();
-    }
+    // Death of the serving daemon (pidfd readable) to serving again: the outage the guest sees.
+    if (takeover_us) attached["takeover_us"] = *takeover_us;
     event("attached", attached);
     if (attached.contains("takeover_us") && !o.standby_command.empty()) spawnStandby();
     if (!attached_once) {
@@ -400,8 +406,15 @@ struct Daemon::Impl {
     std::vector<char*> argv;
     for (auto& a : o.standby_command) argv.push_back(a.data());
     argv.push_back(nullptr);
+    // Only stdin/out/err: a Xen handle inherited by the child (libxen does not open all of them
+    // O_CLOEXEC) would keep this daemon's event-channel ports bound after it dies, and the child's
+    // own takeover would then fail to bind them.
+    posix_spawn_file_actions_t fa;
+    ::posix_spawn_file_actions_init(&fa);
+    ::posix_spawn_file_actions_addclosefrom_np(&fa, 3);
     pid_t child = 0;
-    const int rc = ::posix_spawn(&child, argv[0], nullptr, nullptr, argv.data(), environ);
+    const int rc = ::posix_spawn(&child, argv[0], &fa, nullptr, argv.data(), environ);
+    ::posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) event("standby-spawn-failed", {{"error", std::strerror(rc)}});
     else event("standby-spawned", {{"pid", child}});
   }
