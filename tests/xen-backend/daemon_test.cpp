@@ -56,8 +56,7 @@ struct DaemonFixture : ::testing::Test {
   xen::ServerId id = 0;
   std::string run_dir = test::tempPath("iof-run");
   FakeFactory factory;
-  std::vector<std::string> logs;
-  std::mutex log_mu;
+  test::LogCapture logs;
   std::unique_ptr<daemon::Daemon> d;
   std::thread loop;
   std::unique_ptr<sim::QemuModel> qemu;
@@ -95,10 +94,7 @@ struct DaemonFixture : ::testing::Test {
     o.allowed_servers = allowed_servers;
     o.qmp_socket = qmp_socket;
     if (factory_override) o.filter_factory = factory_override;
-    o.log = [this](const std::string& l) {
-      std::lock_guard lk(log_mu);
-      logs.push_back(l);
-    };
+    o.log = logs.sink();
     return o;
   }
   void startDaemon() {
@@ -131,13 +127,7 @@ struct DaemonFixture : ::testing::Test {
     qemu = std::move(*q);
     qemu->start();
   }
-  std::vector<std::string> logLines(const std::string& needle) {
-    std::lock_guard lk(log_mu);
-    std::vector<std::string> out;
-    for (auto& l : logs)
-      if (l.find(needle) != std::string::npos) out.push_back(l);
-    return out;
-  }
+  std::vector<std::string> logLines(const std::string& needle) { return logs.lines(needle); }
 };
 
 TEST_F(DaemonFixture, AttachesServesAndReportsOverTheControlSocket) {

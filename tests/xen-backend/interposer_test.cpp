@@ -164,15 +164,8 @@ struct Filters : RequestFilter {
 };
 
 struct InlineFixture : ::testing::Test {
-  std::mutex log_mu;
-  std::vector<std::string> logs;
-  std::vector<std::string> logLines(const std::string& needle) {
-    std::lock_guard lk(log_mu);
-    std::vector<std::string> out;
-    for (auto& l : logs)
-      if (l.find(needle) != std::string::npos) out.push_back(l);
-    return out;
-  }
+  test::LogCapture logs;
+  std::vector<std::string> logLines(const std::string& needle) { return logs.lines(needle); }
   sim::SimHypervisor hv;
   xen::DomId dom = hv.createDomain({.vcpus = 2});
   Filters filter;
@@ -182,10 +175,7 @@ struct InlineFixture : ::testing::Test {
     interposer::InterposerConfig c;
     c.mode = interposer::Deployment::Inline;
     c.filter = &filter;
-    c.log = [this](const std::string& l) {
-      std::lock_guard lk(log_mu);
-      logs.push_back(l);
-    };
+    c.log = logs.sink();
     interposer::useHypervisorForTesting(&hv, c);
     ASSERT_EQ(qemu.init(dom, 2, [&](ioservid_t id) {
       ASSERT_TRUE(hv.mapIoRange(dom, id, xen::RangeKind::Pio, 0x3f0, 0x3f7));

@@ -105,6 +105,28 @@ class ProxyThread {
   std::thread t_;
 };
 
+// Log lines a daemon or interposer under test wrote (from any thread), searchable by substring.
+class LogCapture {
+ public:
+  std::function<void(const std::string&)> sink() {
+    return [this](const std::string& l) {
+      std::lock_guard lk(mu_);
+      lines_.push_back(l);
+    };
+  }
+  std::vector<std::string> lines(const std::string& needle) {
+    std::lock_guard lk(mu_);
+    std::vector<std::string> out;
+    for (auto& l : lines_)
+      if (l.find(needle) != std::string::npos) out.push_back(l);
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
 inline std::string tempPath(const std::string& stem) {
   return (std::filesystem::temp_directory_path() /
           (stem + "-" + std::to_string(getpid()) + "-" + std::to_string(reinterpret_cast<std::uintptr_t>(&stem)))).string();

@@ -47,16 +47,6 @@ CONF
     echo "$want"
 }
 
-# wait_serial SECONDS FILE PATTERN: polls the guest's serial file (cheap: no xl).
-serial_has() { tr -d '\r' < "$1" 2>/dev/null | grep -q "$2"; }
-wait_serial() {
-    local deadline=$(( $(cut -d. -f1 /proc/uptime) + $1 ))
-    while ! serial_has "$2" "$3"; do
-        [ "$(cut -d. -f1 /proc/uptime)" -ge "$deadline" ] && return 1
-        sleep 1
-    done
-}
-
 # qemu_accesses_between FILE FROM TO: FDC accesses QEMU traced with FROM <= time < TO (epoch s).
 qemu_accesses_between() {
     sed -n 's/^[0-9]*@\([0-9]*\)\.[0-9]*:fdc_ioport_.*/\1/p' "$1" | awk -v a="$2" -v b="$3" '$1 >= a && $1 < b' | wc -l
@@ -70,8 +60,8 @@ judge_guest() {
     lab_expect "$1.md5" "$3" "$got"
     lab_expect "$1.fdc-version-before-venom" 90 "$(tr -d '\r' < "$2" | sed -n 's/^GUEST-FDC-VERSION-BEFORE //p')"
     lab_expect "$1.fdc-version-after-venom" 90 "$(tr -d '\r' < "$2" | sed -n 's/^GUEST-FDC-VERSION-AFTER //p')"
-    serial_has "$2" '^GUEST-VENOM-WRITES 1024' && lab_pass "$1.venom-ran" || lab_fail "$1.venom-ran" "fdc-venom did not run"
-    serial_has "$2" '^GUEST-ERROR' && lab_fail "$1.guest-errors" "$(tr -d '\r' < "$2" | grep '^GUEST-ERROR' | head -n 3)"
+    lab_serial_has "$2" '^GUEST-VENOM-WRITES 1024' && lab_pass "$1.venom-ran" || lab_fail "$1.venom-ran" "fdc-venom did not run"
+    lab_serial_has "$2" '^GUEST-ERROR' && lab_fail "$1.guest-errors" "$(tr -d '\r' < "$2" | grep '^GUEST-ERROR' | head -n 3)"
     grep -q "shut down, reason code 0 " "/var/log/xen/xl-$1.log" && lab_pass "$1.clean-poweroff" ||
         lab_fail "$1.clean-poweroff" "see xl-$1.log"
 }
@@ -84,7 +74,7 @@ proxy_guest() {
     if ! lab_xl 90 create /tmp/$name.cfg; then lab_fail "$name.create" "xl create failed"; return; fi
     domid=$(lab_domid $name)
     log=/var/log/xen/ioreq-filterd-$domid.log
-    if ! wait_serial 600 "$serial" '^GUEST-READING'; then
+    if ! lab_wait_serial 600 "$serial" '^GUEST-READING'; then
         lab_fail "$name.reading" "the guest never started its floppy read"
         timeout 30 xl destroy "$domid" || true
         return
@@ -97,7 +87,7 @@ proxy_guest() {
     lab_step "$name.daemon-killed" "pid=$pid"
     sleep 12
     t_restart=$(date +%s)
-    if serial_has "$serial" '^GUEST-FLOPPY-MD5' || lab_domain_gone $name; then
+    if lab_serial_has "$serial" '^GUEST-FLOPPY-MD5' || lab_domain_gone $name; then
         lab_fail "$name.blocked-while-down" "the guest finished its read without a daemon"
     else
         lab_pass "$name.blocked-while-down" "no md5 after $((t_restart - t_kill)) s without a daemon"
@@ -115,7 +105,7 @@ proxy_guest() {
         >> /var/log/xen/ioreq-filterd-$domid-restarted.log 2>&1 &
     lab_step "$name.daemon-restarted"
     relog=/var/log/xen/ioreq-filterd-$domid-restarted.log
-    if wait_serial 300 "$serial" '^GUEST-FLOPPY-MD5'; then
+    if lab_wait_serial 300 "$serial" '^GUEST-FLOPPY-MD5'; then
         # The guest waits 10 s before its VENOM run: the counters now cover the read alone.
         st=$(timeout 20 /usr/local/bin/ioreq-filter stats --domid "$domid" --json)
         echo "stats after the read: $st"
@@ -160,7 +150,7 @@ inline_guest() {
     if ! lab_xl 90 create /tmp/$name.cfg; then lab_fail "$name.create" "xl create failed"; return; fi
     domid=$(lab_domid $name)
     qlog=/var/log/xen/qemu-dm-$name.log
-    if wait_serial 600 "$serial" '^GUEST-FLOPPY-MD5'; then
+    if lab_wait_serial 600 "$serial" '^GUEST-FLOPPY-MD5'; then
         lab_expect "$name.no-refusal-during-read" 0 "$(grep -c 'ioreq-interposer: refused' "$qlog")"
     else
         lab_fail "$name.md5-printed" "no md5 within 600 s"

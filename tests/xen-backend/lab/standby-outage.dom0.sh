@@ -19,21 +19,13 @@ name=linux-standby
 serial=/lab/out/$name-serial.log
 want=$(lab_linux_floppy_guest "$name" "$serial" 'device_model_override = "/usr/local/bin/ioreq-filter-dm-wrapper"')
 sed -i 's|^cmdline = "\(.*\)"|cmdline = "\1 iof.passes=3"|' /tmp/$name.cfg
-serial_has() { tr -d '\r' < "$1" 2>/dev/null | grep -q "$2"; }
-wait_serial() {
-    local deadline=$(( $(cut -d. -f1 /proc/uptime) + $1 ))
-    while ! serial_has "$2" "$3"; do
-        [ "$(cut -d. -f1 /proc/uptime)" -ge "$deadline" ] && return 1
-        sleep 1
-    done
-}
 # at_least PATTERN N: the daemons' log has at least N lines matching PATTERN (re-read on every poll).
 at_least() { n=$(grep -c "$1" "$log" 2>/dev/null); [ "${n:-0}" -ge "$2" ]; }
 
 lab_step "$name.create"
 if ! lab_xl 90 create /tmp/$name.cfg; then lab_fail "$name.create" "xl create failed"; lab_finish; fi
 domid=$(lab_domid $name)
-if ! wait_serial 600 "$serial" '^GUEST-READING 1'; then
+if ! lab_wait_serial 600 "$serial" '^GUEST-READING 1'; then
     lab_fail "$name.reading" "the guest never started its floppy read"
     timeout 30 xl destroy "$domid" || true
     lab_finish
@@ -50,7 +42,7 @@ while [ $k -le 3 ]; do
         break
     fi
     # Each kill lands in a different pass: wait for pass k to be under way.
-    wait_serial 300 "$serial" "^GUEST-READING $k" || true
+    lab_wait_serial 300 "$serial" "^GUEST-READING $k" || true
     sleep 3
     serving=$(/usr/local/bin/ioreq-filter status --domid "$domid" --json 2>/dev/null | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' | head -n 1)
     if [ -z "$serving" ]; then
@@ -70,7 +62,7 @@ while [ $k -le 3 ]; do
     k=$((k + 1))
 done
 grep '"event":"bring-up"' "$log" | grep '"t_us"' | sed 's/.*"stage":"\([^"]*\)","t_us":\([0-9]*\).*/  \2 us  \1/' | head -n 24
-if ! wait_serial 600 "$serial" '^GUEST-DONE'; then
+if ! lab_wait_serial 600 "$serial" '^GUEST-DONE'; then
     lab_fail "$name.done" "the guest did not finish its reads"
     timeout 30 xl destroy "$domid" || true
 fi
@@ -84,7 +76,7 @@ while [ $p -le 3 ]; do
     lab_expect "$name.pass-$p" "$want 0" "$got"
     p=$((p + 1))
 done
-serial_has "$serial" '^GUEST-ERROR' && lab_fail "$name.no-io-errors" "$(tr -d '\r' < "$serial" | grep '^GUEST-ERROR' | head -n 3)" ||
+lab_serial_has "$serial" '^GUEST-ERROR' && lab_fail "$name.no-io-errors" "$(tr -d '\r' < "$serial" | grep '^GUEST-ERROR' | head -n 3)" ||
     lab_pass "$name.no-io-errors"
 grep -h '"event":"refused"' /var/log/xen/ioreq-filterd-$domid*.log | head -n 3
 refused=$(cat /var/log/xen/ioreq-filterd-$domid*.log | grep -c '"event":"refused"')

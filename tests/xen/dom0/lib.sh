@@ -49,6 +49,18 @@ lab_guest_says() { lab_guest_log "$1" | grep -Eq "$2"; }
 # emulated CPU in dom0, which the guest would miss.
 lab_domain_gone() { grep -Eq 'Done. Exiting now|has been destroyed' "/var/log/xen/xl-$1.log" 2>/dev/null; }
 
+# lab_serial_has FILE PATTERN: a guest's serial log (xl.cfg serial = "file:...") has a line matching
+# PATTERN (grep, carriage returns dropped). lab_wait_serial SECONDS FILE PATTERN polls it every second
+# (cheap: no xl); 1 if it never matched.
+lab_serial_has() { tr -d '\r' < "$1" 2>/dev/null | grep -q "$2"; }
+lab_wait_serial() {
+    local deadline=$(( $(cut -d. -f1 /proc/uptime) + $1 ))
+    while ! lab_serial_has "$2" "$3"; do
+        [ "$(cut -d. -f1 /proc/uptime)" -ge "$deadline" ] && return 1
+        sleep 1
+    done
+}
+
 # lab_domid NAME
 lab_domid() { timeout 20 xl domid "$1" 2>/dev/null; }
 
