@@ -464,6 +464,35 @@ TEST_F(DaemonFixture, ASecondDaemonForAServedDomainStandsBy) {
   t.join();
 }
 
+// The serving daemon also exits when its domain is destroyed: its standby must not try to take over.
+TEST_F(DaemonFixture, AStandbyWhoseDomainIsGoneExitsQuietly) {
+  attachQemu();
+  std::promise<void> died;
+  std::shared_future<void> dead = died.get_future().share();
+  auto so = options();
+  so.standby = true;
+  so.wait_for_exit = [&](pid_t) -> Result<void> {
+    dead.wait();
+    return {};
+  };
+  daemon::Daemon standby(hv, so);
+  Result<void> started;
+  std::thread t([&] {
+    started = standby.start();
+    standby.run();  // returns at once
+  });
+  for (int i = 0; i < 100 && logLines("\"event\":\"standby\"").empty(); ++i) std::this_thread::sleep_for(20ms);
+  qemu.reset();
+  hv.destroyDomain(dom);
+  loop.join();  // the serving daemon saw domain-gone and returned
+  d.reset();
+  died.set_value();
+  t.join();
+  EXPECT_TRUE(started) << started.error().message();
+  EXPECT_EQ(logLines("\"standby\":true").size(), 1u) << "the standby did not say the domain is gone";
+  EXPECT_TRUE(logLines("\"takeover\"").empty());
+}
+
 // A standby with nobody to stand by for says so instead of waiting for ever.
 TEST_F(DaemonFixture, AStandbyWithoutAServingDaemonFailsClearly) {
   stopDaemon();

@@ -227,6 +227,7 @@ struct Daemon::Impl {
   std::vector<std::string> prebuilt_uncovered;
   std::optional<std::chrono::steady_clock::time_point> takeover_at;
   bool bound_socket = false;
+  bool domain_gone = false;  // a standby woke to a domain that is gone: start() returns, run() does nothing
   struct RefuseAll final : RequestFilter {
     Verdict onRequest(const IoRequest&) noexcept override { return Verdict{Action::Refuse, Reason::Uncovered}; }
   } refuse_all;
@@ -423,10 +424,13 @@ struct Daemon::Impl {
     // The serving daemon: attached, and its pid from its own control socket.
     const auto deadline = std::chrono::steady_clock::now() + o.standby_find;
     pid_t pid = 0;
+    xen::ServerId server = 0;
     for (;;) {
       auto st = request(o.socket_path, json{{"cmd", "status"}}, std::chrono::milliseconds(2000));
-      if (st && st->value("attached", false) && st->contains("pid") && (*st)["pid"].is_number_integer()) {
+      if (st && st->value("attached", false) && st->contains("pid") && (*st)["pid"].is_number_integer() &&
+          st->contains("server") && (*st)["server"].is_number_unsigned() && (*st)["server"].get<unsigned>() < xen::kMaxServers) {
         pid = (*st)["pid"].get<pid_t>();
+        server = xen::ServerId((*st)["server"].get<unsigned>());
         break;
       }
       if (std::chrono::steady_clock::now() >= deadline)
@@ -465,6 +469,17 @@ struct Daemon::Impl {
       return ok;
     }
     takeover_at = std::chrono::steady_clock::now();
+    // The serving daemon also exits when the domain is gone (domain-gone): nothing to take over then.
+    if (auto n = hv.vcpuCount(o.domid); !n) {
+      event("domain-gone", {{"error", n.error().message()}, {"standby", true}});
+      domain_gone = true;
+      return {};
+    }
+    if (auto info = hv.serverInfo(o.domid, server); !info) {
+      event("domain-gone", {{"error", info.error().message()}, {"standby", true}});
+      domain_gone = true;
+      return {};
+    }
     event("takeover", {{"pid", pid}});
     return {};
   }
@@ -801,8 +816,10 @@ Result<void> Daemon::start() {
       d.o.standby = true;
     }
   }
-  if (d.o.standby)
+  if (d.o.standby) {
     if (auto ok = d.standBy(); !ok) return ok;
+    if (d.domain_gone) return {};
+  }
   ::unlink(d.o.socket_path.c_str());
   d.bound_socket = true;
   boost::system::error_code ec;
@@ -829,7 +846,10 @@ Result<void> Daemon::start() {
   return {};
 }
 
-void Daemon::run() { impl_->io.run(); }
+void Daemon::run() {
+  if (impl_->domain_gone) return;
+  impl_->io.run();
+}
 void Daemon::stop() {
   asio::post(impl_->io, [this] {
     impl_->detach();

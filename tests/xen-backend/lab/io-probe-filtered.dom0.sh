@@ -19,6 +19,9 @@ IOREQ_FILTER_POLICY_DIR=/lab/policies
 IOREQ_FILTER_DEVICES=/etc/ioreq-filter/devices.json
 IOREQ_FILTER_INTERPOSER=/usr/local/lib/libioreq-interposer.so
 IOREQ_FILTER_DAEMON=/usr/local/bin/ioreq-filterd
+# No hot standby: this test is about the path without one (the guest waits while no daemon runs,
+# a fresh daemon resumes from the journal); lab_linux_floppy_standby tests the standby.
+IOREQ_FILTER_STANDBY=0
 CONF
     cat > /tmp/$name.cfg <<CFG
 name = "$name"
