@@ -77,4 +77,8 @@ sleep 0.3
 [ ! -e "$tmp/standby-argv" ] || fail "IOREQ_FILTER_STANDBY=0 still started a standby"
 grep -A1 -x -- "--unfiltered" "$tmp/daemon-argv" | grep -qx "isa-serial,PIIX4_PM" ||
     fail "proxy: --unfiltered not passed on: $(cat "$tmp/daemon-argv")"
+# no mode configured: proxy (the daemon is started), the mode that needs no device list
+kill "$(cat "$tmp/daemon.pid")" 2>/dev/null || true; rm -f "$tmp/run/dom7.sock" "$tmp/daemon-argv"
+IOREQ_FILTER_STANDBY=0 "$wrapper" -xen-domid 7
+[ -s "$tmp/daemon-argv" ] && [ "$(cut -d' ' -f1 "$tmp/env")" = proxy ] || fail "the default mode is not proxy: $(cat "$tmp/env")"
 echo "PASS"
