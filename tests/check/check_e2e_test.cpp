@@ -221,6 +221,19 @@ std::vector<nlohmann::json> barRows(const nlohmann::json& device, int bar) {
   return out;
 }
 
+// `check ARGS --regions --json`: the regions report of the device whose name starts with `device`.
+// Empty (and a test failure naming check's output) if check exited otherwise than `exit_code` or the
+// device is not in the report.
+nlohmann::json deviceRegions(const std::string& args, int exit_code, const std::string& device) {
+  const auto r = cli("check " + args + " --regions --json");
+  EXPECT_EQ(r.exit_code, exit_code) << r.out;
+  if (r.exit_code != exit_code) return nlohmann::json::object();
+  const auto report = jsonOf(r);
+  const auto* dev = regionsOf(report[0], device);
+  EXPECT_NE(dev, nullptr) << r.out;
+  return dev ? *dev : nlohmann::json::object();
+}
+
 std::string shippedPolicyWith(const std::string& shipped, const std::string& name, const nlohmann::json& extra_region) {
   std::ifstream in(std::string(IOREQ_FILTER_SOURCE_DIR) + "/" + shipped);
   auto policy = nlohmann::json::parse(in);
@@ -229,25 +242,22 @@ std::string shippedPolicyWith(const std::string& shipped, const std::string& nam
 }
 
 TEST(CheckRegions, Rtl8139IoBarIsRefusedBesideTheFilteredMmioBar) {
-  const auto r = cli("check --policy policies/linux-6.1/rtl8139.json --regions --json tests/data/traces/rtl8139.qtest");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const auto report = jsonOf(r);
-  const auto* dev = regionsOf(report[0], "rtl8139@00:04.0");
-  ASSERT_NE(dev, nullptr) << r.out;
-  const auto io = barRows(*dev, 0);
-  ASSERT_EQ(io.size(), 1u) << dev->dump(2);
+  const auto dev = deviceRegions("--policy policies/linux-6.1/rtl8139.json tests/data/traces/rtl8139.qtest", 0, "rtl8139@00:04.0");
+  ASSERT_FALSE(dev.empty());
+  const auto io = barRows(dev, 0);
+  ASSERT_EQ(io.size(), 1u) << dev.dump(2);
   EXPECT_EQ(io[0]["space"], "io");
   EXPECT_EQ(io[0]["bar_size"], 0x100);
   EXPECT_EQ(io[0]["status"], "refused: uncovered");
   EXPECT_EQ(io[0]["reason"], "no policy region names BAR0");
-  const auto mmio = barRows(*dev, 1);
-  ASSERT_EQ(mmio.size(), 1u) << dev->dump(2);  // the region spans the whole BAR: no tail
+  const auto mmio = barRows(dev, 1);
+  ASSERT_EQ(mmio.size(), 1u) << dev.dump(2);  // the region spans the whole BAR: no tail
   EXPECT_EQ(mmio[0]["name"], "mmio1");
   EXPECT_EQ(mmio[0]["status"], "filtered");
   EXPECT_EQ(mmio[0]["graphs"], nlohmann::json::array({"8139cp"}));
   EXPECT_FALSE(mmio[0]["address"].is_null()) << "the trace programs and enables BAR1";
-  EXPECT_EQ(dev->at("regions").back()["name"], "config space");
-  EXPECT_EQ(dev->at("regions").back()["reason"], "built-in PCI-core config rules");
+  EXPECT_EQ(dev.at("regions").back()["name"], "config space");
+  EXPECT_EQ(dev.at("regions").back()["reason"], "built-in PCI-core config rules");
 
   const auto text = cli("check --policy policies/linux-6.1/rtl8139.json --regions tests/data/traces/rtl8139.qtest");
   EXPECT_NE(text.out.find("  regions of rtl8139@00:04.0 (10ec:8139 at 0000:00:04.0) <- policies/linux-6.1/rtl8139.json:\n"),
@@ -260,47 +270,39 @@ TEST(CheckRegions, Rtl8139IoBarIsRefusedBesideTheFilteredMmioBar) {
 TEST(CheckRegions, Vmxnet3MsixBarIsRefusedUnlessDeclaredPass) {
   // The recorded Linux guest reaches BAR0 (interrupt masks, doorbells) and the MSI-X BAR, which the shipped
   // policy does not name: those requests are refused as uncovered-region, so check exits 3.
-  auto r = cli("check --policy policies/linux-6.1/vmxnet3.json --regions --json tests/data/traces/vmxnet3.qtest");
-  ASSERT_EQ(r.exit_code, 3) << r.out;
-  const auto report = jsonOf(r);
-  const auto* dev = regionsOf(report[0], "vmxnet3@00:04.0");
-  ASSERT_NE(dev, nullptr) << r.out;
+  const auto dev = deviceRegions("--policy policies/linux-6.1/vmxnet3.json tests/data/traces/vmxnet3.qtest", 3, "vmxnet3@00:04.0");
+  ASSERT_FALSE(dev.empty());
   for (int bar : {0, 2}) {
-    const auto rows = barRows(*dev, bar);
-    ASSERT_EQ(rows.size(), 1u) << "BAR" << bar << ": " << dev->dump(2);
+    const auto rows = barRows(dev, bar);
+    ASSERT_EQ(rows.size(), 1u) << "BAR" << bar << ": " << dev.dump(2);
     EXPECT_EQ(rows[0]["status"], "refused: uncovered") << rows[0].dump();
   }
-  const auto vd = barRows(*dev, 1);
+  const auto vd = barRows(dev, 1);
   ASSERT_FALSE(vd.empty());
   EXPECT_EQ(vd[0]["status"], "filtered");
 
   // The policy's own words for a pass region are what the report shows.
   const std::string why = "MSI-X table and PBA, written by the kernel's PCI core (test)";
-  const auto bar2 = barRows(*dev, 2)[0];
+  const auto bar2 = barRows(dev, 2)[0];
   const auto pass_policy = shippedPolicyWith("policies/linux-6.1/vmxnet3.json", "vmxnet3-msix-pass.json",
                                              {{"name", "msix"}, {"space", "mem"}, {"bar", 2}, {"length", bar2["bar_size"]},
                                               {"pass", {{"reason", why}}}});
-  r = cli("check --policy " + pass_policy + " --regions --json tests/data/traces/vmxnet3.qtest");
-  ASSERT_EQ(r.exit_code, 3) << r.out;  // BAR0 is still refused
-  const auto pass_report = jsonOf(r);
-  const auto* passed = regionsOf(pass_report[0], "vmxnet3@00:04.0");
-  ASSERT_NE(passed, nullptr) << r.out;
-  const auto msix = barRows(*passed, 2);
-  ASSERT_EQ(msix.size(), 1u) << passed->dump(2);
+  const auto passed = deviceRegions("--policy " + pass_policy + " tests/data/traces/vmxnet3.qtest", 3,  // BAR0 still refused
+                                    "vmxnet3@00:04.0");
+  ASSERT_FALSE(passed.empty());
+  const auto msix = barRows(passed, 2);
+  ASSERT_EQ(msix.size(), 1u) << passed.dump(2);
   EXPECT_EQ(msix[0]["name"], "msix");
   EXPECT_EQ(msix[0]["status"], "pass");
   EXPECT_EQ(msix[0]["reason"], why);
-  EXPECT_EQ(barRows(*passed, 0)[0]["status"], "refused: uncovered");  // declaring one BAR opens no other
+  EXPECT_EQ(barRows(passed, 0)[0]["status"], "refused: uncovered");  // declaring one BAR opens no other
 }
 
 TEST(CheckRegions, E100TailPastTheRegionIsRefused) {
-  const auto r = cli("check --policy policies/linux-6.1/e100.json --regions --json tests/data/traces/e100.qtest");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const auto report = jsonOf(r);
-  const auto* dev = regionsOf(report[0], "i82557b@00:04.0");
-  ASSERT_NE(dev, nullptr) << r.out;
-  const auto bar0 = barRows(*dev, 0);
-  ASSERT_EQ(bar0.size(), 2u) << dev->dump(2);
+  const auto dev = deviceRegions("--policy policies/linux-6.1/e100.json tests/data/traces/e100.qtest", 0, "i82557b@00:04.0");
+  ASSERT_FALSE(dev.empty());
+  const auto bar0 = barRows(dev, 0);
+  ASSERT_EQ(bar0.size(), 2u) << dev.dump(2);
   EXPECT_EQ(bar0[0]["name"], "mmio0");
   EXPECT_EQ(bar0[0]["status"], "filtered");
   EXPECT_EQ(bar0[1]["name"], "BAR0 tail");
@@ -312,13 +314,10 @@ TEST(CheckRegions, E100TailPastTheRegionIsRefused) {
 TEST(CheckRegions, PolicyRegionOnAMissingBarIsUnbound) {
   const auto policy = shippedPolicyWith("policies/linux-6.1/rtl8139.json", "rtl8139-bar5.json",
                                         {{"name", "ghost"}, {"space", "mem"}, {"bar", 5}, {"length", 16}});
-  const auto r = cli("check --policy " + policy + " --regions --json tests/data/traces/rtl8139.qtest");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const auto report = jsonOf(r);
-  const auto* dev = regionsOf(report[0], "rtl8139@00:04.0");
-  ASSERT_NE(dev, nullptr) << r.out;
-  const auto ghost = barRows(*dev, 5);
-  ASSERT_EQ(ghost.size(), 1u) << dev->dump(2);
+  const auto dev = deviceRegions("--policy " + policy + " tests/data/traces/rtl8139.qtest", 0, "rtl8139@00:04.0");
+  ASSERT_FALSE(dev.empty());
+  const auto ghost = barRows(dev, 5);
+  ASSERT_EQ(ghost.size(), 1u) << dev.dump(2);
   EXPECT_EQ(ghost[0]["status"], "unbound");
   EXPECT_EQ(ghost[0]["reason"], "BAR5 is not implemented by this device instance");
   EXPECT_TRUE(ghost[0]["address"].is_null());
