@@ -295,7 +295,7 @@ struct Daemon::Impl {
     po.log = [this](std::string_view s) {
       json j{{"stage", std::string(s)}};
       if (takeover_at)  // where a standby's takeover spends its time
-        j["t_us"] = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - *takeover_at).count();
+        j["t_us"] = microsSince(*takeover_at);
       event("bring-up", j);
     };
     auto p = xen::ProxyEndpoint::open(hv, po);
@@ -309,7 +309,7 @@ struct Daemon::Impl {
     // first handleEvents() may itself serve the guest for a while when it is busy.)
     std::optional<std::int64_t> takeover_us;
     if (takeover_at) {
-      takeover_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - *takeover_at).count();
+      takeover_us = microsSince(*takeover_at);
       takeover_at.reset();
     }
     uncovered = std::move(unc);
@@ -402,6 +402,19 @@ struct Daemon::Impl {
     proxy->handleEvents();
   }
 
+  // Why the domain counts as gone, if it does. A destroyed domain lingers as long as someone maps its
+  // pages, and nr_vcpus keeps answering (seen on real Xen 4.17: daemons outlived their domains); Xen
+  // destroys the domain's ioreq servers when it starts killing it, so a vanished server is the signal too.
+  std::optional<Error> goneReason(xen::ServerId server) {
+    if (auto n = hv.vcpuCount(o.domid); !n) return n.error();
+    if (auto info = hv.serverInfo(o.domid, server); !info) return info.error();
+    return std::nullopt;
+  }
+
+  static std::int64_t microsSince(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t).count();
+  }
+
   // The next standby, before this daemon restricts itself or drops privileges (the child needs both).
   void spawnStandby() {
     std::vector<char*> argv;
@@ -470,13 +483,8 @@ struct Daemon::Impl {
     }
     takeover_at = std::chrono::steady_clock::now();
     // The serving daemon also exits when the domain is gone (domain-gone): nothing to take over then.
-    if (auto n = hv.vcpuCount(o.domid); !n) {
-      event("domain-gone", {{"error", n.error().message()}, {"standby", true}});
-      domain_gone = true;
-      return {};
-    }
-    if (auto info = hv.serverInfo(o.domid, server); !info) {
-      event("domain-gone", {{"error", info.error().message()}, {"standby", true}});
+    if (auto gone = goneReason(server)) {
+      event("domain-gone", {{"error", gone->message()}, {"standby", true}});
       domain_gone = true;
       return {};
     }
@@ -548,15 +556,7 @@ struct Daemon::Impl {
       if (proxy) {
         if (!holding) proxy->handleEvents();  // also pumps buffered writes QEMU made room for
         drainRefusals();
-        // A destroyed domain lingers as long as someone maps its pages, and this daemon does: nr_vcpus
-        // keeps answering (seen on real Xen 4.17: daemons outlived their domains). Xen destroys the
-        // domain's ioreq servers when it starts killing it, so a vanished server is the signal too.
-        std::optional<Error> gone;
-        if (auto n = hv.vcpuCount(o.domid); !n)
-          gone = n.error();
-        else if (auto info = hv.serverInfo(o.domid, proxy->session().id()); !info)
-          gone = info.error();
-        if (gone) {
+        if (auto gone = goneReason(proxy->session().id())) {
           event("domain-gone", {{"error", gone->message()}});
           detach();
           closeTrace();
